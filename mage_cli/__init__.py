@@ -1,0 +1,1 @@
+"""The `mage` console script: one entry point, one sub-command per capability."""

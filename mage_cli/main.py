@@ -1,0 +1,67 @@
+"""`mage` — one console script, sub-commands owned by the package that implements them.
+
+Each sub-command lives in its own module that exposes two functions:
+
+- ``add_arguments(parser: argparse.ArgumentParser) -> None`` (cheap: no torch/transformers imports), and
+- ``run(args: argparse.Namespace) -> int`` (does the work; heavy imports go here).
+
+A sub-command whose module is not installed yet is listed with a clear message instead of breaking the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("mage_cli.demo", "build, run, save and reload a tiny MAGE end to end, offline"),
+    "data": ("shapeworld.cli", "generate the embedded ShapeWorld data set"),
+    "train": ("training.cli", "train MAGE (stage 1/2/3) from a YAML recipe"),
+    "merge-lora": ("training.merge_cli", "merge a LoRA adapter into a plain MAGE checkpoint"),
+    "eval": ("evaluation.cli", "evaluate on MME / POPE / MMBench / SEED-Bench / plans"),
+    "agent": ("tool_use.cli", "answer a request with a tool plan and execute it"),
+    "convert": ("mage_cli.convert", "build or convert checkpoints (CLIP+LLM init, llava-hf)"),
+    "push": ("mage_cli.push", "publish a checkpoint to the Hugging Face Hub"),
+}
+
+
+def _load(module_name: str):
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and module_name.startswith(error.name):
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mage", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = _load(module_name)
+        if module is None:
+            sub = subparsers.add_parser(name, help=f"{help_text} (not available in this build)")
+            sub.set_defaults(_module=None, _module_name=module_name)
+            continue
+        sub = subparsers.add_parser(name, help=help_text, description=module.__doc__)
+        module.add_arguments(sub)
+        sub.set_defaults(_module=module, _module_name=module_name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args._module is None:
+        print(f"mage {args.command}: {args._module_name} is not part of this build yet.", file=sys.stderr)
+        return 2
+    return int(args._module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
