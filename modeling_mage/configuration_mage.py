@@ -1,0 +1,205 @@
+# Copyright 2026 The MAGE-HF authors. Licensed under the Apache License, Version 2.0.
+"""MAGE model configuration.
+
+This file is also remote code: `save_pretrained` copies it into every checkpoint, so it imports nothing but
+transformers and the standard library, and it must work on transformers 4.51+ and 5.x alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.models.auto import CONFIG_MAPPING
+
+PROJECTOR_TYPES = ("ian", "mlp2x_gelu", "linear")
+FEATURE_SELECT_STRATEGIES = ("default", "full")
+SEB_QUERY_SOURCES = ("pixels", "features")
+ITDM_TEXT_SOURCES = ("hidden", "embeddings")
+ITDM_REDUCTIONS = ("mean", "sum")
+
+# The paper's vision tower: CLIP ViT-L/14 at 336 px.
+DEFAULT_VISION_CONFIG = {
+    "model_type": "clip_vision_model",
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "image_size": 336,
+    "patch_size": 14,
+    "projection_dim": 768,
+}
+
+
+def _choice_error(field: str, value, allowed) -> ValueError:
+    return ValueError(f"MageConfig.{field}={value!r} is not supported; expected one of {list(allowed)}.")
+
+
+def _as_config(value, default_type: str, defaults: dict | None = None) -> PretrainedConfig:
+    if isinstance(value, PretrainedConfig):
+        return value
+    if value is None:
+        value = dict(defaults or {"model_type": default_type})
+    value = dict(value)
+    model_type = value.pop("model_type", default_type)
+    return CONFIG_MAPPING[model_type](**value)
+
+
+class MageConfig(PretrainedConfig):
+    r"""
+    Configuration of a [`MageForConditionalGeneration`]: a vision tower, the IAN projector and a causal LM.
+
+    Args:
+        vision_config (`dict` or `PretrainedConfig`, *optional*):
+            Any CLIP/SigLIP vision config. Defaults to CLIP ViT-L/14-336.
+        text_config (`dict` or `PretrainedConfig`, *optional*):
+            Any causal-LM config. Defaults to `LlamaConfig()` (Vicuna-7B shapes).
+        image_token_id (`int`, *optional*, defaults to 32000):
+            Id of the `<image>` placeholder token in the tokenizer.
+        vision_feature_layer (`int`, *optional*, defaults to -2):
+            Hidden state of the vision tower fed to the projector (-2 = penultimate layer).
+        vision_feature_select_strategy (`str`, *optional*, defaults to `"default"`):
+            `"default"` drops the CLS token, `"full"` keeps it (ignored by the SEB's query grid, which is always the
+            patch grid).
+        projector_type (`str`, *optional*, defaults to `"ian"`):
+            `"ian"` (VAB + SEB, MAGE), `"mlp2x_gelu"` (LLaVA-1.5) or `"linear"` (LLaVA-1.0).
+        num_query_tokens (`int`, *optional*, defaults to 144):
+            Q, the IAN's output tokens per image; a perfect square no larger than the number of patches.
+        seb_query_source (`str`, *optional*, defaults to `"pixels"`):
+            Where the SEB's CNN takes its queries from: the image patches (`"pixels"`, as in the paper) or the vision
+            feature grid (`"features"`, cheaper, C-Abstractor-like).
+        seb_hidden_size (`int`, *optional*):
+            Channels of the SEB's query CNN. Defaults to the vision tower's hidden size.
+        seb_num_layers (`int`, *optional*, defaults to 2):
+            Cross-attention blocks (queries attend to the VAB output).
+        seb_num_heads (`int`, *optional*, defaults to 8):
+            Attention heads of the SEB; must divide the LM hidden size.
+        vab_depth (`int`, *optional*, defaults to 2):
+            Linear layers of the VAB's MLP (2 = Linear → GELU → Linear).
+        projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the projector MLPs.
+        itdm_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the ITDM term: `L = L_ITG + itdm_weight * L_ITDM` (0 disables it).
+        itdm_text_source (`str`, *optional*, defaults to `"hidden"`):
+            `"hidden"` (hidden state of a text-only LM forward) or `"embeddings"` (input embeddings).
+        itdm_text_layer (`int`, *optional*, defaults to -1):
+            Hidden-state layer used when `itdm_text_source="hidden"`.
+        itdm_reduction (`str`, *optional*, defaults to `"mean"`):
+            `"mean"` (torch `mse_loss`, mean over features) or `"sum"` (Eq. 2 as printed: squared L2 per sample).
+
+    Example:
+
+    ```python
+    >>> from transformers import CLIPVisionConfig, LlamaConfig
+    >>> from modeling_mage import MageConfig, MageForConditionalGeneration
+
+    >>> config = MageConfig(CLIPVisionConfig(image_size=64, patch_size=16), LlamaConfig(), num_query_tokens=4)
+    >>> config.image_seq_length
+    4
+    ```
+    """
+
+    model_type = "mage"
+    sub_configs = {"text_config": AutoConfig, "vision_config": AutoConfig}
+
+    def __init__(
+        self,
+        vision_config=None,
+        text_config=None,
+        image_token_id: int = 32000,
+        vision_feature_layer: int = -2,
+        vision_feature_select_strategy: str = "default",
+        projector_type: str = "ian",
+        num_query_tokens: int = 144,
+        seb_query_source: str = "pixels",
+        seb_hidden_size: int | None = None,
+        seb_num_layers: int = 2,
+        seb_num_heads: int = 8,
+        vab_depth: int = 2,
+        projector_hidden_act: str = "gelu",
+        itdm_weight: float = 1.0,
+        itdm_text_source: str = "hidden",
+        itdm_text_layer: int = -1,
+        itdm_reduction: str = "mean",
+        tie_word_embeddings: bool = False,
+        **kwargs,
+    ):
+        self.vision_config = _as_config(vision_config, "clip_vision_model", DEFAULT_VISION_CONFIG)
+        self.text_config = _as_config(text_config, "llama")
+        self.image_token_id = image_token_id
+        self.vision_feature_layer = vision_feature_layer
+        self.vision_feature_select_strategy = vision_feature_select_strategy
+        self.projector_type = projector_type
+        self.num_query_tokens = num_query_tokens
+        self.seb_query_source = seb_query_source
+        self.seb_hidden_size = seb_hidden_size if seb_hidden_size is not None else self.vision_config.hidden_size
+        self.seb_num_layers = seb_num_layers
+        self.seb_num_heads = seb_num_heads
+        self.vab_depth = vab_depth
+        self.projector_hidden_act = projector_hidden_act
+        self.itdm_weight = itdm_weight
+        self.itdm_text_source = itdm_text_source
+        self.itdm_text_layer = itdm_text_layer
+        self.itdm_reduction = itdm_reduction
+        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+        self.validate_mage()
+
+    # ----------------------------------------------------------------------------------------------------- shapes
+    @property
+    def num_patches(self) -> int:
+        """Patches per image side squared: `(image_size // patch_size) ** 2`."""
+        return (self.vision_config.image_size // self.vision_config.patch_size) ** 2
+
+    @property
+    def image_seq_length(self) -> int:
+        """Placeholder tokens per image in the LM input."""
+        if self.projector_type == "ian":
+            return self.num_query_tokens
+        return self.num_patches + (1 if self.vision_feature_select_strategy == "full" else 0)
+
+    # ------------------------------------------------------------------------------------------------ validation
+    def validate_mage(self) -> None:
+        """Raise a `ValueError` naming the field, the value and what is allowed."""
+        if self.projector_type not in PROJECTOR_TYPES:
+            raise _choice_error("projector_type", self.projector_type, PROJECTOR_TYPES)
+        if self.vision_feature_select_strategy not in FEATURE_SELECT_STRATEGIES:
+            raise _choice_error(
+                "vision_feature_select_strategy", self.vision_feature_select_strategy, FEATURE_SELECT_STRATEGIES
+            )
+        if self.seb_query_source not in SEB_QUERY_SOURCES:
+            raise _choice_error("seb_query_source", self.seb_query_source, SEB_QUERY_SOURCES)
+        if self.itdm_text_source not in ITDM_TEXT_SOURCES:
+            raise _choice_error("itdm_text_source", self.itdm_text_source, ITDM_TEXT_SOURCES)
+        if self.itdm_reduction not in ITDM_REDUCTIONS:
+            raise _choice_error("itdm_reduction", self.itdm_reduction, ITDM_REDUCTIONS)
+        if not isinstance(self.vision_feature_layer, int):
+            raise ValueError(
+                f"MageConfig.vision_feature_layer={self.vision_feature_layer!r} is not supported; expected one int "
+                "(e.g. -2 for the penultimate layer)."
+            )
+        if self.vab_depth < 1:
+            raise ValueError(f"MageConfig.vab_depth={self.vab_depth!r} must be >= 1.")
+        if self.projector_type != "ian":
+            return
+        q = self.num_query_tokens
+        if not isinstance(q, int) or q < 1 or math.isqrt(q) ** 2 != q:
+            raise ValueError(
+                f"MageConfig.num_query_tokens={q!r} must be a positive perfect square (e.g. 64, 144, 256, 576): "
+                "the SEB lays its queries on a square grid."
+            )
+        if q > self.num_patches:
+            raise ValueError(
+                f"MageConfig.num_query_tokens={q} is larger than the vision tower's patch grid "
+                f"({self.num_patches} patches for image_size={self.vision_config.image_size}, "
+                f"patch_size={self.vision_config.patch_size}); expected a perfect square <= {self.num_patches}."
+            )
+        if self.seb_num_layers < 1:
+            raise ValueError(f"MageConfig.seb_num_layers={self.seb_num_layers!r} must be >= 1.")
+        hidden = self.text_config.hidden_size
+        if self.seb_num_heads < 1 or hidden % self.seb_num_heads:
+            raise ValueError(
+                f"MageConfig.seb_num_heads={self.seb_num_heads!r} must divide the LM hidden size ({hidden})."
+            )
+
+
+__all__ = ["MageConfig"]

@@ -1,0 +1,227 @@
+# Copyright 2026 The MAGE-HF authors. Licensed under the Apache License, Version 2.0.
+"""Projectors between the vision tower and the LM: MAGE's IAN (VAB + SEB) and LLaVA's linear / MLP projectors.
+
+Remote code: imports only torch, transformers and siblings of this folder.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+
+from .configuration_mage import MageConfig
+
+
+class MageVectorAlignmentBlock(nn.Module):
+    """VAB: maps vision features to the LM width with an MLP between learnable norms.
+
+    `LayerNorm(D_v) → Linear(D_v, D_l) → act → [Linear(D_l, D_l) → act]* → Linear(D_l, D_l) → LayerNorm(D_l)`
+    with `config.vab_depth` linear layers in all.
+
+    Input `(B, N_p, D_v)`, output `(B, N_p, D_l)`.
+    """
+
+    def __init__(self, config: MageConfig):
+        super().__init__()
+        vision_hidden, text_hidden = config.vision_config.hidden_size, config.text_config.hidden_size
+        self.pre_norm = nn.LayerNorm(vision_hidden)
+        widths = [vision_hidden] + [text_hidden] * config.vab_depth
+        self.linears = nn.ModuleList(nn.Linear(i, o) for i, o in zip(widths[:-1], widths[1:]))
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.post_norm = nn.LayerNorm(text_hidden)
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.pre_norm(image_features)
+        for index, linear in enumerate(self.linears):
+            hidden_states = linear(hidden_states)
+            if index < len(self.linears) - 1:
+                hidden_states = self.act(hidden_states)
+        return self.post_norm(hidden_states)
+
+
+class MageQueryCNN(nn.Module):
+    """The SEB's learnable CNN: turns the image (or the vision feature grid) into a `√Q × √Q` grid of queries.
+
+    `"pixels"`: a patchifying convolution (kernel = stride = the tower's patch size) on `pixel_values (B, 3, H, W)`;
+    `"features"`: a 1×1 convolution on the vision feature grid `(B, D_v, g, g)`. Then a 3×3 convolution, adaptive
+    average pooling to `√Q × √Q` (learnable convolutions instead of fixed pooling, paper §3.1) and a linear map to
+    the LM width. Output `(B, Q, D_l)`.
+    """
+
+    def __init__(self, config: MageConfig):
+        super().__init__()
+        channels = config.seb_hidden_size
+        self.source = config.seb_query_source
+        patch = config.vision_config.patch_size
+        if self.source == "pixels":
+            in_channels = getattr(config.vision_config, "num_channels", 3)
+            self.stem = nn.Conv2d(in_channels, channels, kernel_size=patch, stride=patch)
+        else:
+            self.stem = nn.Conv2d(config.vision_config.hidden_size, channels, kernel_size=1)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.mixer = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.grid_size = math.isqrt(config.num_query_tokens)
+        self.pool = nn.AdaptiveAvgPool2d(self.grid_size)
+        self.out_proj = nn.Linear(channels, config.text_config.hidden_size)
+
+    def forward(self, pixel_values: torch.Tensor | None, feature_grid: torch.Tensor | None) -> torch.Tensor:
+        source = pixel_values if self.source == "pixels" else feature_grid
+        hidden = self.act(self.stem(source.to(self.stem.weight.dtype)))
+        hidden = hidden + self.act(self.mixer(hidden))
+        hidden = self.pool(hidden)  # (B, C, √Q, √Q)
+        return self.out_proj(hidden.flatten(2).transpose(1, 2))
+
+
+class MageCrossAttentionBlock(nn.Module):
+    """Pre-norm block: queries attend to the VAB output (keys/values), then an MLP; both residual.
+
+    Queries `(B, Q, D)`, context `(B, N_p, D)` → `(B, Q, D)`. Uses `F.scaled_dot_product_attention` (SDPA).
+    """
+
+    def __init__(self, config: MageConfig):
+        super().__init__()
+        hidden = config.text_config.hidden_size
+        self.num_heads = config.seb_num_heads
+        self.head_dim = hidden // self.num_heads
+        self.query_norm = nn.LayerNorm(hidden)
+        self.context_norm = nn.LayerNorm(hidden)
+        self.q_proj = nn.Linear(hidden, hidden)
+        self.k_proj = nn.Linear(hidden, hidden)
+        self.v_proj = nn.Linear(hidden, hidden)
+        self.o_proj = nn.Linear(hidden, hidden)
+        self.mlp_norm = nn.LayerNorm(hidden)
+        self.fc1 = nn.Linear(hidden, 4 * hidden)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.fc2 = nn.Linear(4 * hidden, hidden)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, queries: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        normed_queries, normed_context = self.query_norm(queries), self.context_norm(context)
+        attended = F.scaled_dot_product_attention(
+            self._heads(self.q_proj(normed_queries)),
+            self._heads(self.k_proj(normed_context)),
+            self._heads(self.v_proj(normed_context)),
+        )
+        attended = attended.transpose(1, 2).reshape(queries.shape)
+        queries = queries + self.o_proj(attended)
+        return queries + self.fc2(self.act(self.fc1(self.mlp_norm(queries))))
+
+
+class MageSemanticEnhancementBlock(nn.Module):
+    """SEB: CNN queries (+ learnable 2-D position embedding) cross-attend to the VAB output.
+
+    Args to `forward`:
+        aligned (`torch.Tensor` of shape `(B, N_p, D_l)`): the VAB output, used as keys and values.
+        pixel_values (`torch.Tensor` of shape `(B, 3, H, W)`, *optional*): needed when `seb_query_source="pixels"`.
+        feature_grid (`torch.Tensor` of shape `(B, D_v, g, g)`, *optional*): needed when `seb_query_source="features"`.
+
+    Returns `V''` of shape `(B, Q, D_l)`.
+    """
+
+    def __init__(self, config: MageConfig):
+        super().__init__()
+        hidden = config.text_config.hidden_size
+        self.query_cnn = MageQueryCNN(config)
+        self.position_embedding = nn.Parameter(torch.zeros(1, config.num_query_tokens, hidden))
+        self.layers = nn.ModuleList(MageCrossAttentionBlock(config) for _ in range(config.seb_num_layers))
+        self.final_norm = nn.LayerNorm(hidden)
+
+    def forward(
+        self,
+        aligned: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        feature_grid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        queries = self.query_cnn(pixel_values, feature_grid).to(aligned.dtype)
+        queries = queries + self.position_embedding.to(aligned.dtype)
+        for layer in self.layers:
+            queries = layer(queries, aligned)
+        return self.final_norm(queries)
+
+
+class MageIntelligentAlignmentNetwork(nn.Module):
+    """IAN = VAB then SEB.
+
+    Args to `forward`:
+        image_features (`torch.Tensor` of shape `(B, N, D_v)`): selected vision features (CLS dropped or kept).
+        pixel_values (`torch.Tensor` of shape `(B, 3, H, W)`, *optional*): the images (SEB queries from pixels).
+
+    Returns `(B, Q, D_l)`.
+    """
+
+    def __init__(self, config: MageConfig):
+        super().__init__()
+        self.config = config
+        self.vab = MageVectorAlignmentBlock(config)
+        self.seb = MageSemanticEnhancementBlock(config)
+
+    def _feature_grid(self, image_features: torch.Tensor) -> torch.Tensor:
+        patches = image_features[:, -self.config.num_patches :]  # drop CLS if the strategy kept it
+        batch, count, width = patches.shape
+        side = math.isqrt(count)
+        return patches.transpose(1, 2).reshape(batch, width, side, side)
+
+    def forward(self, image_features: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        aligned = self.vab(image_features)
+        if self.config.seb_query_source == "pixels":
+            if pixel_values is None:
+                raise ValueError("The IAN with seb_query_source='pixels' needs `pixel_values` for its query CNN.")
+            return self.seb(aligned, pixel_values=pixel_values)
+        return self.seb(aligned, feature_grid=self._feature_grid(image_features))
+
+
+class MageLinearProjector(nn.Module):
+    """LLaVA-1.0 projector: one linear layer, `(B, N, D_v)` → `(B, N, D_l)`."""
+
+    def __init__(self, config: MageConfig):
+        super().__init__()
+        self.linear_1 = nn.Linear(config.vision_config.hidden_size, config.text_config.hidden_size)
+
+    def forward(self, image_features: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        return self.linear_1(image_features)
+
+
+class MageMLPProjector(nn.Module):
+    """LLaVA-1.5 `mlp2x_gelu` projector, `(B, N, D_v)` → `(B, N, D_l)`.
+
+    Parameter names equal `LlavaMultiModalProjector`'s (`linear_1`, `linear_2`) so llava-hf weights load unchanged.
+    """
+
+    def __init__(self, config: MageConfig):
+        super().__init__()
+        self.linear_1 = nn.Linear(config.vision_config.hidden_size, config.text_config.hidden_size)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(config.text_config.hidden_size, config.text_config.hidden_size)
+
+    def forward(self, image_features: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(image_features)))
+
+
+PROJECTOR_CLASSES: dict[str, type[nn.Module]] = {
+    "ian": MageIntelligentAlignmentNetwork,
+    "mlp2x_gelu": MageMLPProjector,
+    "linear": MageLinearProjector,
+}
+
+
+def build_projector(config: MageConfig) -> nn.Module:
+    """The projector named by `config.projector_type`."""
+    return PROJECTOR_CLASSES[config.projector_type](config)
+
+
+__all__ = [
+    "MageVectorAlignmentBlock",
+    "MageSemanticEnhancementBlock",
+    "MageIntelligentAlignmentNetwork",
+    "MageLinearProjector",
+    "MageMLPProjector",
+    "PROJECTOR_CLASSES",
+    "build_projector",
+]

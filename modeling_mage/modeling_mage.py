@@ -1,0 +1,475 @@
+# Copyright 2026 The MAGE-HF authors. Licensed under the Apache License, Version 2.0.
+"""PyTorch MAGE: vision tower → IAN (VAB + SEB) → causal LM, a sibling of transformers' `models/llava`.
+
+Remote code: this folder is copied flat into every checkpoint, so only relative imports between siblings, nothing but
+torch + transformers at load time, and it runs unchanged on transformers 4.51+ and 5.x.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import __version__ as transformers_version
+from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
+
+from .configuration_mage import MageConfig
+from .ian import build_projector
+
+TRANSFORMERS_MAJOR = int(transformers_version.split(".")[0])
+
+# Modules that must stay in full precision under bitsandbytes quantisation (prefixes from the model root, DESIGN §3).
+QUANTIZATION_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
+
+# Files of this folder that make up the remote code, and the auto_map that names them. `register_for_auto_class`
+# takes one class and refuses AutoModelForVision2Seq on 5.x, so the map is written explicitly (DESIGN §3).
+REMOTE_CODE_FILES = ("configuration_mage.py", "ian.py", "modeling_mage.py")
+AUTO_MAP = {
+    "AutoConfig": "configuration_mage.MageConfig",
+    "AutoModel": "modeling_mage.MageModel",
+    "AutoModelForImageTextToText": "modeling_mage.MageForConditionalGeneration",
+    "AutoModelForVision2Seq": "modeling_mage.MageForConditionalGeneration",
+}
+
+
+@dataclass
+class MageModelOutputWithPast(BaseModelOutputWithPast):
+    r"""
+    Outputs of [`MageModel`]: the LM's outputs plus the IAN output.
+
+    image_hidden_states (`torch.FloatTensor` of shape `(num_images, image_seq_length, hidden_size)`, *optional*):
+        Projector output (`V''` for the IAN) that was scattered into the LM input.
+    """
+
+    image_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class MageCausalLMOutputWithPast(ModelOutput):
+    r"""
+    Outputs of [`MageForConditionalGeneration`].
+
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*): causal-LM cross-entropy (ITG), when `labels` are given.
+    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`): LM head scores.
+    past_key_values (`Cache`, *optional*): the KV cache.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*): LM hidden states per layer.
+    attentions (`tuple(torch.FloatTensor)`, *optional*): LM attention weights per layer.
+    image_hidden_states (`torch.FloatTensor` of shape `(num_images, image_seq_length, hidden_size)`, *optional*):
+        Projector output (`V''`). Its mean over queries is `d_ian` of the ITDM loss.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: object | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+
+
+class MagePreTrainedModel(PreTrainedModel):
+    config_class = MageConfig
+    config: MageConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MageIntelligentAlignmentNetwork", "CLIPEncoderLayer", "SiglipEncoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_flash_attn_2 = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _supports_cache_class = True
+    _supports_static_cache = True
+    _supports_quantized_cache = True
+    _can_compile_fullgraph = True
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained` (safetensors) plus the remote code and an `auto_map` naming
+        AutoConfig, AutoModel, AutoModelForImageTextToText (5.x) and AutoModelForVision2Seq (4.x)."""
+        if kwargs.get("push_to_hub"):
+            raise ValueError("Save locally, then publish the folder with `mage push` (it checks the folder loads).")
+        kwargs.setdefault("safe_serialization", True)
+        self.config.auto_map = dict(AUTO_MAP)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        source_dir = os.path.dirname(os.path.abspath(__file__))
+        for name in REMOTE_CODE_FILES:
+            shutil.copyfile(os.path.join(source_dir, name), os.path.join(save_directory, name))
+        return result
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Only the projector's modules reach here on 5.x; on 4.x also the unwrapped vision transformer (whose
+        # weights are then loaded or replaced by `from_vision_text_pretrained`).
+        std = getattr(self.config.text_config, "initializer_range", 0.02)
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        if hasattr(module, "position_embedding") and isinstance(module.position_embedding, nn.Parameter):
+            nn.init.normal_(module.position_embedding, mean=0.0, std=std)
+
+
+def _unwrap_vision_tower(tower: nn.Module) -> nn.Module:
+    # 4.x CLIPVisionModel wraps a `vision_model`; 5.x has none. Unwrapping gives both the same weight names.
+    return getattr(tower, "vision_model", tower)
+
+
+class MageModel(MagePreTrainedModel):
+    """Vision tower + projector + LM decoder (no LM head)."""
+
+    _checkpoint_conversion_mapping: dict = {}
+
+    def __init__(self, config: MageConfig):
+        super().__init__(config)
+        self.vision_tower = _unwrap_vision_tower(AutoModel.from_config(config.vision_config))
+        self.multi_modal_projector = build_projector(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def select_vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Vision tower hidden state at `vision_feature_layer`, CLS dropped under the "default" strategy.
+
+        `pixel_values (num_images, 3, H, W)` → `(num_images, N, D_v)`.
+        """
+        tower_dtype = next(self.vision_tower.parameters()).dtype
+        outputs = self.vision_tower(pixel_values.to(tower_dtype), output_hidden_states=True)
+        features = outputs.hidden_states[self.config.vision_feature_layer]
+        if self.config.vision_feature_select_strategy == "default" and features.shape[1] == self.config.num_patches + 1:
+            features = features[:, 1:]
+        return features
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Projected image tokens, `pixel_values (num_images, 3, H, W)` → `(num_images, image_seq_length, D_l)`."""
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"pixel_values must have shape (num_images, channels, height, width); got {tuple(pixel_values.shape)}."
+            )
+        expected = self.config.vision_config.image_size
+        if tuple(pixel_values.shape[-2:]) != (expected, expected):
+            raise ValueError(
+                f"pixel_values are {tuple(pixel_values.shape[-2:])} pixels but the vision tower expects "
+                f"{expected}x{expected}; preprocess images with the model's MageProcessor."
+            )
+        features = self.select_vision_features(pixel_values)
+        projector_dtype = next(self.multi_modal_projector.parameters()).dtype
+        return self.multi_modal_projector(features.to(projector_dtype), pixel_values.to(projector_dtype))
+
+    def get_placeholder_mask(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor
+    ) -> torch.Tensor:
+        """Boolean mask `(B, L, D)` of image placeholder positions; raises when their count ≠ Q × images."""
+        if input_ids is None:
+            image_embedding = self.get_input_embeddings()(
+                torch.tensor(self.config.image_token_id, dtype=torch.long, device=inputs_embeds.device)
+            )
+            special_image_mask = (inputs_embeds == image_embedding).all(-1)
+        else:
+            special_image_mask = input_ids == self.config.image_token_id
+        n_image_tokens = int(special_image_mask.sum())
+        num_images, tokens_per_image = image_features.shape[0], image_features.shape[1]
+        if n_image_tokens != num_images * tokens_per_image:
+            raise ValueError(
+                "Image features and image tokens do not match: the input holds "
+                f"{n_image_tokens} image placeholder tokens (id {self.config.image_token_id}) but {num_images} "
+                f"image(s) × {tokens_per_image} tokens per image = {num_images * tokens_per_image} were expected. "
+                "Build inputs with MageProcessor, which expands each <image> to the right number of tokens, and "
+                "do not truncate through them."
+            )
+        return special_image_mask.unsqueeze(-1).expand_as(inputs_embeds)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> MageModelOutputWithPast:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(B, L)`): token ids with Q placeholders per image.
+        pixel_values (`torch.FloatTensor` of shape `(num_images, 3, H, W)`, *optional*): images in text order.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+        kwargs.pop("return_dict", None)
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        image_features = None
+        if pixel_values is not None:
+            image_features = self.get_image_features(pixel_values).to(inputs_embeds.device, inputs_embeds.dtype)
+            mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
+            inputs_embeds = inputs_embeds.masked_scatter(mask, image_features)
+        elif input_ids is not None and (past_key_values is None or _cache_length(past_key_values) == 0):
+            n_placeholders = int((input_ids == self.config.image_token_id).sum())
+            if n_placeholders:
+                raise ValueError(
+                    f"The input holds {n_placeholders} image placeholder tokens but no `pixel_values` were given."
+                )
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            return_dict=True,
+            **kwargs,
+        )
+        return MageModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=image_features,
+        )
+
+
+def _cache_length(past_key_values) -> int:
+    if hasattr(past_key_values, "get_seq_length"):
+        return int(past_key_values.get_seq_length())
+    return int(past_key_values[0][0].shape[-2]) if len(past_key_values) else 0
+
+
+class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
+    r"""
+    MAGE with an LM head: generation and the ITG loss, plus [`get_itdm_features`] for the ITDM term.
+
+    Example:
+
+    ```python
+    >>> from transformers import AutoModelForImageTextToText, AutoProcessor
+    >>> model = AutoModelForImageTextToText.from_pretrained("path/to/mage", trust_remote_code=True)
+    >>> processor = AutoProcessor.from_pretrained("path/to/mage", trust_remote_code=True)
+    >>> messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is shown?"}]}]
+    >>> prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    >>> inputs = processor(images=image, text=prompt, return_tensors="pt")
+    >>> output_ids = model.generate(**inputs, max_new_tokens=20)
+    ```
+    """
+
+    _checkpoint_conversion_mapping: dict = {}
+    _tied_weights_keys = (
+        {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+        if TRANSFORMERS_MAJOR >= 5
+        else ["lm_head.weight"]
+    )
+
+    def __init__(self, config: MageConfig):
+        super().__init__(config)
+        self.model = MageModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    # ------------------------------------------------------------------------------------------ embeddings / parts
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.lm_head = new_embeddings
+
+    def get_decoder(self) -> nn.Module:
+        return self.model.language_model
+
+    @property
+    def vision_tower(self) -> nn.Module:
+        return self.model.vision_tower
+
+    @property
+    def multi_modal_projector(self) -> nn.Module:
+        return self.model.multi_modal_projector
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.model.language_model
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`pixel_values (num_images, 3, H, W)` → projected image tokens `(num_images, image_seq_length, D_l)`."""
+        return self.model.get_image_features(pixel_values)
+
+    # ------------------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MageCausalLMOutputWithPast | tuple:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(B, L)`): token ids, Q placeholders per image.
+        pixel_values (`torch.FloatTensor` of shape `(num_images, 3, H, W)`, *optional*): images in text order.
+        labels (`torch.LongTensor` of shape `(B, L)`, *optional*): targets aligned with `input_ids` (the model
+            shifts them); -100 where no loss is wanted (prompt, image placeholders, padding).
+        logits_to_keep (`int` or `torch.Tensor`): compute logits only for the last `logits_to_keep` positions
+            (0 = all), as in transformers' causal LMs.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, slice_indices, :])
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        output = MageCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, pixel_values=None, **kwargs):
+        # Images enter only at prefill: afterwards the cache holds them and the new ids hold no placeholders.
+        # 5.x passes `is_first_iteration` at prefill only; 4.x passes `cache_position`; else the cache length tells.
+        is_first = kwargs.get("is_first_iteration")
+        model_inputs = super().prepare_inputs_for_generation(input_ids, past_key_values=past_key_values, **kwargs)
+        if is_first is None:
+            cache_position = kwargs.get("cache_position", model_inputs.get("cache_position"))
+            if cache_position is not None:
+                is_first = int(cache_position[0]) == 0
+            else:
+                is_first = past_key_values is None or _cache_length(past_key_values) == 0
+        if is_first or not kwargs.get("use_cache", True):
+            model_inputs["pixel_values"] = pixel_values
+        else:
+            model_inputs.pop("pixel_values", None)
+        return model_inputs
+
+    # ------------------------------------------------------------------------------------------------------ ITDM
+    def get_itdm_features(
+        self,
+        text_input_ids: torch.LongTensor,
+        text_attention_mask: torch.Tensor,
+        pixel_values: torch.FloatTensor | None = None,
+        image_hidden_states: torch.FloatTensor | None = None,
+        text_pool_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""
+        What the ITDM loss compares (DESIGN §1), so the trainer never reaches into internals.
+
+        Args:
+            text_input_ids (`torch.LongTensor` of shape `(B, T)`): the text alone (caption / answers), no image tokens.
+            text_attention_mask (`torch.Tensor` of shape `(B, T)`): 1 for real tokens.
+            pixel_values (`torch.FloatTensor` of shape `(B, 3, H, W)`, *optional*): one image per row; or pass
+            image_hidden_states (`torch.FloatTensor` of shape `(B, Q, D_l)`, *optional*): the projector output of a
+                forward already made (reuses it, with its gradient).
+            text_pool_mask (`torch.Tensor` of shape `(B, T)`, *optional*): tokens averaged into `d_llm`
+                (defaults to `text_attention_mask`).
+
+        Returns:
+            `(d_ian, d_llm)`, each `(B, D_l)`: `d_ian` = mean of `V''` over queries (with gradient); `d_llm` = masked
+            mean of the LM's encoding of the text (`config.itdm_text_source`), computed without gradient.
+        """
+        if image_hidden_states is None:
+            if pixel_values is None:
+                raise ValueError("get_itdm_features needs `pixel_values` or `image_hidden_states`.")
+            image_hidden_states = self.get_image_features(pixel_values)
+        d_ian = image_hidden_states.mean(dim=1)
+        pool_mask = text_attention_mask if text_pool_mask is None else text_pool_mask
+        with torch.no_grad():
+            if self.config.itdm_text_source == "embeddings":
+                encoded = self.get_input_embeddings()(text_input_ids)
+            else:
+                outputs = self.model.language_model(
+                    input_ids=text_input_ids,
+                    attention_mask=text_attention_mask,
+                    output_hidden_states=True,
+                    use_cache=False,
+                    return_dict=True,
+                )
+                encoded = outputs.hidden_states[self.config.itdm_text_layer]
+            weights = pool_mask.to(encoded.dtype).unsqueeze(-1)
+            d_llm = (encoded * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return d_ian, d_llm.to(d_ian.dtype)
+
+    # --------------------------------------------------------------------------------------------------- builders
+    @classmethod
+    def from_vision_text_pretrained(
+        cls,
+        vision_model_name_or_path: str,
+        text_model_name_or_path: str,
+        tokenizer=None,
+        torch_dtype: torch.dtype | None = None,
+        **config_kwargs,
+    ) -> MageForConditionalGeneration:
+        """Stage-1 starting point: a pretrained vision tower (CLIP/SigLIP, full or vision-only checkpoint) and a
+        pretrained causal LM, joined by a freshly initialised projector.
+
+        Pass the `tokenizer` of the processor built by `MageProcessor.from_vision_text_pretrained` so the LM's
+        embeddings are resized to it and `image_token_id` is taken from it.
+        """
+        vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
+        vision_config = getattr(vision_config, "vision_config", vision_config)
+        vision_model = AutoModel.from_pretrained(vision_model_name_or_path, torch_dtype=torch_dtype)
+        vision_model = getattr(vision_model, "vision_model", vision_model)
+        language_model = AutoModelForCausalLM.from_pretrained(text_model_name_or_path, torch_dtype=torch_dtype)
+        text_config = language_model.config
+        if tokenizer is not None:
+            config_kwargs.setdefault("image_token_id", tokenizer.convert_tokens_to_ids("<image>"))
+        config_kwargs.setdefault("tie_word_embeddings", getattr(text_config, "tie_word_embeddings", False))
+        config = MageConfig(vision_config=vision_config.to_dict(), text_config=text_config.to_dict(), **config_kwargs)
+        model = cls(config)
+        if torch_dtype is not None:
+            model = model.to(torch_dtype)
+        model.model.vision_tower.load_state_dict(_unwrap_vision_tower(vision_model).state_dict())
+        model.model.language_model.load_state_dict(language_model.get_decoder().state_dict())
+        model.lm_head.load_state_dict(language_model.get_output_embeddings().state_dict())
+        if tokenizer is not None and len(tokenizer) != model.config.text_config.vocab_size:
+            model.resize_token_embeddings(len(tokenizer))
+        return model
+
+
+__all__ = [
+    "MageModel",
+    "MageForConditionalGeneration",
+    "MagePreTrainedModel",
+    "MageModelOutputWithPast",
+    "MageCausalLMOutputWithPast",
+    "QUANTIZATION_SKIP_MODULES",
+]
