@@ -23,7 +23,7 @@ from .ian import build_projector
 TRANSFORMERS_MAJOR = int(transformers_version.split(".")[0])
 
 # Modules that must stay in full precision under bitsandbytes quantisation (prefixes from the model root, DESIGN §3).
-QUANTIZATION_SKIP_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
+QUANTIZATION_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
 # Files of this folder that make up the remote code, and the auto_map that names them. `register_for_auto_class`
 # takes one class and refuses AutoModelForVision2Seq on 5.x, so the map is written explicitly (DESIGN §3).
@@ -193,6 +193,19 @@ class MageModel(MagePreTrainedModel):
             )
         return special_image_mask.unsqueeze(-1).expand_as(inputs_embeds)
 
+    def _check_length(self, inputs: torch.Tensor, past_key_values) -> None:
+        limit = getattr(self.config.text_config, "max_position_embeddings", None)
+        rope = getattr(self.config.text_config, "rope_scaling", None) or {}
+        if limit is None or rope.get("rope_type", rope.get("type", "default")) != "default":
+            return  # scaled RoPE is meant to run past the trained length
+        total = inputs.shape[1] + _cache_length(past_key_values)
+        if total > limit:
+            raise ValueError(
+                f"The sequence is {total} tokens long (prompt + cache) but the language model was trained for at most "
+                f"max_position_embeddings={limit}; shorten the text (truncate after the image placeholders) or "
+                "lower max_new_tokens."
+            )
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -211,6 +224,7 @@ class MageModel(MagePreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
         kwargs.pop("return_dict", None)
+        self._check_length(input_ids if input_ids is not None else inputs_embeds, past_key_values)
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
@@ -245,6 +259,10 @@ class MageModel(MagePreTrainedModel):
 
 
 def _cache_length(past_key_values) -> int:
+    # Static (compileable) caches are skipped: their length is a tensor op that would break a compiled graph, and
+    # they enforce their own maximum length.
+    if past_key_values is None or getattr(past_key_values, "is_compileable", False):
+        return 0
     if hasattr(past_key_values, "get_seq_length"):
         return int(past_key_values.get_seq_length())
     return int(past_key_values[0][0].shape[-2]) if len(past_key_values) else 0
@@ -374,7 +392,7 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
             if cache_position is not None:
                 is_first = int(cache_position[0]) == 0
             else:
-                is_first = past_key_values is None or _cache_length(past_key_values) == 0
+                is_first = past_key_values is None or int(past_key_values.get_seq_length()) == 0
         if is_first or not kwargs.get("use_cache", True):
             model_inputs["pixel_values"] = pixel_values
         else:

@@ -217,11 +217,25 @@ class MageProcessor(ProcessorMixin):
 
 
 def prepare_tokenizer(tokenizer) -> None:
-    """Add `<image>` as a special token and a pad token when missing (the unk token, as LLaVA does for Vicuna)."""
+    """Make an LM tokenizer ready for MAGE, as LLaVA does for Vicuna:
+
+    - add `<image>` as a special token (one id, never split);
+    - set a pad token when missing (the unk token, else eos);
+    - prepend BOS to every encoded text when the tokenizer has one (some 5.x Llama tokenizers do not by default):
+      prompts then start with `<s>` exactly as in LLaVA's training and evaluation.
+    """
     if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) in (None, tokenizer.unk_token_id):
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+    if tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] != [tokenizer.bos_token_id]:
+        tokenizer.add_bos_token = True
+        if hasattr(tokenizer, "update_post_processor"):
+            tokenizer.update_post_processor()
+        if tokenizer("a")["input_ids"][:1] != [tokenizer.bos_token_id]:
+            raise ValueError(
+                f"Could not make {type(tokenizer).__name__} prepend its BOS token {tokenizer.bos_token!r}."
+            )
 
 
 def _drop_nested_image_processor(path: str) -> None:
