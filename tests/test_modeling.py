@@ -314,3 +314,18 @@ def test_from_vision_text_pretrained_loads_both_towers(tmp_path):
         model.model.language_model.layers[0].self_attn.q_proj.weight, llama.model.layers[0].self_attn.q_proj.weight
     )
     torch.testing.assert_close(model.lm_head.weight[: llama.config.vocab_size], llama.lm_head.weight)
+
+
+def test_device_map_auto_loads_and_runs(tiny_mage_dir, tiny_mage, shape_image):
+    _, processor = tiny_mage
+    model = MageForConditionalGeneration.from_pretrained(tiny_mage_dir, device_map="auto")
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    no_split = set(model._get_no_split_modules("auto"))
+    assert {"MageIntelligentAlignmentNetwork", "LlamaDecoderLayer"} <= no_split  # what device_map keeps whole
+    with torch.no_grad():
+        assert torch.isfinite(model(**_inputs(processor, [shape_image], ["What is it?"])).logits).all()
+
+
+def test_fp16_weights_load(tiny_mage_dir):
+    model = MageForConditionalGeneration.from_pretrained(tiny_mage_dir, dtype=torch.float16)
+    assert model.model.multi_modal_projector.vab.linears[0].weight.dtype == torch.float16

@@ -163,3 +163,16 @@ def test_real_sentencepiece_tokenizer(sentencepiece_dir, tiny_mage, shape_image,
     processor.save_pretrained(tmp_path)
     reloaded = AutoProcessor.from_pretrained(tmp_path)
     assert reloaded(images=[shape_image], text=prompt)["input_ids"][0].tolist() == ids
+
+
+def test_apply_chat_template_tokenize_return_dict_like_llava_hf(tiny_mage, shape_image):
+    model, processor = tiny_mage
+    messages = [{"role": "user", "content": [{"type": "image", "image": shape_image}, {"type": "text", "text": "Hi?"}]}]
+    inputs = processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    assert set(inputs.keys()) == {"input_ids", "attention_mask", "pixel_values"}
+    assert (inputs["input_ids"] == processor.image_token_id).sum() == Q
+    expected = processor(images=[shape_image], text=processor.apply_chat_template(messages, add_generation_prompt=True))
+    assert inputs["input_ids"].tolist() == expected["input_ids"].tolist()
+    torch.testing.assert_close(inputs["pixel_values"], expected["pixel_values"])
