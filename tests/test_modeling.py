@@ -320,7 +320,7 @@ def test_device_map_auto_loads_and_runs(tiny_mage_dir, tiny_mage, shape_image):
     _, processor = tiny_mage
     model = MageForConditionalGeneration.from_pretrained(tiny_mage_dir, device_map="auto")
     assert {p.device.type for p in model.parameters()} == {"cpu"}
-    no_split = set(model._get_no_split_modules("auto"))
+    no_split = set(model._no_split_modules)
     assert {"MageIntelligentAlignmentNetwork", "LlamaDecoderLayer"} <= no_split  # what device_map keeps whole
     with torch.no_grad():
         assert torch.isfinite(model(**_inputs(processor, [shape_image], ["What is it?"])).logits).all()
