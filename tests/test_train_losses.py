@@ -1,0 +1,60 @@
+"""ITDM against hand computations (DESIGN §1, paper Eq. 2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.losses import itdm_loss, itdm_per_sample
+
+D_IAN = torch.tensor([[1.0, 2.0], [0.0, 0.0], [3.0, -1.0]])
+D_LLM = torch.tensor([[0.0, 0.0], [1.0, 1.0], [3.0, 1.0]])
+# squared differences per row: [1, 4] → sum 5, mean 2.5; [1, 1] → 2, 1; [0, 4] → 4, 2
+
+
+def test_per_sample_by_hand():
+    assert itdm_per_sample(D_IAN, D_LLM, "sum").tolist() == [5.0, 2.0, 4.0]
+    assert itdm_per_sample(D_IAN, D_LLM, "mean").tolist() == [2.5, 1.0, 2.0]
+
+
+def test_mean_reduction_equals_torch_mse_loss():
+    expected = torch.nn.functional.mse_loss(D_IAN, D_LLM)
+    assert torch.allclose(itdm_loss(D_IAN, D_LLM, reduction="mean"), expected)
+
+
+def test_masked_to_image_samples():
+    mask = torch.tensor([True, False, True])
+    assert itdm_loss(D_IAN, D_LLM, mask, "sum").item() == pytest.approx((5 + 4) / 2)
+    assert itdm_loss(D_IAN, D_LLM, mask, "mean").item() == pytest.approx((2.5 + 2.0) / 2)
+
+
+def test_num_items_splits_like_accumulation():
+    full = itdm_loss(D_IAN, D_LLM, reduction="sum")
+    parts = itdm_loss(D_IAN[:1], D_LLM[:1], reduction="sum", num_items=3) + itdm_loss(
+        D_IAN[1:], D_LLM[1:], reduction="sum", num_items=3
+    )
+    assert torch.allclose(full, parts)
+
+
+def test_no_image_rows_gives_zero_with_graph():
+    d_ian = D_IAN.clone().requires_grad_()
+    loss = itdm_loss(d_ian, D_LLM, torch.zeros(3, dtype=torch.bool))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(d_ian.grad, torch.zeros_like(d_ian))
+
+
+def test_gradient_flows_to_ian_only():
+    d_ian = D_IAN.clone().requires_grad_()
+    d_llm = D_LLM.clone().requires_grad_()
+    itdm_loss(d_ian, d_llm, reduction="sum").backward()
+    # d/dx (1/3 Σ ||x - y||²) = 2 (x - y) / 3
+    assert torch.allclose(d_ian.grad, 2 * (D_IAN - D_LLM) / 3)
+    assert d_llm.grad is None
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="reduction='max'"):
+        itdm_loss(D_IAN, D_LLM, reduction="max")
+    with pytest.raises(ValueError, match="same shape"):
+        itdm_loss(D_IAN, D_LLM[:, :1])
