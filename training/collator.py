@@ -1,0 +1,124 @@
+"""Batching: the `MageDataCollator` (padding, images, ITDM text) and the modality-length-grouped sampler."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .templates import IGNORE_INDEX
+
+ITDM_KEYS = ("itdm_input_ids", "itdm_attention_mask", "itdm_pool_mask")
+
+
+@dataclass
+class MageDataCollator:
+    """Pads `LlavaDataset` items into a model batch plus the inputs of the ITDM term.
+
+    Output:
+        - `input_ids (B, L)`, `attention_mask (B, L)`, `labels (B, L)` (right padding, labels -100 on padding);
+        - `pixel_values (num_images, 3, H, W)` in row order, when any row has an image;
+        - for the image rows only, in the same order: `itdm_input_ids (N_img, T)` = BOS + the row's supervised text
+          (caption / answers, without `</s>`), `itdm_attention_mask (N_img, T)`, and `itdm_pool_mask (N_img, T)`
+          (the answer tokens averaged into `d_llm`: BOS and padding excluded).
+
+    Args:
+        pad_token_id: the tokenizer's pad id; bos_token_id / eos_token_id: for the ITDM text (None = not used).
+    """
+
+    pad_token_id: int
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+    @classmethod
+    def from_processor(cls, processor) -> MageDataCollator:
+        tokenizer = processor.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return cls(pad_token_id=pad, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        unexpected = {key for example in examples for key in example} - {"input_ids", "labels", "pixel_values", "id"}
+        if unexpected:
+            raise KeyError(f"Unexpected input keys in examples: {sorted(unexpected)}")
+        batch = {
+            "input_ids": self._pad([e["input_ids"] for e in examples], self.pad_token_id),
+            "labels": self._pad([e["labels"] for e in examples], IGNORE_INDEX),
+        }
+        lengths = torch.tensor([len(e["input_ids"]) for e in examples])
+        batch["attention_mask"] = (torch.arange(batch["input_ids"].shape[1])[None, :] < lengths[:, None]).long()
+        image_rows = [e for e in examples if e.get("pixel_values") is not None]
+        if image_rows:
+            batch["pixel_values"] = torch.cat([e["pixel_values"] for e in image_rows], dim=0)
+            batch.update(self._itdm_text(image_rows))
+        return batch
+
+    @staticmethod
+    def _pad(sequences: list[torch.Tensor], value: int) -> torch.Tensor:
+        return torch.nn.utils.rnn.pad_sequence(
+            [torch.as_tensor(s, dtype=torch.long) for s in sequences], batch_first=True, padding_value=value
+        )
+
+    def _itdm_text(self, image_rows: list[dict]) -> dict[str, torch.Tensor]:
+        texts, pools = [], []
+        for example in image_rows:
+            labels = torch.as_tensor(example["labels"])
+            answer = labels[labels != IGNORE_INDEX]
+            if self.eos_token_id is not None:
+                answer = answer[answer != self.eos_token_id]
+            prefix = [self.bos_token_id] if self.bos_token_id is not None else []
+            texts.append(torch.cat([torch.tensor(prefix, dtype=torch.long), answer]))
+            pools.append(torch.tensor([0] * len(prefix) + [1] * len(answer), dtype=torch.long))
+        input_ids = self._pad(texts, self.pad_token_id)
+        lengths = torch.tensor([len(t) for t in texts])
+        attention = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
+        return {"itdm_input_ids": input_ids, "itdm_attention_mask": attention, "itdm_pool_mask": self._pad(pools, 0)}
+
+
+def modality_length_grouped_indices(
+    lengths: list[int], megabatch_size: int, generator: torch.Generator
+) -> list[int]:
+    """LLaVA's `get_modality_length_grouped_indices`: image rows (length > 0) and text-only rows (< 0) are shuffled
+    separately, cut into megabatches of `megabatch_size` (per-device batch × processes × accumulation), each sorted
+    longest first; megabatches are shuffled; the two leftover partial megabatches go last, merged."""
+    image = [i for i, length in enumerate(lengths) if length > 0]
+    text = [i for i, length in enumerate(lengths) if length <= 0]
+
+    def megabatches(indices: list[int]) -> list[list[int]]:
+        order = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
+        chunks = [order[i : i + megabatch_size] for i in range(0, len(order), megabatch_size)]
+        return [sorted(chunk, key=lambda i: -abs(lengths[i])) for chunk in chunks]
+
+    image_chunks, text_chunks = megabatches(image), megabatches(text)
+    leftovers = []
+    for chunks in (image_chunks, text_chunks):
+        if chunks and len(chunks[-1]) < megabatch_size:
+            leftovers.extend(chunks.pop())
+    full = image_chunks + text_chunks
+    full = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
+    if leftovers:
+        full.append(sorted(leftovers, key=lambda i: -abs(lengths[i])))
+    return [index for chunk in full for index in chunk]
+
+
+class ModalityLengthGroupedSampler(torch.utils.data.Sampler):
+    """Batches that are all-image or all-text (except the last), deterministic from `seed` and the epoch."""
+
+    def __init__(self, lengths: list[int], megabatch_size: int, seed: int = 0):
+        self.lengths = list(lengths)
+        self.megabatch_size = megabatch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(modality_length_grouped_indices(self.lengths, self.megabatch_size, generator))
+
+
+__all__ = ["MageDataCollator", "ModalityLengthGroupedSampler", "modality_length_grouped_indices", "ITDM_KEYS"]
