@@ -1,0 +1,217 @@
+"""MageTrainer: ITG + ITDM with exact gradient accumulation, separate logs, projector lr, stage freezing,
+complete checkpoints, resume after a kill, and the named errors of `train`."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training.api import ModelError, train, training_arguments
+from training.collator import MageDataCollator
+from training.data import build_dataset
+from training.fixtures import VOCABULARY, write_tiny_llava_dataset
+from training.losses import itdm_loss
+from training.recipes import load_recipe
+from training.trainer import MageTrainer, count_trainable, set_trainable_for_stage
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A tiny MAGE (stage-1 trained marker set) and a mixed image / text-only LLaVA data set."""
+    from mage_cli.tiny import build_tiny_mage
+
+    root = tmp_path_factory.mktemp("train")
+    model, processor = build_tiny_mage([VOCABULARY], seed=0)
+    model.config.mage_trained_stages = [1]
+    model.save_pretrained(root / "model")
+    processor.save_pretrained(root / "model")
+    data = write_tiny_llava_dataset(root / "data", num_images=12, num_text_only=4, seed=0)
+    return {"root": root, "model": root / "model", "data": data, "mage": (model, processor)}
+
+
+def recipe(*overrides):
+    return load_recipe("stage2_tiny", ["per_device_train_batch_size=4", "logging_steps=1", "warmup_ratio=0",
+                                       "bf16=false", "dataloader_num_workers=0", *overrides])
+
+
+# ----------------------------------------------------------------------------------------------------- freezing
+def test_freezing_per_stage_counts_parameters(tiny_mage):
+    model = copy.deepcopy(tiny_mage[0])
+    numel = {part: sum(p.numel() for p in module.parameters()) for part, module in (
+        ("vision_tower", model.model.vision_tower), ("projector", model.model.multi_modal_projector),
+        ("language_model", model.model.language_model))}
+    numel["language_model"] += model.lm_head.weight.numel()
+    stage1 = set_trainable_for_stage(model, 1)
+    assert stage1 == {"vision_tower": 0, "projector": numel["projector"], "language_model": 0,
+                      "total": numel["projector"]}
+    for stage in (2, 3):
+        counts = set_trainable_for_stage(model, stage)
+        assert counts["vision_tower"] == 0
+        assert counts["total"] == numel["projector"] + numel["language_model"]
+    assert set_trainable_for_stage(model, 2, tune_vision_tower=True)["vision_tower"] == numel["vision_tower"]
+    assert count_trainable(model)["total"] == sum(numel.values())
+    with pytest.raises(ValueError, match="stage=4"):
+        set_trainable_for_stage(model, 4)
+
+
+# ------------------------------------------------------------------------------------------ accumulation
+class SequentialTrainer(MageTrainer):
+    def _get_train_sampler(self, train_dataset=None):
+        return torch.utils.data.SequentialSampler(self.train_dataset)
+
+
+def one_sgd_step(workspace, tmp_path, batch_size, accumulation, lr=0.5):
+    """Weights after one SGD step (no clipping, constant lr) from the same 8 samples in the same order."""
+    from modeling_mage import MageForConditionalGeneration
+    from processing_mage import MageProcessor
+
+    model = MageForConditionalGeneration.from_pretrained(workspace["model"], dtype=torch.float32)
+    processor = MageProcessor.from_pretrained(workspace["model"])
+    set_trainable_for_stage(model, 2)
+    dataset = build_dataset(workspace["data"], processor, "vicuna_v1", 256, max_samples=8)
+    args = training_arguments(
+        recipe(), tmp_path / f"run{batch_size}x{accumulation}", per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation, max_steps=1, optim="sgd", learning_rate=lr,
+        lr_scheduler_type="constant", max_grad_norm=0.0, save_strategy="no", disable_tqdm=True,
+    )
+    trainer = SequentialTrainer(model=model, args=args, train_dataset=dataset,
+                                data_collator=MageDataCollator.from_processor(processor))
+    trainer.train()
+    return {name: p.detach().clone() for name, p in model.named_parameters()}, dataset, processor
+
+
+def test_accumulation_2x4_equals_1x8_and_the_full_batch_loss(workspace, tmp_path):
+    before = load_file(workspace["model"] / "model.safetensors")
+    full, dataset, processor = one_sgd_step(workspace, tmp_path, 8, 1)
+    accumulated, _, _ = one_sgd_step(workspace, tmp_path, 4, 2)
+    images = [dataset[i]["pixel_values"] is not None for i in range(8)]
+    assert sum(images[:4]) != sum(images[4:])  # unequal image counts per micro-batch: the test can fail
+    for name in full:
+        torch.testing.assert_close(accumulated[name], full[name], rtol=1e-5, atol=1e-6)
+
+    # by hand: ITG = mean CE over all supervised tokens of the 8 samples, ITDM = mean over their image samples
+    from modeling_mage import MageForConditionalGeneration
+
+    model = MageForConditionalGeneration.from_pretrained(workspace["model"], dtype=torch.float32)
+    set_trainable_for_stage(model, 2)
+    batch = MageDataCollator.from_processor(processor)([dataset[i] for i in range(8)])
+    itdm_inputs = {key: batch.pop(key) for key in ("itdm_input_ids", "itdm_attention_mask", "itdm_pool_mask")}
+    outputs = model(**batch)
+    d_ian, d_llm = model.get_itdm_features(
+        text_input_ids=itdm_inputs["itdm_input_ids"], text_attention_mask=itdm_inputs["itdm_attention_mask"],
+        text_pool_mask=itdm_inputs["itdm_pool_mask"], image_hidden_states=outputs.image_hidden_states)
+    (outputs.loss + model.config.itdm_weight * itdm_loss(d_ian, d_llm)).backward()
+    lm_weight = "model.language_model.layers.0.mlp.down_proj.weight"
+    projector_weight = next(n for n, _ in model.named_parameters() if "multi_modal_projector" in n and "weight" in n)
+    for name in (lm_weight, projector_weight, "lm_head.weight"):
+        expected = before[name] - 0.5 * dict(model.named_parameters())[name].grad
+        torch.testing.assert_close(full[name], expected, rtol=1e-4, atol=1e-6)
+    assert torch.equal(full["model.vision_tower.embeddings.patch_embedding.weight"],
+                       before["model.vision_tower.embeddings.patch_embedding.weight"])
+
+
+# ------------------------------------------------------------------------------------------------ full runs
+def test_train_logs_itg_and_itdm_and_saves_complete_folders(workspace, tmp_path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    out = train(recipe("max_steps=4", "save_steps=2", "itdm_weight=0.5"), workspace["model"], workspace["data"],
+                tmp_path / "out", disable_tqdm=True)
+    logs = [entry for entry in json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
+            if "loss" in entry]
+    assert len(logs) == 4
+    assert sum(entry["itdm_loss"] > 0 for entry in logs) >= 2  # text-only batches (modality grouping) have none
+    for entry in logs:
+        assert entry["itg_loss"] > 0 and entry["itdm_loss"] >= 0
+        assert entry["loss"] == pytest.approx(entry["itg_loss"] + 0.5 * entry["itdm_loss"], rel=1e-3)
+    for folder in (out, out / "checkpoint-4"):
+        names = {p.name for p in folder.iterdir()}
+        assert {"model.safetensors", "config.json", "modeling_mage.py", "configuration_mage.py", "ian.py",
+                "tokenizer_config.json", "processor_config.json"} <= names
+        assert not names & {"pytorch_model.bin"}
+        model = AutoModelForImageTextToText.from_pretrained(folder)
+        processor = AutoProcessor.from_pretrained(folder)
+        assert model.config.mage_trained_stages == [1, 2] and model.config.itdm_weight == 0.5
+        assert processor.num_image_tokens == model.config.image_seq_length
+    assert "training_args.bin" not in {p.name for p in out.iterdir()}
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["trainable_parameters"]["vision_tower"] == 0 and report["last_log"]["step"] == 4
+
+
+def test_projector_lr_gets_its_own_group(workspace, tmp_path):
+    from modeling_mage import MageForConditionalGeneration
+    from processing_mage import MageProcessor
+
+    model = MageForConditionalGeneration.from_pretrained(workspace["model"])
+    set_trainable_for_stage(model, 2)
+    processor = MageProcessor.from_pretrained(workspace["model"])
+    trainer = MageTrainer(model=model, args=training_arguments(recipe(), tmp_path, learning_rate=1e-3),
+                          train_dataset=build_dataset(workspace["data"], processor, "vicuna_v1", 256),
+                          data_collator=MageDataCollator.from_processor(processor), projector_lr=5e-3)
+    optimizer = trainer.create_optimizer()
+    projector = {id(p) for p in model.model.multi_modal_projector.parameters()}
+    for group in optimizer.param_groups:
+        in_projector = {id(p) in projector for p in group["params"]}
+        assert len(in_projector) == 1
+        assert group["lr"] == (5e-3 if in_projector.pop() else 1e-3)
+    trained = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+    assert trained == count_trainable(model)["total"]
+
+
+class Kill(Exception):
+    pass
+
+
+def test_resume_after_kill_gives_the_same_weights(workspace, tmp_path):
+    from transformers import TrainerCallback
+
+    class KillAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 4:
+                raise Kill()
+
+    run = recipe("max_steps=6", "save_steps=2", "save_total_limit=2")
+    straight = train(run, workspace["model"], workspace["data"], tmp_path / "straight", disable_tqdm=True)
+    with pytest.raises(Kill):
+        train(run, workspace["model"], workspace["data"], tmp_path / "killed", callbacks=[KillAfterSave()],
+              disable_tqdm=True)
+    assert (tmp_path / "killed" / "checkpoint-4").is_dir() and not (tmp_path / "killed" / "model.safetensors").exists()
+    resumed = train(run, workspace["model"], workspace["data"], tmp_path / "killed", resume=True, disable_tqdm=True)
+    expected, got = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def test_named_errors(workspace, tmp_path):
+    from mage_cli.tiny import train_tokenizer
+
+    train_tokenizer(["x"]).save_pretrained(tmp_path / "llama")
+    (tmp_path / "llama" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ModelError, match="model_type='llama', expected 'mage'"):
+        train(recipe(), tmp_path / "llama", workspace["data"], tmp_path / "o1")
+    with pytest.raises(ModelError, match="no config.json"):
+        train(recipe(), tmp_path, workspace["data"], tmp_path / "o2")
+    with pytest.raises(FileNotFoundError, match="no checkpoint-N folder"):
+        train(recipe(), workspace["model"], workspace["data"], tmp_path / "o3", resume=True)
+    (tmp_path / "o4" / "checkpoint-2").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        train(recipe(), workspace["model"], workspace["data"], tmp_path / "o4")
+    assert (tmp_path / "o4" / "checkpoint-2").is_dir()  # nothing written so far is lost
+    with pytest.raises(ModelError, match="stage 1"):
+        train(load_recipe("stage1_tiny"), workspace["model"], workspace["data"], tmp_path / "o5", mode="lora")
+
+
+def test_stage2_from_untrained_projector_warns(tmp_path, workspace):
+    model, processor = workspace["mage"]
+    model = copy.deepcopy(model)
+    model.config.mage_trained_stages = []
+    model.save_pretrained(tmp_path / "fresh")
+    processor.save_pretrained(tmp_path / "fresh")
+    with pytest.warns(UserWarning, match="projector was not trained in stage 1"):
+        train(recipe("max_steps=1", "save_steps=10"), tmp_path / "fresh", workspace["data"], tmp_path / "o",
+              disable_tqdm=True)

@@ -1,0 +1,214 @@
+"""Python entry point: `train(recipe, model_path, data_path, output_dir, ...) -> Path` (used by `mage train` and the
+demo). Builds the data set, loads and freezes the model, runs `MageTrainer`, saves a complete MAGE folder and writes
+`training_report.json` (skips by reason and row id, trainable parameters, last ITG/ITDM) next to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+from .recipes import Recipe
+
+logger = logging.getLogger(__name__)
+REPORT_FILE = "training_report.json"
+
+
+class ModelError(ValueError):
+    """The model folder cannot be trained (not a MAGE checkpoint, incompatible options)."""
+
+
+def check_mage_checkpoint(model_path: str | os.PathLike) -> dict:
+    """The checkpoint's config.json as a dict; raises `ModelError` when `model_path` is not a MAGE folder."""
+    path = Path(model_path)
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ModelError(f"{path} is not a MAGE checkpoint: no config.json (build one with `mage convert`).")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if config.get("model_type") != "mage":
+        raise ModelError(
+            f"{path} is not a MAGE checkpoint: config.json has model_type={config.get('model_type')!r}, expected "
+            "'mage' (build one from a vision tower + LLM with `mage convert`)."
+        )
+    if not (path / "tokenizer_config.json").is_file():
+        raise ModelError(f"{path} has no processor files (tokenizer_config.json); save the MageProcessor there too.")
+    return config
+
+
+def load_model_and_processor(model_path: str | os.PathLike, recipe: Recipe, mode: str = "full"):
+    """`(model, processor)` ready for `recipe`: ITDM settings written into the config, stage freezing applied
+    (`mode="full"`), or LoRA / QLoRA adapters added (`"lora"` / `"qlora"`)."""
+    import torch
+
+    from modeling_mage import MageForConditionalGeneration
+    from processing_mage import MageProcessor
+
+    from .lora import apply_lora, quantization_config
+    from .trainer import count_trainable, set_trainable_for_stage
+
+    config = check_mage_checkpoint(model_path)
+    if mode not in ("full", "lora", "qlora"):
+        raise ModelError(f"mode={mode!r}: expected 'full', 'lora' or 'qlora'.")
+    if mode != "full" and recipe.stage == 1:
+        raise ModelError("LoRA adapts the LLM, which stage 1 keeps frozen: train stage 1 without --lora/--qlora.")
+    trained = list(config.get("mage_trained_stages") or [])
+    if recipe.stage >= 2 and 1 not in trained:
+        warnings.warn(
+            f"{model_path}: stage {recipe.stage} starts from a model whose projector was not trained in stage 1 "
+            f"(config.json mage_trained_stages={trained}); the IAN is still random. Run stage 1 first unless this is "
+            "intended.",
+            UserWarning,
+            stacklevel=2,
+        )
+    kwargs = {"dtype": torch.float32}
+    if mode == "qlora":
+        kwargs["quantization_config"] = quantization_config()
+    model = MageForConditionalGeneration.from_pretrained(model_path, **kwargs)
+    processor = MageProcessor.from_pretrained(model_path)
+    model.config.itdm_weight = recipe.itdm_weight
+    model.config.itdm_reduction = recipe.itdm_reduction
+    model.config.itdm_text_source = recipe.itdm_text_source
+    model.config.validate_mage()
+    model.config.mage_trained_stages = sorted(set(trained) | {recipe.stage})
+    if mode == "full":
+        counts = set_trainable_for_stage(model, recipe.stage, recipe.tune_vision_tower)
+    else:
+        model = apply_lora(model, recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout, quantized=mode == "qlora",
+                           gradient_checkpointing=recipe.gradient_checkpointing)
+        counts = count_trainable(model)
+    logger.info("Trainable parameters: %s", counts)
+    return model, processor
+
+
+def training_arguments(recipe: Recipe, output_dir: str | os.PathLike, **overrides):
+    """`TrainingArguments` from a recipe (LLaVA-1.5 names map one to one)."""
+    import torch
+    from transformers import TrainingArguments
+
+    values = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=recipe.per_device_train_batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        learning_rate=recipe.learning_rate,
+        weight_decay=recipe.weight_decay,
+        warmup_steps=recipe.warmup_ratio,  # < 1: a ratio of the total steps (transformers 5.x)
+        lr_scheduler_type=recipe.lr_scheduler_type,
+        num_train_epochs=recipe.num_train_epochs,
+        max_steps=recipe.max_steps,
+        max_grad_norm=recipe.max_grad_norm,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        bf16=recipe.bf16,
+        gradient_checkpointing=recipe.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
+        logging_steps=recipe.logging_steps,
+        save_strategy="steps",
+        save_steps=recipe.save_steps,
+        save_total_limit=recipe.save_total_limit,
+        report_to=[] if recipe.report_to == "none" else [recipe.report_to],
+        dataloader_num_workers=recipe.dataloader_num_workers,
+        remove_unused_columns=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        save_safetensors=True,
+    )
+    values.update(overrides)
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    if "activation_checkpointing" in known:  # the 5.x name; `gradient_checkpointing` warns there
+        values["activation_checkpointing"] = values.pop("gradient_checkpointing")
+        values["activation_checkpointing_kwargs"] = values.pop("gradient_checkpointing_kwargs")
+    # `save_safetensors` is gone where safetensors is the only format.
+    return TrainingArguments(**{key: value for key, value in values.items() if key in known})
+
+
+def train(
+    recipe: Recipe,
+    model_path: str | os.PathLike,
+    data_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    resume: bool = False,
+    mode: str = "full",
+    callbacks: list | None = None,
+    **argument_overrides,
+) -> Path:
+    """Train one stage and return the folder of the final checkpoint (`output_dir`).
+
+    Args:
+        recipe: a `Recipe` (see `training.recipes.load_recipe`).
+        model_path: a MAGE checkpoint folder (from `mage convert`, a previous stage, or `build_tiny_mage` saved).
+        data_path: LLaVA-format `.json`/`.jsonl`; images resolved against `recipe.image_folder` or its folder.
+        output_dir: checkpoints go to `output_dir/checkpoint-N`, the final model to `output_dir` itself.
+        resume: continue from the last `checkpoint-N` in `output_dir` (same data order, optimizer, scheduler, RNG).
+        mode: `"full"` (stage freezing), `"lora"` or `"qlora"` (the final folder then holds the adapter; merge it
+            with `mage merge-lora`).
+        callbacks: extra `TrainerCallback`s; `argument_overrides`: extra `TrainingArguments` fields.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .collator import MageDataCollator
+    from .data import build_dataset
+    from .trainer import MageTrainer, count_trainable
+
+    output_dir = Path(output_dir)
+    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if resume and last_checkpoint is None:
+        raise FileNotFoundError(f"--resume: {output_dir} holds no checkpoint-N folder to resume from.")
+    if not resume and last_checkpoint is not None:
+        raise FileExistsError(
+            f"{output_dir} already holds {Path(last_checkpoint).name}; pass --resume to continue that run or choose "
+            "another --output-dir (nothing is overwritten)."
+        )
+    model, processor = load_model_and_processor(model_path, recipe, mode)
+    dataset = build_dataset(
+        data_path,
+        processor,
+        recipe.template,
+        recipe.max_length,
+        image_folder=recipe.image_folder,
+        replay_data=recipe.replay_data,
+        replay_ratio=recipe.replay_ratio,
+        max_samples=recipe.max_samples,
+        seed=recipe.seed,
+    )
+    trainer = MageTrainer(
+        model=model,
+        args=training_arguments(recipe, output_dir, **argument_overrides),
+        train_dataset=dataset,
+        data_collator=MageDataCollator.from_processor(processor),
+        processing_class=processor,
+        callbacks=callbacks,
+        projector_lr=recipe.projector_lr,
+        group_by_modality_length=recipe.group_by_modality_length,
+    )
+    result = trainer.train(resume_from_checkpoint=last_checkpoint if resume else None)
+    trainer.save_model(str(output_dir))
+    if trainer.args.should_save:
+        (output_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the report holds the recipe as JSON
+        write_report(output_dir, recipe, trainer, dataset, count_trainable(model), result.metrics)
+    logger.info("Skipped rows:\n%s", dataset.skips.report())
+    return output_dir
+
+
+def write_report(output_dir: Path, recipe: Recipe, trainer, dataset, trainable: dict, metrics: dict) -> Path:
+    """`training_report.json`: recipe, trainable parameters, skips (counts + ids), last logged ITG/ITDM, metrics."""
+    losses = [entry for entry in trainer.state.log_history if "itg_loss" in entry]
+    report = {
+        "recipe": recipe.to_dict(),
+        "trainable_parameters": trainable,
+        "num_samples": len(dataset),
+        "skipped": dataset.skips.counts(),
+        "skipped_report": dataset.skips.report(),
+        "truncated_after_image": len(dataset.skips.truncated),
+        "first_log": losses[0] if losses else None,
+        "last_log": losses[-1] if losses else None,
+        "metrics": metrics,
+    }
+    path = output_dir / REPORT_FILE
+    path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    return path
+
+
+__all__ = ["train", "load_model_and_processor", "training_arguments", "check_mage_checkpoint", "ModelError"]

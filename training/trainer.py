@@ -1,0 +1,209 @@
+"""`MageTrainer`: transformers' `Trainer` with the MAGE loss `L = L_ITG + itdm_weight · L_ITDM`.
+
+Loss bookkeeping (DESIGN §3). With `num_items_in_batch` (always passed for a model that takes `**kwargs`), the ITG
+cross-entropy of each micro-batch is a *sum* over its tokens divided by the supervised-token count of the whole
+accumulated batch (all processes), times the number of processes (DDP averages gradients). The ITDM term follows
+the same rule: each micro-batch contributes `Σ_i ||d_ian_i − d_llm_i||² / N_img`, N_img = image-bearing samples of
+the whole accumulated batch (gathered across processes), times the number of processes. Hence 2 micro-batches × 4
+with accumulation give the same gradients as 1 × 8, and 2 processes × 2 the same as 1 × 4.
+
+ITG and ITDM are logged as separate scalars (`itg_loss`, `itdm_loss`) at every logging step, averaged exactly like
+Trainer's own `loss`, so they reach TensorBoard / W&B whenever `report_to` enables them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import torch
+from torch import nn
+from transformers import Trainer
+
+from .collator import ITDM_KEYS, ModalityLengthGroupedSampler
+from .losses import itdm_loss
+
+logger = logging.getLogger(__name__)
+
+PROJECTOR_MODULE = "multi_modal_projector"
+VISION_MODULE = "vision_tower"
+
+
+# ------------------------------------------------------------------------------------------------------ freezing
+def set_trainable_for_stage(model: nn.Module, stage: int, tune_vision_tower: bool = False) -> dict[str, int]:
+    """Freeze / unfreeze a `MageForConditionalGeneration` for a training stage (the one place this is decided).
+
+    - stage 1: the projector (IAN) only — vision tower and LLM frozen;
+    - stages 2 and 3: projector + LLM (decoder, embeddings, lm_head) — vision tower frozen;
+    - `tune_vision_tower=True` also trains the tower (not in the paper).
+
+    Returns the trainable parameter count per part: `{"vision_tower", "projector", "language_model", "total"}`.
+    """
+    if stage not in (1, 2, 3):
+        raise ValueError(f"stage={stage!r}: expected 1, 2 or 3.")
+    for name, parameter in model.named_parameters():
+        part = _part_of(name)
+        if part == "projector":
+            parameter.requires_grad_(True)
+        elif part == "vision_tower":
+            parameter.requires_grad_(tune_vision_tower)
+        else:
+            parameter.requires_grad_(stage >= 2)
+    return count_trainable(model)
+
+
+def _part_of(name: str) -> str:
+    if PROJECTOR_MODULE in name:
+        return "projector"
+    if VISION_MODULE in name:
+        return "vision_tower"
+    return "language_model"
+
+
+def count_trainable(model: nn.Module) -> dict[str, int]:
+    """Trainable parameters per part (`vision_tower`, `projector`, `language_model`) and `total`."""
+    counts = {"vision_tower": 0, "projector": 0, "language_model": 0}
+    seen = set()
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad and id(parameter) not in seen:
+            seen.add(id(parameter))
+            counts[_part_of(name)] += parameter.numel()
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+# ------------------------------------------------------------------------------------------------------- trainer
+class ItdmLossMixin:
+    """`compute_loss` = ITG + itdm_weight · ITDM with exact accumulation / multi-process scaling, separate logging,
+    the `projector_lr` parameter group and the modality-grouped sampler. Mixed into `Trainer` and TRL's SFTTrainer.
+
+    Extra constructor arguments (keyword-only): `itdm_weight` (default: the model config's), `projector_lr`
+    (None = the learning rate), `group_by_modality_length` (needs `train_dataset.lengths`).
+    """
+
+    def _init_mage(self, itdm_weight: float | None, projector_lr: float | None, group_by_modality_length: bool):
+        config = self._mage_config()
+        self.itdm_weight = float(config.itdm_weight if itdm_weight is None else itdm_weight)
+        self.itdm_reduction = config.itdm_reduction
+        self.projector_lr = projector_lr
+        self.group_by_modality_length = group_by_modality_length
+        self._itdm_num_items = None
+        self._mage_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
+        self._mage_steps: set[int] = set()
+
+    def _mage_config(self):
+        model = self.model
+        while not hasattr(model, "get_itdm_features") and hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        return model.config
+
+    def _mage_model(self, model: nn.Module) -> nn.Module:
+        model = self.accelerator.unwrap_model(model)
+        if not hasattr(model, "get_itdm_features") and hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        return model
+
+    # ----------------------------------------------------------------------------------------------------- batches
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        count = sum(int(batch["itdm_input_ids"].shape[0]) for batch in batch_samples if "itdm_input_ids" in batch)
+        count = torch.tensor(count, device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        self._itdm_num_items = count
+        return batch_samples, num_items_in_batch
+
+    # -------------------------------------------------------------------------------------------------------- loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        itdm_inputs = {key: inputs.pop(key) for key in ITDM_KEYS if key in inputs}
+        itg, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        itdm = torch.zeros((), device=itg.device, dtype=itg.dtype)
+        images = getattr(outputs, "image_hidden_states", None)
+        if itdm_inputs and images is not None and (self.itdm_weight > 0 or not model.training):
+            itdm = self._itdm(model, itdm_inputs, images, num_items_in_batch).to(itg.dtype)
+        loss = itg + self.itdm_weight * itdm
+        if model.training:
+            self._record(itg, itdm, scaled=num_items_in_batch is not None)
+        return (loss, outputs) if return_outputs else loss
+
+    def _itdm(self, model, itdm_inputs: dict, image_hidden_states: torch.Tensor, num_items_in_batch) -> torch.Tensor:
+        mage = self._mage_model(model)
+        d_ian, d_llm = mage.get_itdm_features(
+            text_input_ids=itdm_inputs["itdm_input_ids"],
+            text_attention_mask=itdm_inputs["itdm_attention_mask"],
+            text_pool_mask=itdm_inputs["itdm_pool_mask"],
+            image_hidden_states=image_hidden_states,
+        )
+        if num_items_in_batch is None or not model.training or self._itdm_num_items is None:
+            return itdm_loss(d_ian, d_llm, reduction=self.itdm_reduction)  # a micro-batch mean
+        loss = itdm_loss(d_ian, d_llm, reduction=self.itdm_reduction, num_items=self._itdm_num_items)
+        if self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # as Trainer scales ITG: DDP averages the gradients
+        return loss
+
+    def _record(self, itg: torch.Tensor, itdm: torch.Tensor, scaled: bool) -> None:
+        # What enters backward, as Trainer's `tr_loss`: per-step sums, averaged over processes and steps at log time.
+        divisor = 1 if scaled else self.current_gradient_accumulation_steps
+        self._mage_sums["itg_loss"] += itg.detach().double().cpu() / divisor
+        self._mage_sums["itdm_loss"] += itdm.detach().double().cpu() / divisor
+        self._mage_steps.add(self.state.global_step)
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._mage_steps:
+            steps = len(self._mage_steps)
+            for key, value in self._mage_sums.items():
+                total = self.accelerator.gather(value.to(self.args.device, torch.float32).reshape(1)).mean()
+                logs[key] = round(float(total) / steps, 6)
+            self._mage_sums.clear()
+            self._mage_steps.clear()
+        super().log(logs, *args, **kwargs)
+
+    # ---------------------------------------------------------------------------------------------- optimisation
+    def create_optimizer(self, model=None):
+        if self.projector_lr is None or self.optimizer is not None:
+            return super().create_optimizer(model) if model is not None else super().create_optimizer()
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[bool, bool], list] = defaultdict(list)
+        for name, parameter in opt_model.named_parameters():
+            if parameter.requires_grad:
+                groups[(PROJECTOR_MODULE in name, name in decay)].append(parameter)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        param_groups = []
+        for (is_projector, has_decay), params in groups.items():
+            group = {"params": params, "weight_decay": self.args.weight_decay if has_decay else 0.0}
+            if is_projector:
+                group["lr"] = self.projector_lr
+            param_groups.append(group)
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.group_by_modality_length and hasattr(dataset, "lengths"):
+            megabatch = self.args.train_batch_size * self.args.world_size * self.args.gradient_accumulation_steps
+            return ModalityLengthGroupedSampler(dataset.lengths, megabatch, seed=self.args.seed)
+        return super()._get_train_sampler(*([train_dataset] if train_dataset is not None else []))
+
+
+class MageTrainer(ItdmLossMixin, Trainer):
+    """`Trainer` for MAGE: `compute_loss` returns ITG + `itdm_weight`·ITDM (see the module docstring).
+
+    Args (besides `Trainer`'s, keyword-only): `itdm_weight` (default: `model.config.itdm_weight`),
+    `projector_lr` (LLaVA's `mm_projector_lr`; None = `args.learning_rate`), `group_by_modality_length`.
+    The data collator must be a `MageDataCollator` (it provides the ITDM text).
+    """
+
+    def __init__(
+        self,
+        *args,
+        itdm_weight: float | None = None,
+        projector_lr: float | None = None,
+        group_by_modality_length: bool = False,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self._init_mage(itdm_weight, projector_lr, group_by_modality_length)
+
+
+__all__ = ["MageTrainer", "ItdmLossMixin", "set_trainable_for_stage", "count_trainable"]
