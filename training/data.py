@@ -195,6 +195,19 @@ class LlavaDataset(torch.utils.data.Dataset):
                 self.skips.add(row["id"], error.reason)
         raise DataError(f"Every row failed to encode. Skipped:\n{self.skips.report()}")
 
+    def to_hf_dataset(self):
+        """The same samples as a `datasets.Dataset` (lazy: a transform encodes rows on access), for libraries that
+        insist on one (TRL's SFTTrainer). Carries `.lengths` for the modality-grouped sampler."""
+        indexed = self.rows.add_column("_index", list(range(len(self))))
+
+        def transform(batch: dict) -> dict:
+            items = [self[index] for index in batch["_index"]]
+            return {key: [item[key] for item in items] for key in ("input_ids", "labels", "pixel_values", "id")}
+
+        dataset = indexed.with_transform(transform)
+        dataset.lengths = self.lengths
+        return dataset
+
     def encode_row(self, row: dict) -> dict:
         """One training sample; raises `SampleError` (corrupt image, masking or truncation failure)."""
         has_image = row["image"] is not None

@@ -116,7 +116,7 @@ class ItdmLossMixin:
     # -------------------------------------------------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         itdm_inputs = {key: inputs.pop(key) for key in ITDM_KEYS if key in inputs}
-        itg, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        itg, outputs = self._base_compute_loss(model, inputs, num_items_in_batch)
         itdm = torch.zeros((), device=itg.device, dtype=itg.dtype)
         images = getattr(outputs, "image_hidden_states", None)
         if itdm_inputs and images is not None and (self.itdm_weight > 0 or not model.training):
@@ -125,6 +125,10 @@ class ItdmLossMixin:
         if model.training:
             self._record(itg, itdm, scaled=num_items_in_batch is not None)
         return (loss, outputs) if return_outputs else loss
+
+    def _base_compute_loss(self, model, inputs, num_items_in_batch):
+        """ITG and the outputs: `Trainer.compute_loss` (the model's loss, normalised by `num_items_in_batch`)."""
+        return super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
 
     def _itdm(self, model, itdm_inputs: dict, image_hidden_states: torch.Tensor, num_items_in_batch) -> torch.Tensor:
         mage = self._mage_model(model)
