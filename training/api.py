@@ -112,7 +112,12 @@ def training_arguments(recipe: Recipe, output_dir: str | os.PathLike, **override
         report_to=[] if recipe.report_to == "none" else [recipe.report_to],
         dataloader_num_workers=recipe.dataloader_num_workers,
         remove_unused_columns=False,
+        # text-only batches leave the projector without gradients: DDP must allow unused parameters
+        ddp_find_unused_parameters=True,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # no accelerator: run on CPU explicitly, so processes started by torchrun / `accelerate launch` form a gloo
+        # group (MULTI_CPU) instead of each training alone
+        use_cpu=not _has_accelerator(),
         save_safetensors=True,
     )
     values.update(overrides)
@@ -122,6 +127,18 @@ def training_arguments(recipe: Recipe, output_dir: str | os.PathLike, **override
         values["activation_checkpointing_kwargs"] = values.pop("gradient_checkpointing_kwargs")
     # `save_safetensors` is gone where safetensors is the only format.
     return TrainingArguments(**{key: value for key, value in values.items() if key in known})
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    xpu = getattr(torch, "xpu", None)
+    return bool(
+        torch.cuda.is_available()
+        or (mps is not None and mps.is_available())
+        or (xpu is not None and xpu.is_available())
+    )
 
 
 def train(
