@@ -10,8 +10,10 @@ from pathlib import Path
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 60, 220), "yellow": (230, 210, 40)}
 SHAPES = ("square", "circle")
 VOCABULARY = (
-    "What colour is the shape? Which shape is it? Is there a red shape? Describe the image briefly. "
-    "a red green blue yellow square circle on grey yes no Say hello. hello there"
+    "What colour is the shape? Which shape is it? Is there a red shape? Describe the image briefly, then read it "
+    "aloud. a red green blue yellow square circle on grey yes no Say hello. hello there "
+    '[{"task": "image-to-text", "id": 0, "dep": [-1], "args": {"image": "<resource>-0"}}, '
+    '{"task": "text-to-speech", "id": 1, "dep": [0], "args": {"text": "<GENERATED>-0"}}]'
 )
 
 
@@ -28,8 +30,9 @@ def draw(colour: str, shape: str, size: int = 64, position: tuple[int, int] = (8
 def write_tiny_llava_dataset(
     folder: str | Path, num_images: int = 16, num_text_only: int = 4, stage: int = 2, seed: int = 0
 ) -> Path:
-    """Write `folder/data.json` + `folder/images/*.png`; stage 1 → caption rows, else chat rows (1-2 turns) mixed
-    with text-only rows. Returns the JSON path."""
+    """Write `folder/data.json` + `folder/images/*.png`: stage 1 → caption rows; stage 2 → chat rows (1-2 turns)
+    mixed with text-only rows; stage 3 → requests answered with a JSON tool plan (HuggingGPT style). Returns the
+    JSON path."""
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -41,12 +44,16 @@ def write_tiny_llava_dataset(
         draw(colour, shape, position=position).save(folder / name)
         if stage == 1:
             turns = [("<image>", f"a {colour} {shape} on grey")]
+        elif stage == 3:
+            plan = [{"task": "image-to-text", "id": 0, "dep": [-1], "args": {"image": "<resource>-0"}},
+                    {"task": "text-to-speech", "id": 1, "dep": [0], "args": {"text": "<GENERATED>-0"}}]
+            turns = [("<image>\nDescribe the image briefly, then read it aloud.", json.dumps(plan))]
         else:
             turns = [("<image>\nWhat colour is the shape?", colour)]
             if rng.random() < 0.5:
                 turns.append(("Which shape is it?", f"a {shape}"))
         rows.append({"id": f"img{index}", "image": name, "conversations": _turns(turns)})
-    if stage != 1:
+    if stage == 2:
         for index in range(num_text_only):
             rows.append({"id": f"txt{index}", "conversations": _turns([("Say hello.", " ".join(["hello there"] * (index % 2 + 1)))])})
         rng.shuffle(rows)
