@@ -164,6 +164,9 @@ def test_bad_rows_are_skipped_counted_and_reported(tmp_path, tiny_mage):
     for row_id in ("no_conv", "bad_role", "no_answer", "marker_no_image", "missing_file", "corrupt", "data.json[9]"):
         assert row_id in report
     assert items[0]["pixel_values"].shape == (1, 3, 64, 64) and items[2]["pixel_values"] is None
+    assert items[3]["skipped"] == [("corrupt", "corrupt image")]  # travels with the batch (worker processes)
+    batch = MageDataCollator.from_processor(tiny_mage[1])(items)
+    assert batch["mage_data_events"] == [("corrupt", "corrupt image")]
 
 
 def test_jsonl_with_broken_line(tmp_path, tiny_mage):

@@ -186,6 +186,20 @@ def test_resume_after_kill_gives_the_same_weights(workspace, tmp_path):
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
 
 
+def test_skips_in_dataloader_workers_reach_the_report(workspace, tmp_path):
+    import shutil
+
+    folder = tmp_path / "data"
+    shutil.copytree(workspace["data"].parent, folder)
+    rows = json.loads((folder / "data.json").read_text())
+    image_row = next(row for row in rows if "image" in row)
+    (folder / image_row["image"]).write_bytes(b"broken")
+    out = train(recipe("max_steps=4", "save_steps=10", "dataloader_num_workers=1"), workspace["model"],
+                folder / "data.json", tmp_path / "out", disable_tqdm=True)
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["skipped"] == {"corrupt image": 1} and image_row["id"] in report["skipped_report"]
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 def test_named_errors(workspace, tmp_path):
     from mage_cli.tiny import train_tokenizer

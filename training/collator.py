@@ -10,6 +10,8 @@ import torch
 from .templates import IGNORE_INDEX
 
 ITDM_KEYS = ("itdm_input_ids", "itdm_attention_mask", "itdm_pool_mask")
+ALLOWED_KEYS = {"input_ids", "labels", "pixel_values", "id", "truncated", "skipped"}
+SKIP_KEY = "mage_data_events"  # non-tensor batch entry: skips / truncations seen while loading this batch
 
 
 @dataclass
@@ -19,6 +21,8 @@ class MageDataCollator:
     Output:
         - `input_ids (B, L)`, `attention_mask (B, L)`, `labels (B, L)` (right padding, labels -100 on padding);
         - `pixel_values (num_images, 3, H, W)` in row order, when any row has an image;
+        - `mage_data_events`: `[(row_id, reason), ...]` rows skipped or truncated while loading (when any); the
+          trainer moves them into the data set's `SkipLog` (dataloader workers are other processes);
         - for the image rows only, in the same order: `itdm_input_ids (N_img, T)` = BOS + the row's supervised text
           (caption / answers, without `</s>`), `itdm_attention_mask (N_img, T)`, and `itdm_pool_mask (N_img, T)`
           (the answer tokens averaged into `d_llm`: BOS and padding excluded).
@@ -38,7 +42,7 @@ class MageDataCollator:
         return cls(pad_token_id=pad, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        unexpected = {key for example in examples for key in example} - {"input_ids", "labels", "pixel_values", "id"}
+        unexpected = {key for example in examples for key in example} - ALLOWED_KEYS
         if unexpected:
             raise KeyError(f"Unexpected input keys in examples: {sorted(unexpected)}")
         batch = {
@@ -47,6 +51,10 @@ class MageDataCollator:
         }
         lengths = torch.tensor([len(e["input_ids"]) for e in examples])
         batch["attention_mask"] = (torch.arange(batch["input_ids"].shape[1])[None, :] < lengths[:, None]).long()
+        events = [(row_id, reason) for e in examples for row_id, reason in e.get("skipped", ())]
+        events += [(e["id"], "truncated") for e in examples if e.get("truncated")]
+        if events:
+            batch[SKIP_KEY] = events
         image_rows = [e for e in examples if e.get("pixel_values") is not None]
         if image_rows:
             batch["pixel_values"] = torch.cat([e["pixel_values"] for e in image_rows], dim=0)

@@ -168,7 +168,8 @@ def mix_replay(main: list[dict], replay: list[dict], ratio: float, seed: int) ->
 class LlavaDataset(torch.utils.data.Dataset):
     """Map-style dataset over LLaVA rows held in a `datasets.Dataset`; images and tokens are made on access.
 
-    Each item: `{"input_ids": (L,), "labels": (L,), "pixel_values": (1, 3, H, W) or None, "id": str}`.
+    Each item: `{"input_ids": (L,), "labels": (L,), "pixel_values": (1, 3, H, W) or None, "id": str,
+    "truncated": bool, "skipped": [(row_id, reason), ...]}` (rows skipped to reach this one).
     `lengths` (for `group_by_modality_length`) are LLaVA's word-count estimates, negative for text-only rows.
     """
 
@@ -187,12 +188,18 @@ class LlavaDataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict:
+        skipped = []
         for offset in range(len(self)):
             row = self.rows[(index + offset) % len(self)]
             try:
-                return self.encode_row(row)
+                item = self.encode_row(row)
             except SampleError as error:
                 self.skips.add(row["id"], error.reason)
+                skipped.append((row["id"], error.reason))
+                continue
+            # travels with the batch, so skips found in dataloader worker processes reach the trainer's log
+            item["skipped"] = skipped
+            return item
         raise DataError(f"Every row failed to encode. Skipped:\n{self.skips.report()}")
 
     def to_hf_dataset(self):
@@ -202,10 +209,12 @@ class LlavaDataset(torch.utils.data.Dataset):
 
         def transform(batch: dict) -> dict:
             items = [self[index] for index in batch["_index"]]
-            return {key: [item[key] for item in items] for key in ("input_ids", "labels", "pixel_values", "id")}
+            keys = ("input_ids", "labels", "pixel_values", "id", "truncated", "skipped")
+            return {key: [item[key] for item in items] for key in keys}
 
         dataset = indexed.with_transform(transform)
         dataset.lengths = self.lengths
+        dataset.skips = self.skips
         return dataset
 
     def encode_row(self, row: dict) -> dict:
@@ -220,6 +229,7 @@ class LlavaDataset(torch.utils.data.Dataset):
             "labels": torch.tensor(sample.labels, dtype=torch.long),
             "pixel_values": pixel_values,
             "id": row["id"],
+            "truncated": sample.truncated,
         }
 
     def _load_image(self, path: str) -> torch.Tensor:

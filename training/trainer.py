@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from .collator import ITDM_KEYS, ModalityLengthGroupedSampler
+from .collator import ITDM_KEYS, SKIP_KEY, ModalityLengthGroupedSampler
 from .losses import itdm_loss
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ class ItdmLossMixin:
 
     # -------------------------------------------------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self._record_data_events(inputs.pop(SKIP_KEY, ()))
         itdm_inputs = {key: inputs.pop(key) for key in ITDM_KEYS if key in inputs}
         itg, outputs = self._base_compute_loss(model, inputs, num_items_in_batch)
         itdm = torch.zeros((), device=itg.device, dtype=itg.dtype)
@@ -125,6 +126,14 @@ class ItdmLossMixin:
         if model.training:
             self._record(itg, itdm, scaled=num_items_in_batch is not None)
         return (loss, outputs) if return_outputs else loss
+
+    def _record_data_events(self, events) -> None:
+        skips = getattr(self.train_dataset, "skips", None)
+        for row_id, reason in events if skips is not None else ():
+            if reason == "truncated":
+                skips.truncated.add(row_id)
+            else:
+                skips.add(row_id, reason)
 
     def _base_compute_loss(self, model, inputs, num_items_in_batch):
         """ITG and the outputs: `Trainer.compute_loss` (the model's loss, normalised by `num_items_in_batch`)."""
