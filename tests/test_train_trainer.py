@@ -179,6 +179,7 @@ def test_resume_after_kill_gives_the_same_weights(workspace, tmp_path):
         train(run, workspace["model"], workspace["data"], tmp_path / "killed", callbacks=[KillAfterSave()],
               disable_tqdm=True)
     assert (tmp_path / "killed" / "checkpoint-4").is_dir() and not (tmp_path / "killed" / "model.safetensors").exists()
+    assert json.loads((tmp_path / "killed" / "checkpoint-4" / "mage_recipe.json").read_text())["max_steps"] == 6
     resumed = train(run, workspace["model"], workspace["data"], tmp_path / "killed", resume=True, disable_tqdm=True)
     expected, got = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert expected.keys() == got.keys()
@@ -218,6 +219,14 @@ def test_named_errors(workspace, tmp_path):
     assert (tmp_path / "o4" / "checkpoint-2").is_dir()  # nothing written so far is lost
     with pytest.raises(ModelError, match="stage 1"):
         train(load_recipe("stage1_tiny"), workspace["model"], workspace["data"], tmp_path / "o5", mode="lora")
+
+
+def test_resume_with_changed_recipe_warns(workspace, tmp_path):
+    train(recipe("max_steps=2", "save_steps=2"), workspace["model"], workspace["data"], tmp_path / "o",
+          disable_tqdm=True)
+    with pytest.warns(UserWarning, match=r"changed recipe \(max_steps: 2 → 3\)"):
+        train(recipe("max_steps=3", "save_steps=2"), workspace["model"], workspace["data"], tmp_path / "o",
+              resume=True, disable_tqdm=True)
 
 
 def test_stage2_from_untrained_projector_warns(tmp_path, workspace):

@@ -16,6 +16,7 @@ from .recipes import Recipe
 
 logger = logging.getLogger(__name__)
 REPORT_FILE = "training_report.json"
+RECIPE_FILE = "mage_recipe.json"  # written into every checkpoint; compared on --resume
 
 
 class ModelError(ValueError):
@@ -190,13 +191,15 @@ def train(
         max_samples=recipe.max_samples,
         seed=recipe.seed,
     )
+    if resume:
+        warn_on_recipe_change(Path(last_checkpoint), recipe)
     trainer = MageTrainer(
         model=model,
         args=training_arguments(recipe, output_dir, **argument_overrides),
         train_dataset=dataset,
         data_collator=MageDataCollator.from_processor(processor),
         processing_class=processor,
-        callbacks=callbacks,
+        callbacks=[RecipeSaver(recipe), *(callbacks or [])],
         projector_lr=recipe.projector_lr,
         group_by_modality_length=recipe.group_by_modality_length,
     )
@@ -207,6 +210,40 @@ def train(
         write_report(output_dir, recipe, trainer, dataset, count_trainable(model), result.metrics)
     logger.info("Skipped rows:\n%s", dataset.skips.report())
     return output_dir
+
+
+def warn_on_recipe_change(checkpoint: Path, recipe: Recipe) -> None:
+    """On resume, warn naming each recipe field that differs from the checkpoint's (the new value is used)."""
+    path = checkpoint / RECIPE_FILE
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    changed = {key: (saved[key], value) for key, value in recipe.to_dict().items() if key in saved and saved[key] != value}
+    if changed:
+        details = ", ".join(f"{key}: {old!r} → {new!r}" for key, (old, new) in sorted(changed.items()))
+        warnings.warn(f"Resuming {checkpoint} with a changed recipe ({details}); the new values are used.",
+                      UserWarning, stacklevel=3)
+
+
+def _recipe_saver_class():
+    from transformers import TrainerCallback
+
+    class _RecipeSaver(TrainerCallback):
+        def __init__(self, recipe: Recipe):
+            self.recipe = recipe
+
+        def on_save(self, args, state, control, **kwargs):
+            if args.should_save:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if folder.is_dir():
+                    (folder / RECIPE_FILE).write_text(json.dumps(self.recipe.to_dict(), indent=2), encoding="utf-8")
+
+    return _RecipeSaver
+
+
+def RecipeSaver(recipe: Recipe):  # noqa: N802 - a factory that reads like the callback class it returns
+    """A `TrainerCallback` writing the recipe as JSON into every checkpoint (for the resume check)."""
+    return _recipe_saver_class()(recipe)
 
 
 def write_report(output_dir: Path, recipe: Recipe, trainer, dataset, trainable: dict, metrics: dict) -> Path:
