@@ -256,14 +256,17 @@ def build_dataset(
 ) -> LlavaDataset:
     """Load, validate and (stage 3) mix LLaVA-format data into a `LlavaDataset`.
 
+    `max_samples` keeps the first N usable rows of `data_path`; replay rows are then added so that they make up
+    `replay_ratio` of the mix.
+
     Raises `DataError` for a missing/unreadable file or when nothing usable is left; skips are in `dataset.skips`.
     """
     skips = SkipLog()
     rows = load_rows(data_path, image_folder, skips)
-    if replay_data is not None:
-        rows = mix_replay(rows, load_rows(replay_data, None, skips), replay_ratio, seed)
     if max_samples is not None:
         rows = rows[:max_samples]
+    if replay_data is not None:  # replay rows are resolved against their own file's folder
+        rows = mix_replay(rows, load_rows(replay_data, None, skips), replay_ratio, seed)
     return LlavaDataset(rows, processor, template, max_length, skips)
 
 

@@ -59,7 +59,7 @@ class Recipe:
     image_folder: str | None = None  # default: the data file's folder
     replay_data: str | None = None  # stage 3: stage-2 data mixed in
     replay_ratio: float = 0.1  # share of replay samples in the stage-3 mix (the paper's 10 %)
-    max_samples: int | None = None  # keep the first N valid rows (smoke tests)
+    max_samples: int | None = None  # keep the first N valid rows of the main data (smoke tests)
     group_by_modality_length: bool = True
     dataloader_num_workers: int = 0
     # --- checkpoints and logs
