@@ -116,10 +116,17 @@ def test_accumulation_2x4_equals_1x8_and_the_full_batch_loss(workspace, tmp_path
 
 # ------------------------------------------------------------------------------------------------ full runs
 def test_train_logs_itg_and_itdm_and_saves_complete_folders(workspace, tmp_path):
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
+
+    class Collect(TrainerCallback):  # what TensorBoard / W&B integrations receive
+        seen: list = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.seen.append(dict(logs))
 
     out = train(recipe("max_steps=4", "save_steps=2", "itdm_weight=0.5"), workspace["model"], workspace["data"],
-                tmp_path / "out", disable_tqdm=True)
+                tmp_path / "out", disable_tqdm=True, callbacks=[Collect()])
+    assert sum("itg_loss" in logs and "itdm_loss" in logs for logs in Collect.seen) == 4
     logs = [entry for entry in json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
             if "loss" in entry]
     assert len(logs) == 4
