@@ -76,36 +76,49 @@ def load_seed(path: str, strict: bool = True) -> LoadedBenchmark:
     return LoadedBenchmark("seed", records, layout="seed-json", skipped=skipped)
 
 
-def _record(row, source: str, names: dict[int, str], dirs: list[str]) -> EvalRecord:
+def _record_fields(row, source: str, names: dict[int, str] | None = None) -> EvalRecord:
+    """A SEED record from one question object, validated; the image is attached by the caller."""
     if not isinstance(row, dict):
         raise BenchmarkFormatError(f"{source}: expected an object, got {type(row).__name__}")
-    need = ["question_id", "question", "answer", "data_id", "question_type_id"] + [f"choice_{c}" for c in "abcd"]
+    need = ["question_id", "question", "answer", "question_type_id"] + [f"choice_{c}" for c in "abcd"]
     missing = [k for k in need if k not in row]
     if missing:
         raise BenchmarkFormatError(f"{source}: missing field(s) {missing}")
     answer = str(row["answer"]).strip().upper()
     if answer not in LETTERS:
         raise BenchmarkFormatError(f"{source}: field 'answer' must be one of {list(LETTERS)}, got {row['answer']!r}")
-    type_id = int(row["question_type_id"])
+    try:
+        type_id = int(row["question_type_id"])
+    except (TypeError, ValueError) as error:
+        raise BenchmarkFormatError(
+            f"{source}: question_type_id must be an integer, got {row['question_type_id']!r}"
+        ) from error
     if type_id not in DIMENSIONS:
         raise BenchmarkFormatError(f"{source}: question_type_id {type_id} is not an image dimension (1-9)")
-    data_id = str(row["data_id"])
-    path = next((os.path.join(d, data_id) for d in dirs if os.path.isfile(os.path.join(d, data_id))), None)
-    if path is None:
-        raise BenchmarkFormatError(f"{source}: image {data_id!r} not found in any of {dirs}")
     options = {letter: str(row[f"choice_{letter.lower()}"]) for letter in LETTERS}
     return EvalRecord(
         "seed",
         str(row["question_id"]),
         str(row["question"]),
         answer,
-        names.get(type_id, DIMENSIONS[type_id]),
-        image_path=path,
-        image_id=data_id,
+        (names or DIMENSIONS).get(type_id, DIMENSIONS[type_id]),
+        image_id=str(row.get("data_id", row["question_id"])),
         options=options,
         source=source,
         extra={"question_type_id": type_id},
     )
+
+
+def _record(row, source: str, names: dict[int, str], dirs: list[str]) -> EvalRecord:
+    record = _record_fields(row, source, names)
+    if "data_id" not in row:
+        raise BenchmarkFormatError(f"{source}: missing field(s) ['data_id']")
+    data_id = str(row["data_id"])
+    path = next((os.path.join(d, data_id) for d in dirs if os.path.isfile(os.path.join(d, data_id))), None)
+    if path is None:
+        raise BenchmarkFormatError(f"{source}: image {data_id!r} not found in any of {dirs}")
+    record.image_path = path
+    return record
 
 
 def build_prompt(record: EvalRecord) -> str:

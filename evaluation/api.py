@@ -1,0 +1,210 @@
+"""Python API: `load_benchmark`, `score_predictions`, `evaluate` (what `mage eval` and the demo call).
+
+>>> from evaluation import evaluate                                    # doctest: +SKIP
+>>> results = evaluate(model, processor, "pope", "data/pope", "out/")  # doctest: +SKIP
+>>> results["summary"]["POPE"]                                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Sequence
+
+from . import hf_layouts, mmbench, mme, pope, seed
+from .records import BENCHMARKS, BenchmarkFormatError, EvalRecord, LoadedBenchmark
+from .report import CONVENTIONS, git_commit, summary, write_report
+
+# Folder names tried under --data for --benchmark all (first existing wins, case-insensitive prefix match).
+ALL_FOLDERS = {
+    "mme": ("mme",),
+    "pope": ("pope",),
+    "mmbench": ("mmbench",),
+    "mmbench_cn": ("mmbench",),
+    "seed": ("seed",),
+}
+
+
+def load_benchmark(
+    benchmark: str, data: str, circular: bool = True, strict: bool = True, split: str | None = None
+) -> LoadedBenchmark:
+    """Records of `benchmark` from `data` in its official layout or the lmms-eval parquet layout (auto-detected)."""
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {BENCHMARKS}")
+    if hf_layouts.is_hf_layout(data):
+        return hf_layouts.load_hf_layout(data, benchmark, split=split, circular=circular, strict=strict)
+    if benchmark == "mme":
+        return mme.load_mme(data, strict=strict)
+    if benchmark == "pope":
+        return pope.load_pope(data, strict=strict)
+    if benchmark in ("mmbench", "mmbench_cn"):
+        return mmbench.load_mmbench(data, benchmark, circular=circular, strict=strict)
+    return seed.load_seed(data, strict=strict)
+
+
+def score_predictions(
+    benchmark: str, records: Sequence[EvalRecord], predictions: dict[str, str], rules: str = mmbench.DEFAULT_RULES
+) -> dict:
+    """The benchmark's official-equivalent scores from `{uid: prediction text}`."""
+    if benchmark == "mme":
+        return mme.score(records, predictions)
+    if benchmark == "pope":
+        return pope.score(records, predictions)
+    if benchmark in ("mmbench", "mmbench_cn"):
+        return mmbench.score(records, predictions, rules)
+    return seed.score(records, predictions, rules)
+
+
+def limit_records(records: Sequence[EvalRecord], limit: int | None) -> list[EvalRecord]:
+    """The first `limit` scoring units: images for MME (acc+ needs both questions), circular groups for MMBench."""
+    if limit is None:
+        return list(records)
+    kept: dict = {}
+    out = []
+    for record in records:
+        key = (record.subtask, record.image_id) if record.benchmark == "mme" else record.group
+        if key not in kept:
+            if len(kept) >= limit:
+                continue
+            kept[key] = True
+        out.append(record)
+    return out
+
+
+def find_benchmark_data(data: str, benchmark: str) -> str | None:
+    """For `--benchmark all`: the sub-folder of `data` holding `benchmark` (None if there is none)."""
+    names = sorted(os.listdir(data)) if os.path.isdir(data) else []
+    for prefix in ALL_FOLDERS[benchmark]:
+        for name in names:
+            if name.lower().startswith(prefix) and os.path.isdir(os.path.join(data, name)):
+                if benchmark == "mmbench" and "cn" in name.lower()[len(prefix) :]:
+                    continue
+                return os.path.join(data, name)
+    return None
+
+
+def evaluate(
+    model,
+    processor,
+    benchmark: str,
+    data_dir: str,
+    output_dir: str,
+    batch_size: int = 8,
+    limit: int | None = None,
+    scoring: str = "generate",
+    blank_images: bool = False,
+    max_new_tokens: int = 16,
+    rules: str = mmbench.DEFAULT_RULES,
+    model_path: str = "",
+    circular: bool = True,
+    strict: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+    plots: bool = True,
+) -> dict:
+    """Evaluate `model` on one benchmark (or `"all"`), write the report into `output_dir`, return the results dict.
+
+    Args:
+        benchmark: one of `BENCHMARKS` or `"all"` (then `data_dir` holds one sub-folder per benchmark).
+        scoring: `"generate"` (greedy answers) or `"likelihood"` (option ranking; SEED/MMBench only, others generate).
+        blank_images: replace every image by a grey one (the text-only baseline).
+        limit: evaluate only the first `limit` images (MME), circular groups (MMBench) or questions (others).
+        overwrite: discard earlier predictions in `output_dir` instead of resuming them.
+    Returns:
+        `{"model", "git_commit", "created", "settings", "benchmarks": {name: {...scores...}}, "summary"}`.
+    """
+    names = list(BENCHMARKS) if benchmark == "all" else [benchmark]
+    os.makedirs(output_dir, exist_ok=True)
+    results = {
+        "model": model_path or getattr(getattr(model, "config", None), "_name_or_path", "") or "(in-memory model)",
+        "git_commit": git_commit(),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "settings": {
+            "scoring": scoring,
+            "batch_size": batch_size,
+            "limit": limit,
+            "max_new_tokens": max_new_tokens,
+            "blank_images": blank_images,
+            "mmbench_rules": rules,
+            "circular": circular,
+        },
+        "benchmarks": {},
+    }
+    for name in names:
+        path = data_dir if benchmark != "all" else find_benchmark_data(data_dir, name)
+        if path is None:
+            results.setdefault("missing_benchmarks", []).append(name)
+            continue
+        results["benchmarks"][name] = run_benchmark(
+            model,
+            processor,
+            name,
+            path,
+            output_dir,
+            batch_size,
+            limit,
+            scoring,
+            blank_images,
+            max_new_tokens,
+            rules,
+            results["model"],
+            circular,
+            strict,
+            overwrite,
+            progress,
+        )
+    if not results["benchmarks"]:
+        raise BenchmarkFormatError(f"no benchmark data found under {data_dir!r} for {names}")
+    results["summary"] = summary(results["benchmarks"])
+    results["files"] = write_report(results, output_dir, plots=plots)
+    return results
+
+
+def run_benchmark(
+    model,
+    processor,
+    name,
+    path,
+    output_dir,
+    batch_size,
+    limit,
+    scoring,
+    blank_images,
+    max_new_tokens,
+    rules,
+    model_path,
+    circular,
+    strict,
+    overwrite,
+    progress,
+) -> dict:
+    """Load, predict (resuming), score and describe one benchmark."""
+    from .runner import RunSettings, run_predictions
+
+    loaded = load_benchmark(name, path, circular=circular, strict=strict)
+    records = limit_records(loaded.records, limit)
+    used_scoring = scoring if name in ("seed", "mmbench", "mmbench_cn") else "generate"
+    settings = RunSettings(name, used_scoring, max_new_tokens, blank_images, model=model_path)
+    predictions_path = os.path.join(output_dir, f"predictions_{name}.jsonl")
+    if overwrite and os.path.exists(predictions_path):
+        os.remove(predictions_path)
+    rows, timing = run_predictions(model, processor, records, predictions_path, settings, batch_size, progress)
+    predictions = {r.uid: rows[r.uid]["prediction"] for r in records}
+    scores = score_predictions(name, records, predictions, rules)
+    if name == "mme":
+        mme.write_official_results(records, predictions, os.path.join(output_dir, "mme_official_format"))
+    return {
+        "data": os.path.abspath(path),
+        "layout": loaded.layout,
+        "scoring": used_scoring,
+        "samples": len(records),
+        "skipped": loaded.skipped,
+        "image_errors": sum(1 for r in records if "error" in rows[r.uid]),
+        "timing": timing,
+        "conventions": CONVENTIONS[name],
+        "scores": scores,
+        "predictions_file": predictions_path,
+    }
+
+
+__all__ = ["evaluate", "find_benchmark_data", "limit_records", "load_benchmark", "run_benchmark", "score_predictions"]

@@ -1,0 +1,230 @@
+"""Inference: batched greedy generation (left padding) or likelihood ranking, appended to a JSONL file as it goes.
+
+The predictions file starts with a header line `{"_meta": {...settings...}}`; each further line is one finished
+record `{"uid", "prediction", ...}`, flushed after every batch. A rerun with the same settings skips the uids already
+there (an interrupted run resumes where it stopped; a torn last line is dropped); different settings are refused.
+A record whose image cannot be decoded gets an empty prediction and an `"error"` field: it counts wrong and is counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from .prompts import chat_prompt, likelihood_query, question_text
+from .records import BenchmarkFormatError, EvalRecord, blank_image
+
+SCORINGS = ("generate", "likelihood")
+
+
+@dataclass
+class RunSettings:
+    """What determines the predictions (stored in the file header and checked on resume)."""
+
+    benchmark: str
+    scoring: str = "generate"
+    max_new_tokens: int = 16
+    blank_images: bool = False
+    likelihood_reduction: str = "mean"
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
+        if self.likelihood_reduction not in ("mean", "sum"):
+            raise ValueError(f"likelihood_reduction must be 'mean' or 'sum', got {self.likelihood_reduction!r}")
+
+
+def read_predictions(path: str, settings: RunSettings | None = None) -> dict[str, dict]:
+    """Finished rows of a predictions file by uid (`{}` if absent); drops a torn last line by rewriting the file."""
+    if not os.path.isfile(path):
+        return {}
+    rows, meta, good_lines, torn = {}, None, [], 0
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                torn += 1
+                continue
+            good_lines.append(line if line.endswith("\n") else line + "\n")
+            if "_meta" in row:
+                meta = row["_meta"]
+            else:
+                rows[row["uid"]] = row
+    if torn:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.writelines(good_lines)
+    if settings is not None and meta is not None and meta != asdict(settings):
+        changed = {k: (meta.get(k), v) for k, v in asdict(settings).items() if meta.get(k) != v}
+        raise ValueError(
+            f"{path} was made with other settings {changed} (stored, requested); use another --output-dir or "
+            "--overwrite to start again"
+        )
+    return rows
+
+
+def _images(records: Sequence[EvalRecord], blank: bool):
+    images, errors = [], []
+    for record in records:
+        try:
+            images.append(blank_image() if blank else record.load_image())
+            errors.append(None)
+        except BenchmarkFormatError as error:
+            images.append(blank_image())
+            errors.append(str(error))
+    return images, errors
+
+
+def generate_batch(model, processor, records: Sequence[EvalRecord], max_new_tokens: int, blank: bool = False):
+    """Greedy answers for `records` (one left-padded batch); returns `(texts, image errors)`."""
+    import torch
+
+    images, errors = _images(records, blank)
+    texts = [chat_prompt(processor, question_text(r)) for r in records]
+    processor.tokenizer.padding_side = "left"
+    inputs = processor(images=images, text=texts, return_tensors="pt", padding=True).to(model.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    tokenizer = processor.tokenizer
+    with torch.inference_mode():
+        output = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    new_tokens = output[:, inputs["input_ids"].shape[1] :]
+    answers = [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    return [("" if e else a) for a, e in zip(answers, errors)], errors
+
+
+def _token_lengths(processor, prompts: list[str]) -> list[int]:
+    expanded = [p.replace(processor.image_token, processor.image_token * processor.num_image_tokens) for p in prompts]
+    return [len(ids) for ids in processor.tokenizer(expanded)["input_ids"]]
+
+
+def continuation_logprobs(model, processor, prompts: list[str], continuations: list[str], images: list):
+    """Sum and count of log-probabilities of each continuation after its prompt: lists `(sums, counts)`.
+
+    The continuation is `" " + text` after the prompt (which ends with "ASSISTANT:"); its tokens are those of
+    `prompt + " " + text` past the prompt's own tokens. Sequences are left-padded with explicit position ids.
+    """
+    import torch
+
+    full = [p + " " + c for p, c in zip(prompts, continuations)]
+    processor.tokenizer.padding_side = "left"
+    inputs = processor(images=images, text=full, return_tensors="pt", padding=True).to(model.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    prompt_lengths = _token_lengths(processor, prompts)
+    mask = inputs["attention_mask"]
+    lengths = mask.sum(-1).tolist()
+    counts = [max(1, n - p) for n, p in zip(lengths, prompt_lengths)]
+    keep = max(counts) + 1
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        logits = model(**inputs, position_ids=position_ids, logits_to_keep=keep).logits.float()
+    logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # position t predicts token t+1
+    targets = inputs["input_ids"][:, -keep + 1 :]
+    token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (N, keep-1)
+    sums = [float(token_lp[i, -c:].sum()) for i, c in enumerate(counts)]
+    return sums, counts
+
+
+def rank_batch(model, processor, records: Sequence[EvalRecord], blank: bool = False, reduction: str = "mean"):
+    """Likelihood ranking: for each record the letter of the best continuation, its scores, image errors."""
+    images, errors = _images(records, blank)
+    prompts, conts, owners, imgs = [], [], [], []
+    queries = [likelihood_query(r) for r in records]
+    for i, (text, continuations, _) in enumerate(queries):
+        prompt = chat_prompt(processor, text)
+        for c in continuations:
+            prompts.append(prompt)
+            conts.append(c)
+            owners.append(i)
+            imgs.append(images[i])
+    sums, counts = continuation_logprobs(model, processor, prompts, conts, imgs)
+    scores: list[list[float]] = [[] for _ in records]
+    for owner, s, n in zip(owners, sums, counts):
+        scores[owner].append(s / n if reduction == "mean" else s)
+    letters = []
+    for (_, _, keys), sc, error in zip(queries, scores, errors):
+        letters.append("" if error else keys[max(range(len(sc)), key=sc.__getitem__)])
+    return letters, scores, errors
+
+
+def run_predictions(
+    model,
+    processor,
+    records: Sequence[EvalRecord],
+    predictions_path: str,
+    settings: RunSettings,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> tuple[dict[str, dict], dict]:
+    """Predict every record not yet in `predictions_path`; returns `(rows by uid, timing)`.
+
+    Timing: `{"new_samples", "seconds", "samples_per_second", "resumed"}` for the work done in this call.
+    """
+    from tqdm.auto import tqdm
+
+    done = read_predictions(predictions_path, settings)
+    pending = [r for r in records if r.uid not in done]
+    os.makedirs(os.path.dirname(os.path.abspath(predictions_path)), exist_ok=True)
+    if not os.path.isfile(predictions_path) or os.path.getsize(predictions_path) == 0:
+        with open(predictions_path, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"_meta": asdict(settings)}) + "\n")
+    start = time.perf_counter()
+    bar = tqdm(total=len(pending), unit="sample", desc=settings.benchmark, disable=not progress)
+    with open(predictions_path, "a", encoding="utf-8") as handle:
+        for begin in range(0, len(pending), batch_size):
+            batch = pending[begin : begin + batch_size]
+            rows = _predict_rows(model, processor, batch, settings)
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                done[row["uid"]] = row
+            handle.flush()
+            bar.update(len(batch))
+    bar.close()
+    seconds = time.perf_counter() - start
+    timing = {
+        "new_samples": len(pending),
+        "resumed": len(records) - len(pending),
+        "seconds": seconds,
+        "samples_per_second": len(pending) / seconds if pending and seconds > 0 else None,
+    }
+    return done, timing
+
+
+def _predict_rows(model, processor, batch: Sequence[EvalRecord], settings: RunSettings) -> list[dict]:
+    if settings.scoring == "likelihood" and batch[0].benchmark in ("seed", "mmbench", "mmbench_cn"):
+        letters, scores, errors = rank_batch(
+            model, processor, batch, settings.blank_images, settings.likelihood_reduction
+        )
+        extras = [{"scores": s} for s in scores]
+        answers = letters
+    else:
+        answers, errors = generate_batch(model, processor, batch, settings.max_new_tokens, settings.blank_images)
+        extras = [{} for _ in batch]
+    rows = []
+    for record, answer, error, extra in zip(batch, answers, errors, extras):
+        row = {"uid": record.uid, "prediction": answer, "answer": record.answer, "subtask": record.subtask, **extra}
+        if error:
+            row["error"] = error
+        rows.append(row)
+    return rows
+
+
+__all__ = [
+    "SCORINGS",
+    "RunSettings",
+    "continuation_logprobs",
+    "generate_batch",
+    "rank_batch",
+    "read_predictions",
+    "run_predictions",
+]
