@@ -1,0 +1,227 @@
+"""Runner with a tiny MAGE: batching, resume, empty outputs, likelihood ranking with a forced answer, report files."""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from evaluation import fixtures, runner
+from evaluation.api import evaluate, load_benchmark
+
+
+@pytest.fixture(scope="module")
+def mage():
+    """A tiny MAGE whose lm_head has a bias we can push towards chosen tokens (restored after each use)."""
+    from mage_cli.tiny import build_tiny_mage
+
+    model, processor = build_tiny_mage(texts=["red green blue yellow square colour yes no"] * 5, seed=1)
+    old = model.lm_head
+    model.lm_head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
+    with torch.no_grad():
+        model.lm_head.weight.copy_(old.weight)
+        model.lm_head.bias.zero_()
+    return model, processor
+
+
+@contextmanager
+def forced(model, token_ids, amount=60.0):
+    with torch.no_grad():
+        model.lm_head.bias[token_ids] = amount
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            model.lm_head.bias.zero_()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    return fixtures.write_all(str(root), size=2)
+
+
+def _predictions(path):
+    with open(path, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    return {r["uid"]: r["prediction"] for r in rows if "uid" in r}
+
+
+def test_batched_generation_equals_one_by_one(mage, data, tmp_path):
+    model, processor = mage
+    a = evaluate(
+        model,
+        processor,
+        "mme",
+        data["mme"],
+        str(tmp_path / "bs1"),
+        batch_size=1,
+        max_new_tokens=5,
+        progress=False,
+        plots=False,
+    )
+    b = evaluate(
+        model,
+        processor,
+        "mme",
+        data["mme"],
+        str(tmp_path / "bs5"),
+        batch_size=5,
+        max_new_tokens=5,
+        progress=False,
+        plots=False,
+    )
+    pa = _predictions(a["benchmarks"]["mme"]["predictions_file"])
+    pb = _predictions(b["benchmarks"]["mme"]["predictions_file"])
+    assert len(pa) == 12 and pa == pb
+    assert a["benchmarks"]["mme"]["scores"] == b["benchmarks"]["mme"]["scores"]
+
+
+def test_model_that_emits_nothing_is_wrong_not_a_crash(mage, data, tmp_path):
+    model, processor = mage
+    with forced(model, [processor.tokenizer.eos_token_id]):
+        result = evaluate(
+            model,
+            processor,
+            "all",
+            os.path.dirname(data["mme"]),
+            str(tmp_path),
+            batch_size=4,
+            max_new_tokens=4,
+            progress=False,
+            plots=False,
+        )
+    preds = _predictions(result["benchmarks"]["pope"]["predictions_file"])
+    assert set(preds.values()) == {""}
+    assert result["summary"]["MME^P"] == 0 and result["summary"]["POPE"] == 0
+    assert result["benchmarks"]["pope"]["scores"]["splits"]["random"]["empty_answers"] == 4
+    assert result["benchmarks"]["mmbench"]["scores"]["unresolved_answers"] == 12
+
+
+def test_seed_likelihood_ranking_with_a_forced_answer(mage, data, tmp_path):
+    model, processor = mage
+    red = processor.tokenizer(" red", add_special_tokens=False).input_ids
+    assert len(red) == 1
+    records = load_benchmark("seed", data["seed"]).records
+    expected = {r.uid: next(k for k, v in r.options.items() if v == "red") for r in records}
+    with forced(model, red, 30.0):
+        result = evaluate(
+            model,
+            processor,
+            "seed",
+            data["seed"],
+            str(tmp_path),
+            batch_size=3,
+            scoring="likelihood",
+            progress=False,
+            plots=False,
+        )
+    assert _predictions(result["benchmarks"]["seed"]["predictions_file"]) == expected
+    right = sum(r.options[r.answer] == "red" for r in records)
+    assert result["summary"]["SEED^I"] == pytest.approx(100 * right / len(records))
+
+
+def test_likelihood_sums_match_a_manual_forward(mage):
+    model, processor = mage
+    image = fixtures.shape_image("red")
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour?"}]}],
+        add_generation_prompt=True,
+    )
+    sums, counts = runner.continuation_logprobs(
+        model, processor, [prompt, prompt], ["red", "yellow square"], [image, image]
+    )
+    inputs = processor(images=[image], text=[prompt + " yellow square"], return_tensors="pt")
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(**inputs).logits[0].float(), -1)
+    ids = inputs["input_ids"][0]
+    n = counts[1]
+    manual = sum(float(logprobs[t - 1, ids[t]]) for t in range(len(ids) - n, len(ids)))
+    assert n == len(processor.tokenizer(" yellow square", add_special_tokens=False).input_ids)
+    assert sums[1] == pytest.approx(manual, abs=1e-3)
+
+
+def test_interrupted_run_resumes_to_the_same_report(mage, data, tmp_path, monkeypatch):
+    model, processor = mage
+    full = evaluate(
+        model,
+        processor,
+        "mmbench",
+        data["mmbench"],
+        str(tmp_path / "full"),
+        batch_size=3,
+        max_new_tokens=3,
+        progress=False,
+        plots=False,
+    )
+    calls = {"n": 0}
+    original = runner._predict_rows
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_predict_rows", flaky)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(
+            model,
+            processor,
+            "mmbench",
+            data["mmbench"],
+            str(out),
+            batch_size=3,
+            max_new_tokens=3,
+            progress=False,
+            plots=False,
+        )
+    monkeypatch.setattr(runner, "_predict_rows", original)
+    path = out / "predictions_mmbench.jsonl"
+    assert len(_predictions(path)) == 6
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write('{"uid": "torn')  # a write cut by the interruption
+    resumed = evaluate(
+        model,
+        processor,
+        "mmbench",
+        data["mmbench"],
+        str(out),
+        batch_size=3,
+        max_new_tokens=3,
+        progress=False,
+        plots=False,
+    )
+    assert resumed["benchmarks"]["mmbench"]["timing"]["resumed"] == 6
+    assert resumed["benchmarks"]["mmbench"]["scores"] == full["benchmarks"]["mmbench"]["scores"]
+    assert _predictions(path) == _predictions(tmp_path / "full" / "predictions_mmbench.jsonl")
+    with pytest.raises(ValueError, match="other settings.*max_new_tokens"):
+        evaluate(model, processor, "mmbench", data["mmbench"], str(out), max_new_tokens=7, progress=False)
+
+
+def test_report_files_and_blank_images(mage, data, tmp_path):
+    model, processor = mage
+    result = evaluate(
+        model,
+        processor,
+        "pope",
+        data["pope"],
+        str(tmp_path),
+        batch_size=4,
+        max_new_tokens=3,
+        blank_images=True,
+        limit=3,
+        progress=False,
+    )
+    saved = json.load(open(tmp_path / "results.json", encoding="utf-8"))
+    assert saved["settings"]["blank_images"] is True and saved["benchmarks"]["pope"]["samples"] == 3
+    assert saved["git_commit"] and "POPE" in saved["summary"]
+    table = open(tmp_path / "results.md", encoding="utf-8").read()
+    assert "| MAGE-7B (paper, IAN 144) | 71.2 | 70.3 | 65.3 | 1572/323 | 86.7 |" in table
+    assert "mean F1" in table
+    assert os.path.isfile(tmp_path / "pope_precision_recall.png")
+    assert result["summary"] == saved["summary"]
