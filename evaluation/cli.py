@@ -1,0 +1,156 @@
+"""Evaluate a MAGE checkpoint on MME, POPE, MMBench (EN/CN), SEED-Bench or tool plans, with official-equivalent scoring.
+
+Examples:
+  mage eval --model ckpt/ --benchmark pope --data data/pope --output-dir runs/pope
+  mage eval --model ckpt/ --benchmark all --data shapeworld_eval/ --output-dir runs/all --batch-size 16
+  mage eval --model ckpt/ --benchmark seed --data SEED/ --scoring likelihood --output-dir runs/seed
+  mage eval --model ckpt/ --benchmark mme --data MME/ --blank-images --output-dir runs/mme_text_only
+
+`--data` takes a benchmark in its official layout (MME folders, POPE JSONL + images, MMBench TSV, SEED JSON + images)
+or the lmms-eval parquet layout; with `--benchmark all` it holds one sub-folder per benchmark (mme*, pope*, mmbench*,
+seed*). Predictions are appended to DIR/predictions_<benchmark>.jsonl as they are made: rerun the same command to
+resume an interrupted run. DIR/results.json, results.md and PNG plots hold the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import sys
+
+BENCHMARK_CHOICES = ("mme", "pope", "mmbench", "mmbench_cn", "seed", "plans", "all")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`mage eval` options (no heavy imports here)."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--model", required=True, help="checkpoint folder (MAGE saved with save_pretrained)")
+    parser.add_argument("--benchmark", required=True, choices=BENCHMARK_CHOICES)
+    parser.add_argument("--data", required=True, help="benchmark data path (see above)")
+    parser.add_argument("--output-dir", required=True, help="where predictions and the report go")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="only the first N images (MME), circular groups (MMBench) or questions (others)",
+    )
+    parser.add_argument(
+        "--scoring",
+        choices=("generate", "likelihood"),
+        default="generate",
+        help="SEED/MMBench: greedy answer + letter extraction, or option likelihood ranking",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=16, help="generation length (default 16)")
+    parser.add_argument(
+        "--mmbench-rules",
+        default="vlmevalkit-2024",
+        choices=("vlmevalkit-2024", "vlmevalkit-2024-verbose"),
+        help="named answer-extraction rules",
+    )
+    parser.add_argument("--no-circular", action="store_true", help="MMBench: ask each question once (no rotations)")
+    parser.add_argument("--blank-images", action="store_true", help="replace every image by grey (text-only baseline)")
+    parser.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="skip (and count) malformed rows / missing images instead of stopping",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="discard earlier predictions instead of resuming")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, … (default: cuda if available)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def load_model(path: str, device: str = "auto", dtype: str = "auto"):
+    """`(model, processor)` from a MAGE checkpoint folder, in eval mode on `device`."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    import modeling_mage  # noqa: F401  (registers the Auto classes)
+    import processing_mage  # noqa: F401
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"--model {path!r} is not a folder; expected a checkpoint saved with save_pretrained")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    else:
+        torch_dtype = getattr(torch, dtype)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype).to(device).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    return model, processor
+
+
+def run_plans(model, processor, args: argparse.Namespace) -> dict:
+    """`--benchmark plans`: hand over to the tool-use package's `evaluate_plans` (imported only here)."""
+    try:
+        from tool_use.eval_plans import evaluate_plans
+    except ImportError as error:
+        raise SystemExit(f"mage eval --benchmark plans needs tool_use.eval_plans ({error})") from error
+    offered = {
+        "model": model,
+        "processor": processor,
+        "data": args.data,
+        "data_dir": args.data,
+        "data_path": args.data,
+        "output_dir": args.output_dir,
+        "batch_size": args.batch_size,
+        "limit": args.limit,
+        "max_new_tokens": args.max_new_tokens,
+        "progress": not args.no_progress,
+    }
+    parameters = inspect.signature(evaluate_plans).parameters
+    kwargs = {k: v for k, v in offered.items() if k in parameters}
+    result = evaluate_plans(**kwargs)
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "results_plans.json"), "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=2, ensure_ascii=False, default=str)
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    from .api import evaluate
+    from .records import BenchmarkFormatError
+
+    model, processor = load_model(args.model, args.device, args.dtype)
+    if args.benchmark == "plans":
+        result = run_plans(model, processor, args)
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    try:
+        results = evaluate(
+            model,
+            processor,
+            args.benchmark,
+            args.data,
+            args.output_dir,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            scoring=args.scoring,
+            blank_images=args.blank_images,
+            max_new_tokens=args.max_new_tokens,
+            rules=args.mmbench_rules,
+            model_path=os.path.abspath(args.model),
+            circular=not args.no_circular,
+            strict=not args.skip_bad_rows,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            plots=not args.no_plots,
+        )
+    except BenchmarkFormatError as error:
+        print(f"mage eval: {error}", file=sys.stderr)
+        return 2
+    with open(results["files"]["markdown"], encoding="utf-8") as handle:
+        print(handle.read())
+    for name, bench in results["benchmarks"].items():
+        rate = bench["timing"]["samples_per_second"]
+        print(f"{name}: {bench['samples']} samples" + (f", {rate:.2f} samples/s" if rate else " (all resumed)"))
+    print(f"report: {results['files']['json']}")
+    return 0
+
+
+__all__ = ["add_arguments", "load_model", "run", "run_plans"]
