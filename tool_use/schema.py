@@ -240,7 +240,8 @@ def _check_deps(i: int, step: dict, n: int, errors: list[PlanError]) -> set[int]
     """Check dep and the references of step i; return the (existing, earlier or later) ids it depends on."""
     dep = step.get("dep")
     dep_ids = set(dep) - {-1} if isinstance(dep, list) and all(_is_int(d) for d in dep) else set()
-    if isinstance(dep, list) and -1 in dep and len(dep) > 1:
+    mixed = isinstance(dep, list) and -1 in dep and len(dep) > 1
+    if mixed:
         errors.append(PlanError(i, "dep_mismatch", f"dep {dep} mixes -1 (no dependency) with step ids"))
     refs = step_references(step)
     ref_ids = set(refs.values())
@@ -251,7 +252,7 @@ def _check_deps(i: int, step: dict, n: int, errors: list[PlanError]) -> set[int]
             errors.append(PlanError(i, "missing_step", f"depends on step {k}, but the plan has steps 0..{n - 1}"))
         elif k > i:
             errors.append(PlanError(i, "forward_dependency", f"depends on later step {k}; steps may only use earlier ones"))
-    if isinstance(dep, list) and all(_is_int(d) for d in dep) and dep_ids != ref_ids:
+    if not mixed and isinstance(dep, list) and all(_is_int(d) for d in dep) and dep_ids != ref_ids:
         expected = sorted(ref_ids) or [-1]
         errors.append(
             PlanError(i, "dep_mismatch", f"dep is {dep} but the args reference {sorted(ref_ids) or 'no step'}; "
