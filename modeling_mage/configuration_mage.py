@@ -12,7 +12,9 @@ import math
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto import CONFIG_MAPPING
 
-PROJECTOR_TYPES = ("ian", "mlp2x_gelu", "linear")
+PROJECTOR_TYPES = ("ian", "mlp2x_gelu", "linear", "resampler", "c_abstractor", "sa_perceiver")
+# Projectors that emit `num_query_tokens` tokens per image (the others emit one token per patch).
+QUERY_PROJECTOR_TYPES = ("ian", "resampler", "c_abstractor", "sa_perceiver")
 FEATURE_SELECT_STRATEGIES = ("default", "full")
 SEB_QUERY_SOURCES = ("pixels", "features")
 ITDM_TEXT_SOURCES = ("hidden", "embeddings")
@@ -153,7 +155,7 @@ class MageConfig(PretrainedConfig):
     @property
     def image_seq_length(self) -> int:
         """Placeholder tokens per image in the LM input."""
-        if self.projector_type == "ian":
+        if self.projector_type in QUERY_PROJECTOR_TYPES:
             return self.num_query_tokens
         return self.num_patches + (1 if self.vision_feature_select_strategy == "full" else 0)
 

@@ -14,6 +14,14 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from .configuration_mage import MageConfig
+from .projectors import (
+    PROJECTOR_REGISTRY,
+    MageLinearProjector,
+    MageMLPProjector,
+    MageProjector,
+    build_projector,
+    register_projector,
+)
 
 
 class MageVectorAlignmentBlock(nn.Module):
@@ -146,7 +154,8 @@ class MageSemanticEnhancementBlock(nn.Module):
         return self.final_norm(queries)
 
 
-class MageIntelligentAlignmentNetwork(nn.Module):
+@register_projector("ian", query_based=True)
+class MageIntelligentAlignmentNetwork(MageProjector):
     """IAN = VAB then SEB.
 
     Args to `forward`:
@@ -177,43 +186,9 @@ class MageIntelligentAlignmentNetwork(nn.Module):
         return self.seb(aligned, feature_grid=self._feature_grid(image_features))
 
 
-class MageLinearProjector(nn.Module):
-    """LLaVA-1.0 projector: one linear layer, `(B, N, D_v)` → `(B, N, D_l)`."""
-
-    def __init__(self, config: MageConfig):
-        super().__init__()
-        self.linear_1 = nn.Linear(config.vision_config.hidden_size, config.text_config.hidden_size)
-
-    def forward(self, image_features: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
-        return self.linear_1(image_features)
-
-
-class MageMLPProjector(nn.Module):
-    """LLaVA-1.5 `mlp2x_gelu` projector, `(B, N, D_v)` → `(B, N, D_l)`.
-
-    Parameter names equal `LlavaMultiModalProjector`'s (`linear_1`, `linear_2`) so llava-hf weights load unchanged.
-    """
-
-    def __init__(self, config: MageConfig):
-        super().__init__()
-        self.linear_1 = nn.Linear(config.vision_config.hidden_size, config.text_config.hidden_size)
-        self.act = ACT2FN[config.projector_hidden_act]
-        self.linear_2 = nn.Linear(config.text_config.hidden_size, config.text_config.hidden_size)
-
-    def forward(self, image_features: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
-        return self.linear_2(self.act(self.linear_1(image_features)))
-
-
-PROJECTOR_CLASSES: dict[str, type[nn.Module]] = {
-    "ian": MageIntelligentAlignmentNetwork,
-    "mlp2x_gelu": MageMLPProjector,
-    "linear": MageLinearProjector,
-}
-
-
-def build_projector(config: MageConfig) -> nn.Module:
-    """The projector named by `config.projector_type`."""
-    return PROJECTOR_CLASSES[config.projector_type](config)
+# The projector registry and builder live in projectors.py (one registry for all projector types); these names
+# stay importable from here.
+PROJECTOR_CLASSES: dict[str, type[nn.Module]] = PROJECTOR_REGISTRY
 
 
 __all__ = [

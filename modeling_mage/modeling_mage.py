@@ -19,6 +19,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
 
 from .configuration_mage import MageConfig
 from .ian import build_projector
+from .projectors import PROJECTOR_REGISTRY  # noqa: F401  (4.57 copies only this file's direct relative imports)
 
 TRANSFORMERS_MAJOR = int(transformers_version.split(".")[0])
 
@@ -27,7 +28,7 @@ QUANTIZATION_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector"
 
 # Files of this folder that make up the remote code, and the auto_map that names them. `register_for_auto_class`
 # takes one class and refuses AutoModelForVision2Seq on 5.x, so the map is written explicitly (DESIGN §3).
-REMOTE_CODE_FILES = ("configuration_mage.py", "ian.py", "modeling_mage.py")
+REMOTE_CODE_FILES = ("configuration_mage.py", "ian.py", "projectors.py", "modeling_mage.py")
 AUTO_MAP = {
     "AutoConfig": "configuration_mage.MageConfig",
     "AutoModel": "modeling_mage.MageModel",
