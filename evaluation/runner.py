@@ -108,15 +108,18 @@ def _token_lengths(processor, prompts: list[str]) -> list[int]:
     return [len(ids) for ids in processor.tokenizer(expanded)["input_ids"]]
 
 
-def continuation_logprobs(model, processor, prompts: list[str], continuations: list[str], images: list):
+def continuation_logprobs(
+    model, processor, prompts: list[str], continuations: list[str], images: list, separator: str = " ", greedy=False
+):
     """Sum and count of log-probabilities of each continuation after its prompt: lists `(sums, counts)`.
 
-    The continuation is `" " + text` after the prompt (which ends with "ASSISTANT:"); its tokens are those of
-    `prompt + " " + text` past the prompt's own tokens. Sequences are left-padded with explicit position ids.
+    The continuation is `separator + text` after the prompt (which ends with "ASSISTANT:"); its tokens are those of
+    `prompt + separator + text` past the prompt's own tokens. Sequences are left-padded with explicit position ids.
+    With `greedy=True` a third list says whether each continuation is the greedy one (lmms-eval's `is_greedy`).
     """
     import torch
 
-    full = [p + " " + c for p, c in zip(prompts, continuations)]
+    full = [p + separator + c for p, c in zip(prompts, continuations)]
     processor.tokenizer.padding_side = "left"
     inputs = processor(images=images, text=full, return_tensors="pt", padding=True).to(model.device)
     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
@@ -132,7 +135,11 @@ def continuation_logprobs(model, processor, prompts: list[str], continuations: l
     targets = inputs["input_ids"][:, -keep + 1 :]
     token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (N, keep-1)
     sums = [float(token_lp[i, -c:].sum()) for i, c in enumerate(counts)]
-    return sums, counts
+    if not greedy:
+        return sums, counts
+    best = logprobs.argmax(-1)
+    is_greedy = [bool((best[i, -c:] == targets[i, -c:]).all()) for i, c in enumerate(counts)]
+    return sums, counts, is_greedy
 
 
 def rank_batch(model, processor, records: Sequence[EvalRecord], blank: bool = False, reduction: str = "mean"):
