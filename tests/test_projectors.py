@@ -71,7 +71,9 @@ def test_resampler_may_have_more_queries_than_patches():
 def test_full_forward_and_every_projector_parameter_gets_a_gradient(projector_type, shape_image):
     model, processor = _tiny(projector_type, 4)
     model.train()
-    inputs = processor(images=[shape_image, shape_image], text=["<image>\nred square", "<image>\na shape"], padding=True)
+    inputs = processor(
+        images=[shape_image, shape_image], text=["<image>\nred square", "<image>\na shape"], padding=True
+    )
     labels = inputs["input_ids"].clone()
     labels[labels == model.config.image_token_id] = -100
     out = model(**inputs, labels=labels)
@@ -231,7 +233,9 @@ def test_sa_perceiver_projector_uses_hires_tiles_and_keeps_the_global_embedding(
     same = projector(features)  # no tiles: V_Hi = V_Lo (VLSA with a tower-sized image, m = 1)
     torch.testing.assert_close(projector(features, hires_features=features), same)
     assert projector.last_global_embedding.shape == (2, 64)
-    other = projector(features, hires_features=torch.randn(2, 64, 64), hires_tile_mask=torch.ones(2, 4, dtype=torch.bool))
+    other = projector(
+        features, hires_features=torch.randn(2, 64, 64), hires_tile_mask=torch.ones(2, 4, dtype=torch.bool)
+    )
     assert other.shape == same.shape and not torch.allclose(other, same)
 
 
