@@ -1,0 +1,379 @@
+"""Exact text from a scene's ground truth: names, captions (stage 1), instruction conversations (stage 2), Chinese
+templates, and `text_corpus` — every kind of text the world can produce, for training a closed-vocabulary tokenizer."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator
+
+from .world import COLOURS, LABEL_WORDS, POSITIONS, SHAPES, Difficulty, get_difficulty, item_rng, sample_scene
+
+LLAVA_SHORT_SUFFIX = "\nAnswer the question using a single word or phrase."
+LLAVA_LETTER_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
+LLAVA_LETTER_SUFFIX_CN = "\n请直接回答选项字母。"
+MME_SUFFIX = " Please answer yes or no."
+BRIEF_PROMPTS = (
+    "Describe the image concisely.",
+    "Give a short description of the image.",
+    "What is in the image?",
+    "Write a short caption for the image.",
+)
+DETAIL_PROMPT = "Describe the image in detail."
+LETTERS = "ABCD"
+
+COLOURS_CN = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色", "orange": "橙色"}
+SHAPES_CN = {
+    "circle": "圆形",
+    "square": "正方形",
+    "triangle": "三角形",
+    "cross": "十字形",
+    "diamond": "菱形",
+    "star": "星形",
+}
+POSITIONS_CN = {
+    "top left": "左上角",
+    "top": "上方",
+    "top right": "右上角",
+    "left": "左侧",
+    "center": "中间",
+    "right": "右侧",
+    "bottom left": "左下角",
+    "bottom": "下方",
+    "bottom right": "右下角",
+}
+RELATIONS = ("left", "right", "above", "below")
+RELATIONS_CN = {"left": "左边", "right": "右边", "above": "上方", "below": "下方"}
+
+
+def article(word: str) -> str:
+    """ "a" or "an" for the word that follows."""
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def plural(shape: str) -> str:
+    return shape + ("es" if shape.endswith("s") else "s")
+
+
+def name(obj: dict) -> str:
+    """ "red circle"."""
+    return f"{obj['colour']} {obj['shape']}"
+
+
+def name_cn(obj: dict) -> str:
+    return COLOURS_CN[obj["colour"]] + SHAPES_CN[obj["shape"]]
+
+
+def position(obj: dict) -> str:
+    """The answer phrase of the object's cell: "top left", "center", ..."""
+    return POSITIONS[(obj["row"], obj["col"])][0]
+
+
+def _reading_order(scene: dict) -> list[dict]:
+    return sorted(scene["objects"], key=lambda o: (o["row"], o["col"]))
+
+
+def _phrase(obj: dict) -> str:
+    size = "" if obj["size"] == "medium" else obj["size"] + " "
+    words = f"{size}{name(obj)}"
+    return f"{article(words)} {words} {POSITIONS[(obj['row'], obj['col'])][1]}"
+
+
+def caption(scene: dict) -> str:
+    """Short exact caption naming every object and its position, e.g.
+    "a red circle at the top left and a large blue square in the center"."""
+    parts = [_phrase(o) for o in _reading_order(scene)]
+    label = scene.get("label")
+    if label:
+        parts.append(f"the word {label['text']} {POSITIONS[(label['row'], label['col'])][1]}")
+    return " and ".join(parts)
+
+
+def detailed_description(scene: dict) -> str:
+    objects = _reading_order(scene)
+    count = len(objects)
+    first = f"There {'is 1 shape' if count == 1 else f'are {count} shapes'} on a grey background."
+    sentences = [first] + [_phrase(o)[0].upper() + _phrase(o)[1:] + "." for o in objects]
+    label = scene.get("label")
+    if label:
+        sentences.append(f"The word {label['text']} is written {POSITIONS[(label['row'], label['col'])][1]}.")
+    return " ".join(sentences)
+
+
+def options_block(options: list[str]) -> str:
+    return "\n".join(f"{LETTERS[i]}. {text}" for i, text in enumerate(options))
+
+
+# ---------------------------------------------------------------- stage 2 question types
+# each returns (question, answer, kind) or None when the scene does not allow it; kinds: "short", "yesno", "long"
+
+
+def _q_count_all(rng, scene, d):
+    return "How many shapes are there?", str(len(scene["objects"])), "short"
+
+
+def _q_count_shape(rng, scene, d):
+    shape = rng.choice(d.shapes)
+    return f"How many {plural(shape)} are there?", str(sum(o["shape"] == shape for o in scene["objects"])), "short"
+
+
+def _q_count_colour(rng, scene, d):
+    colour = rng.choice(d.colours)
+    n = sum(o["colour"] == colour for o in scene["objects"])
+    return f"How many {colour} shapes are there?", str(n), "short"
+
+
+def _unique(scene, key):
+    counts = Counter(o[key] for o in scene["objects"])
+    return [o for o in scene["objects"] if counts[o[key]] == 1]
+
+
+def _q_colour(rng, scene, d):
+    candidates = _unique(scene, "shape")
+    if not candidates:
+        return None
+    obj = rng.choice(candidates)
+    return f"What colour is the {obj['shape']}?", obj["colour"], "short"
+
+
+def _q_shape(rng, scene, d):
+    candidates = _unique(scene, "colour")
+    if not candidates:
+        return None
+    obj = rng.choice(candidates)
+    return f"What shape is the {obj['colour']} object?", obj["shape"], "short"
+
+
+def _q_position(rng, scene, d):
+    obj = rng.choice(scene["objects"])
+    return f"Where is the {name(obj)}?", position(obj), "short"
+
+
+def _q_exists(rng, scene, d):
+    present = {(o["shape"], o["colour"]) for o in scene["objects"]}
+    if rng.random() < 0.5:
+        shape, colour = rng.choice(sorted(present))
+        answer = "Yes"
+    else:
+        absent = [(s, c) for s in d.shapes for c in d.colours if (s, c) not in present]
+        shape, colour = rng.choice(absent)
+        answer = "No"
+    return f"Is there {article(colour)} {colour} {shape} in the image?", answer, "yesno"
+
+
+def relation_holds(a: dict, b: dict, relation: str) -> bool:
+    return {
+        "left": a["col"] < b["col"],
+        "right": a["col"] > b["col"],
+        "above": a["row"] < b["row"],
+        "below": a["row"] > b["row"],
+    }[relation]
+
+
+def relation_phrase(relation: str) -> str:
+    return {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}[relation]
+
+
+def _q_relation(rng, scene, d):
+    pairs = [(a, b) for a in scene["objects"] for b in scene["objects"] if a is not b]
+    relation = rng.choice(RELATIONS)
+    axis = "col" if relation in ("left", "right") else "row"
+    pairs = [(a, b) for a, b in pairs if a[axis] != b[axis]]
+    if not pairs:
+        return None
+    a, b = rng.choice(pairs)
+    answer = "Yes" if relation_holds(a, b, relation) else "No"
+    return f"Is the {name(a)} {relation_phrase(relation)} the {name(b)}?", answer, "yesno"
+
+
+def _q_side(rng, scene, d):
+    pairs = [(a, b) for a in scene["objects"] for b in scene["objects"] if a is not b and a["col"] != b["col"]]
+    if not pairs:
+        return None
+    a, b = rng.choice(pairs)
+    left = a if a["col"] < b["col"] else b
+    return f"Which is further left, the {name(a)} or the {name(b)}?", f"the {name(left)}", "short"
+
+
+def _q_ocr(rng, scene, d):
+    if not scene.get("label"):
+        return None
+    return "What word is written in the image?", scene["label"]["text"], "short"
+
+
+def _q_more(rng, scene, d):
+    c1, c2 = rng.sample(list(d.colours), 2)
+    n1 = sum(o["colour"] == c1 for o in scene["objects"])
+    n2 = sum(o["colour"] == c2 for o in scene["objects"])
+    if n1 == n2:
+        return None
+    return f"Are there more {c1} shapes than {c2} shapes?", "Yes" if n1 > n2 else "No", "yesno"
+
+
+def _q_removed(rng, scene, d):
+    obj = rng.choice(scene["objects"])
+    return f"If the {name(obj)} were removed, how many shapes would be left?", str(len(scene["objects"]) - 1), "short"
+
+
+def _q_detail(rng, scene, d):
+    return DETAIL_PROMPT, detailed_description(scene), "long"
+
+
+def _q_choice(rng, scene, d):
+    """A multiple-choice question (A-OKVQA style in LLaVA-665K) about colour or position."""
+    obj = rng.choice(scene["objects"])
+    if rng.random() < 0.5:
+        question, correct, pool = f"Where is the {name(obj)}?", position(obj), [p for p, _ in POSITIONS.values()]
+    else:
+        where = POSITIONS[(obj["row"], obj["col"])][1]
+        question, correct, pool = f"What colour is the {obj['shape']} {where}?", obj["colour"], list(d.colours)
+    others = rng.sample([p for p in pool if p != correct], min(3, len(pool) - 1))
+    options = others[:]
+    slot = rng.randrange(len(options) + 1)
+    options.insert(slot, correct)
+    return f"{question}\n{options_block(options)}{LLAVA_LETTER_SUFFIX}", LETTERS[slot], "letter"
+
+
+QUESTION_TYPES = {
+    "count": _q_count_all,
+    "count_shape": _q_count_shape,
+    "count_colour": _q_count_colour,
+    "colour": _q_colour,
+    "shape": _q_shape,
+    "position": _q_position,
+    "existence": _q_exists,
+    "relation": _q_relation,
+    "side": _q_side,
+    "ocr": _q_ocr,
+    "more": _q_more,
+    "removed": _q_removed,
+    "detail": _q_detail,
+    "choice": _q_choice,
+}
+
+
+def instruction_turns(
+    rng: random.Random, scene: dict, difficulty: Difficulty, max_turns: int = 4
+) -> list[tuple[str, str]]:
+    """1–`max_turns` distinct (question, answer) pairs about `scene`; short-answer questions get LLaVA's suffix half
+    of the time, so the model learns both the plain and the benchmark style."""
+    kinds = list(QUESTION_TYPES)
+    rng.shuffle(kinds)
+    wanted = rng.randint(1, max_turns)
+    turns = []
+    for kind in kinds:
+        made = QUESTION_TYPES[kind](rng, scene, difficulty)
+        if made is None:
+            continue
+        question, answer, style = made
+        if style in ("short", "yesno") and rng.random() < 0.5:
+            question += LLAVA_SHORT_SUFFIX
+        turns.append((question, answer))
+        if len(turns) == wanted:
+            break
+    return turns
+
+
+def conversation(turns: list[tuple[str, str]], with_image: bool = True) -> list[dict]:
+    """LLaVA `conversations` list; `<image>\\n` is put at the front of the first human turn."""
+    out = []
+    for i, (question, answer) in enumerate(turns):
+        value = ("<image>\n" + question) if (i == 0 and with_image) else question
+        out.append({"from": "human", "value": value})
+        out.append({"from": "gpt", "value": answer})
+    return out
+
+
+def caption_row(row_id: str, image: str, rng: random.Random, scene: dict) -> dict:
+    """One stage-1 row in the LLaVA-558K format."""
+    return {"id": row_id, "image": image, "conversations": conversation([(rng.choice(BRIEF_PROMPTS), caption(scene))])}
+
+
+def instruction_row(row_id: str, image: str, rng: random.Random, scene: dict, difficulty: Difficulty) -> dict:
+    """One stage-2 row in the LLaVA-665K format (multi-turn, `<image>` in the first human turn)."""
+    return {"id": row_id, "image": image, "conversations": conversation(instruction_turns(rng, scene, difficulty))}
+
+
+# ---------------------------------------------------------------- tokenizer corpus
+
+
+def vocabulary_sentences() -> list[str]:
+    """Sentences that contain every closed-vocabulary word (colours, shapes, positions, words, numbers, Chinese)."""
+    lines = [
+        " ".join(COLOURS) + " " + " ".join(SHAPES) + " " + " ".join(plural(s) for s in SHAPES),
+        " ".join(p for p, _ in POSITIONS.values()) + " " + " ".join(c for _, c in POSITIONS.values()),
+        " ".join(LABEL_WORDS) + " " + " ".join(f'"{w}"' for w in LABEL_WORDS),
+        "0 1 2 3 4 5 6 7 8 9 10 small large medium Yes No yes no a an A B C D A. B. C. D.",
+        "to the left of to the right of above below left right",
+        " ".join(COLOURS_CN.values()) + " " + " ".join(SHAPES_CN.values()),
+        " ".join(POSITIONS_CN.values()) + " " + " ".join(RELATIONS_CN.values()),
+        MME_SUFFIX.strip(),
+        LLAVA_SHORT_SUFFIX.strip(),
+        LLAVA_LETTER_SUFFIX.strip(),
+        LLAVA_LETTER_SUFFIX_CN.strip(),
+        DETAIL_PROMPT,
+        *BRIEF_PROMPTS,
+    ]
+    return lines
+
+
+def text_corpus(
+    num_scenes: int = 200, seed: int = 0, difficulty: str | Difficulty | dict | None = "hard"
+) -> Iterator[str]:
+    """Every kind of text the world produces: vocabulary lines, captions, instructions and answers, benchmark prompts
+    (MME/POPE/MMBench EN+CN/SEED with the LLaVA suffixes) and tool requests with their plan JSON.
+
+    Deterministic; `num_scenes` scenes per part. The default difficulty "hard" uses every colour, shape and the
+    written words, so a tokenizer trained on it covers any difficulty.
+    """
+    from .benchmarks import benchmark_items, prompt_texts
+
+    d = get_difficulty(difficulty)
+    yield from vocabulary_sentences()
+    for i in range(num_scenes):
+        rng = item_rng(seed, "corpus", i)
+        scene = sample_scene(rng, d, f"corpus-{i}")
+        yield caption(scene)
+        for question, answer in instruction_turns(rng, scene, d, max_turns=len(QUESTION_TYPES)):
+            yield question
+            yield answer
+    for benchmark in ("mme", "pope", "mmbench", "seed"):
+        for item in benchmark_items(benchmark, max(8, num_scenes // 4), seed, d):
+            yield from prompt_texts(benchmark, item)
+    try:
+        from .tools import tool_corpus
+    except ImportError:  # tool_use.schema not installed yet
+        return
+    yield from tool_corpus(max(8, num_scenes // 4), seed, d)
+
+
+__all__ = [
+    "BRIEF_PROMPTS",
+    "article",
+    "COLOURS_CN",
+    "DETAIL_PROMPT",
+    "LLAVA_LETTER_SUFFIX",
+    "LLAVA_LETTER_SUFFIX_CN",
+    "LLAVA_SHORT_SUFFIX",
+    "MME_SUFFIX",
+    "POSITIONS_CN",
+    "QUESTION_TYPES",
+    "RELATIONS",
+    "RELATIONS_CN",
+    "SHAPES_CN",
+    "caption",
+    "caption_row",
+    "conversation",
+    "detailed_description",
+    "instruction_row",
+    "instruction_turns",
+    "name",
+    "name_cn",
+    "options_block",
+    "plural",
+    "position",
+    "relation_holds",
+    "relation_phrase",
+    "text_corpus",
+    "vocabulary_sentences",
+]
