@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from . import hf_layouts, mmbench, mme, pope, seed
 from .records import BENCHMARKS, BenchmarkFormatError, EvalRecord, LoadedBenchmark
-from .report import CONVENTIONS, git_commit, summary, write_report
+from .report import CONVENTIONS, git_commit, summary, table4, write_report
 
 # Folder names tried under --data for --benchmark all (first existing wins, case-insensitive prefix match).
 ALL_FOLDERS = {
@@ -156,6 +156,7 @@ def evaluate(
     if not results["benchmarks"]:
         raise BenchmarkFormatError(f"no benchmark data found under {data_dir!r} for {names}")
     results["summary"] = summary(results["benchmarks"])
+    results["table4"] = table4(results["benchmarks"])
     results["files"] = write_report(results, output_dir, plots=plots)
     return results
 

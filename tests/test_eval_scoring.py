@@ -160,3 +160,13 @@ def test_seed_score_per_dimension():
         "Scene Understanding": pytest.approx(50.0),
     }
     assert result["unresolved_answers"] == 1
+
+
+def test_avg_n_reproduces_paper_table4():
+    from evaluation.report import TABLE4, avg_n
+
+    maxima = {k: m for k, (_, _, m) in TABLE4.items()}
+    b1 = dict(zip(TABLE4, (140, 24.4, 40.7, 70.8, 48.9, 60.9)))
+    b7 = dict(zip(TABLE4, (140, 39.2, 53.1, 76.5, 54.7, 56.1)))
+    assert round(avg_n(b1, maxima), 1) == 52.6
+    assert round(avg_n(b7, maxima), 1) == 58.3
