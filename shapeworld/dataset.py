@@ -4,6 +4,7 @@ Layout of `generate_dataset(out_dir, ...)`::
 
     manifest.json                     seed, sizes, difficulty, counts, paths, SHA-256 of every file (no timestamps)
     train/images/000000.png ...       one image per training scene
+    train/scenes.jsonl                ground truth: {"image", "scene"} per line
     train/stage1_captions.json        LLaVA-558K format: "<image>\\n<brief prompt>" -> caption
     train/stage2_instructions.json    LLaVA-665K format: 1-4 turns, "<image>" in the first human turn
     train/stage3_tools.json           text-only tool dialogues whose answers are plans
@@ -14,6 +15,7 @@ Layout of `generate_dataset(out_dir, ...)`::
     benchmarks/pope/coco_pope_{random,popular,adversarial}.json + val2014/
     benchmarks/mmbench/mmbench_dev_{en,cn}.tsv
     benchmarks/seed/SEED-Bench.json + SEED-Bench-image/
+    benchmarks/ground_truth/<benchmark>.jsonl   {"index", "scene", questions/options/answer} per item, in file order
 
 Image paths in the LLaVA files are relative to the file's folder ("images/000000.png"), so `training`'s loader finds
 them with no `image_folder`. Every item has its own RNG derived from (seed, part, index): nothing touches global RNG
@@ -82,6 +84,7 @@ def write_llava_split(
     d = get_difficulty(difficulty)
     folder = os.path.join(out_dir, split)
     os.makedirs(os.path.join(folder, "images"), exist_ok=True)
+    truth = open(os.path.join(folder, "scenes.jsonl"), "w", encoding="utf-8", newline="\n")  # noqa: SIM115
     captions = _JsonListWriter(os.path.join(folder, "stage1_captions.json")) if split == "train" else None
     instructions = _JsonListWriter(os.path.join(folder, "stage2_instructions.json"))
     try:
@@ -91,12 +94,14 @@ def write_llava_split(
             image = f"images/{i:06d}.png"
             with open(os.path.join(folder, image), "wb") as handle:
                 handle.write(scene_png(scene, image_size))
+            truth.write(json.dumps({"image": image, "scene": scene}) + "\n")
             if captions is not None:
                 captions.add(caption_row(f"{split}-caption-{i:06d}", image, rng, scene))
             instructions.add(instruction_row(f"{split}-instruct-{i:06d}", image, rng, scene, d))
             if progress:
                 progress(1)
     finally:
+        truth.close()
         for writer in (captions, instructions):
             if writer is not None:
                 writer.close()
@@ -152,14 +157,18 @@ def write_benchmarks(
         if benchmark not in writers:
             raise ShapeWorldError(f"unknown benchmark {benchmark!r}; choose from {list(BENCHMARKS)}")
         folder, write = writers[benchmark]
-        items = _ticking(benchmark_items(benchmark, n, seed, d), progress)
         os.makedirs(os.path.join(root, folder), exist_ok=True)
-        counts[benchmark] = write(os.path.join(root, folder), items, image_size)
+        os.makedirs(os.path.join(root, "ground_truth"), exist_ok=True)
+        with open(os.path.join(root, "ground_truth", f"{benchmark}.jsonl"), "w", encoding="utf-8", newline="\n") as gt:
+            items = _ticking(benchmark_items(benchmark, n, seed, d), progress, gt)
+            counts[benchmark] = write(os.path.join(root, folder), items, image_size)
     return counts
 
 
-def _ticking(items: Iterable[dict], progress: Progress) -> Iterable[dict]:
-    for item in items:
+def _ticking(items: Iterable[dict], progress: Progress, truth) -> Iterable[dict]:
+    """Pass items through, writing each one's ground truth (item index, scene, questions) and ticking progress."""
+    for index, item in enumerate(items):
+        truth.write(json.dumps({"index": index, **item}, ensure_ascii=False) + "\n")
         yield item
         if progress:
             progress(1)
