@@ -282,3 +282,16 @@ def test_pick_pipeline_task_names_what_this_transformers_has():
     assert pick_pipeline_task("text-to-speech") == "text-to-audio"
     with pytest.raises(ValueError, match="no transformers pipeline serves"):
         pick_pipeline_task("text-to-image")
+
+
+def test_wider_schema_runs_what_is_configured(tmp_path, registry):
+    from tool_use.schema import DEFAULT_TASKS
+
+    plan = [
+        step(0, "object-detection", {"image": "x.png"}),
+        step(1, "summarization", {"text": "<GENERATED>-0"}),
+        step(2, "translation", {"text": "red"}),
+    ]
+    result = execute_plan(plan, registry, output_dir=tmp_path, tasks=DEFAULT_TASKS)
+    assert [s.status for s in result.steps] == ["failed", "skipped", "ok"]
+    assert result.steps[0].error.startswith("no tool configured for 'object-detection'")

@@ -32,7 +32,7 @@ from typing import Any
 
 from .media import confine, load_audio, load_image, save_output
 from .registry import ToolRegistry
-from .schema import PlanError, parse_reference, validate_plan
+from .schema import PlanError, TaskSpec, parse_reference, validate_plan
 
 
 @dataclass
@@ -124,6 +124,7 @@ def execute_plan(
     max_steps: int = 16,
     max_workers: int = 2,
     request: str | None = None,
+    tasks: dict[str, TaskSpec] | None = None,
 ) -> ExecutionResult:
     """Validate ``plan`` against ``registry.tasks`` and run it.
 
@@ -136,13 +137,17 @@ def execute_plan(
         max_steps: plans with more steps are refused (status ``invalid``, code ``too_many_steps``).
         max_workers: steps run at once (independent steps only).
         request: the user's request, recorded in the manifest.
+        tasks: the task schema to validate against (default ``registry.tasks``). With a wider schema (e.g.
+            ``DEFAULT_TASKS``) a valid plan may name a task the registry has no tool for: that step fails with
+            "no tool configured" and the steps not depending on it still run.
     Returns:
         an :class:`ExecutionResult`; a failed step never raises, it is reported in its :class:`StepResult`.
     """
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     allowed = ([Path(input_dir)] if input_dir is not None else []) + [out_dir]
-    errors = validate_plan(plan, registry.tasks)
+    schema = tasks if tasks is not None else registry.tasks
+    errors = validate_plan(plan, schema)
     if isinstance(plan, list) and len(plan) > max_steps:
         errors.append(PlanError(None, "too_many_steps", f"the plan has {len(plan)} steps; at most {max_steps} run"))
     if errors:
@@ -177,6 +182,10 @@ def execute_plan(
             if not all(steps[d].status == "ok" for d in deps[i]):
                 continue
             pending.remove(i)
+            if plan[i]["task"] not in registry:
+                steps[i].status = "failed"
+                steps[i].error = f"no tool configured for {plan[i]['task']!r} (configured: {sorted(registry.tasks)})"
+                continue
             try:
                 args = _resolve_args(plan[i], registry.tasks[plan[i]["task"]].inputs, outputs, allowed)
             except (OSError, ValueError) as e:
