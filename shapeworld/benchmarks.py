@@ -11,9 +11,11 @@ Layouts written (each loader of the real data reads them unchanged):
   existence, count, position, color, OCR and numerical_calculation); each `.txt` holds two lines
   `question<TAB>Yes` then `question<TAB>No`, questions ending in " Please answer yes or no.".
 - POPE: `coco_pope_{random,popular,adversarial}.json` (one JSON object per line: question_id, image, text, label)
-  + `val2014/<image>`; the same images and positives in all three splits, negatives drawn at random, among the most
-  frequent absent objects, or among the absent objects that co-occur most with (and share a shape or colour with)
-  the present ones.
+  + `val2014/<image>`; the same images and positives in all three splits; negatives drawn uniformly among the absent
+  objects (random), in proportion to their frequency in the split (popular: POPE takes the top-k of the frequency
+  ranking, which in a world of equally frequent objects would ask the same few objects as negatives in every image and
+  make "no" readable from the question alone), or the absent objects that share a shape or colour with a present one
+  and co-occur most with the present ones (adversarial).
 - MMBench: `mmbench_dev_en.tsv` and `mmbench_dev_cn.tsv` (same index, image and answer; CN = translated templates),
   columns index, question, hint, A, B, C, D, answer, category, image (base64 PNG), source, l2-category, comment, split.
 - SEED-Bench: `SEED-Bench.json` {"questions": [...], "question_type": {name: id}} + `SEED-Bench-image/<data_id>`.
@@ -215,7 +217,7 @@ def pope_items(n: int, seed: int, d: Difficulty) -> list[dict]:
         absent = [p for p in everything if p not in present]
         negatives = {
             "random": rng.sample(absent, min(k, len(absent))),
-            "popular": sorted(absent, key=lambda p: (-frequency[p], p))[:k],
+            "popular": _weighted_sample(rng, absent, [frequency[p] + 1 for p in absent], k),
             "adversarial": _adversarial(absent, present, cooccur)[:k],
         }
         splits = {}
@@ -227,6 +229,16 @@ def pope_items(n: int, seed: int, d: Difficulty) -> list[dict]:
             ]
         items.append({"scene": scene, "splits": splits})
     return items
+
+
+def _weighted_sample(rng: random.Random, pool: list, weights: list[float], k: int) -> list:
+    """`k` distinct elements of `pool`, each draw in proportion to its weight."""
+    pool, weights, out = list(pool), list(weights), []
+    for _ in range(min(k, len(pool))):
+        index = rng.choices(range(len(pool)), weights=weights)[0]
+        out.append(pool.pop(index))
+        weights.pop(index)
+    return out
 
 
 def _adversarial(absent: list, present: list, cooccur: Counter) -> list:
