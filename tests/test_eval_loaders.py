@@ -145,3 +145,67 @@ def test_limit_keeps_whole_images_and_groups(tmp_path):
     assert len(limit_records(records, 2)) == 4
     path = fixtures.write_mmbench(str(tmp_path / "m.tsv"), questions=3)
     assert len(limit_records(load_benchmark("mmbench", path).records, 1)) == 4
+
+
+def _png(colour):
+    import io
+
+    buffer = io.BytesIO()
+    fixtures.shape_image(colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_lmms_eval_parquet_mme_pope_seed(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    image = {"bytes": _png("red"), "path": None}
+    tables = {
+        "mme": {
+            "question_id": ["color/1.png", "color/1.png"],
+            "image": [image, image],
+            "question": ["Is it red? Please answer yes or no.", "Is it blue? Please answer yes or no."],
+            "answer": ["Yes", "No"],
+            "category": ["color", "color"],
+        },
+        "pope": {
+            "question_id": ["1", "2"],
+            "question": ["Is there a square?", "Is there a dog?"],
+            "answer": ["yes", "no"],
+            "image_source": ["a", "a"],
+            "image": [image, image],
+            "category": ["random", "adversarial"],
+        },
+        "seed": {
+            "question_id": ["7"],
+            "question": ["Colour?"],
+            "answer": ["B"],
+            "choice_a": ["blue"],
+            "choice_b": ["red"],
+            "choice_c": ["green"],
+            "choice_d": ["yellow"],
+            "data_id": ["x.png"],
+            "data_type": ["image"],
+            "question_type_id": [3],
+            "image": [[image]],
+        },
+    }
+    for name, table in tables.items():
+        features = {k: datasets.Value("string") for k in table}
+        features["image"] = [datasets.Image()] if name == "seed" else datasets.Image()
+        if name == "seed":
+            features["question_type_id"] = datasets.Value("int64")
+        folder = tmp_path / name / "data"
+        folder.mkdir(parents=True)
+        datasets.Dataset.from_dict(table, features=datasets.Features(features)).to_parquet(
+            str(folder / "test-00000-of-00001.parquet")
+        )
+        loaded = load_benchmark(name, str(tmp_path / name))
+        assert loaded.layout == "lmms-eval-parquet:test"
+        assert loaded.records[0].load_image().getpixel((32, 32)) == fixtures.COLOURS["red"]
+    mme_records = load_benchmark("mme", str(tmp_path / "mme")).records
+    assert [r.answer for r in mme_records] == ["yes", "no"] and len({r.image_id for r in mme_records}) == 1
+    pope_records = load_benchmark("pope", str(tmp_path / "pope")).records
+    assert [r.subtask for r in pope_records] == ["random", "adversarial"]
+    (seed_record,) = load_benchmark("seed", str(tmp_path / "seed")).records
+    assert seed_record.subtask == "Instance Attributes" and seed_record.options["B"] == "red"
+    with pytest.raises(BenchmarkFormatError, match="lack \\['index'"):
+        load_benchmark("mmbench", str(tmp_path / "pope"))
