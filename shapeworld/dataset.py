@@ -28,12 +28,12 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from .benchmarks import BENCHMARKS, benchmark_items, write_mmbench, write_mme, write_pope, write_seed
-from .text import caption_row, instruction_row
+from .text import caption, caption_row, instruction_row
 from .tools import tool_dialogue
-from .world import Difficulty, ShapeWorldError, get_difficulty, item_rng, sample_scene, scene_png
+from .world import Difficulty, ShapeWorldError, get_difficulty, item_rng, render_scene, sample_scene, scene_png
 
 SPLITS = ("train", "eval")
 FORMAT_VERSION = 1
@@ -106,6 +106,48 @@ def write_llava_split(
             if writer is not None:
                 writer.close()
     return {"images": n, "stage1_rows": n if captions is not None else 0, "stage2_rows": n}
+
+
+def iter_samples(
+    split: str,
+    n: int,
+    seed: int,
+    image_size: int = 64,
+    difficulty: str | Difficulty | dict | None = None,
+) -> Iterator[dict]:
+    """The scenes of `split` in memory, without writing files: `{"id", "image" (PIL RGB), "scene", "caption",
+    "caption_conversations" (the stage-1 turns; train only, else None), "conversations" (stage-2 turns, "<image>"
+    first)}` — the same scenes and turns `write_llava_split` writes for the same arguments."""
+    _check_split(split)
+    _check_count(f"number of {split} scenes", n)
+    d = get_difficulty(difficulty)
+    for i in range(n):
+        rng = item_rng(seed, split, i)
+        scene = sample_scene(rng, d, f"{split}-{i:06d}")
+        image = f"images/{i:06d}.png"
+        stage1 = caption_row("", image, rng, scene)["conversations"] if split == "train" else None  # same draws
+        yield {
+            "id": scene["id"],
+            "image": render_scene(scene, image_size),
+            "scene": scene,
+            "caption": caption(scene),
+            "caption_conversations": stage1,
+            "conversations": instruction_row("", image, rng, scene, d)["conversations"],
+        }
+
+
+def dataset_paths(out_dir: str) -> dict[str, str]:
+    """Absolute paths of a generated folder's parts, from its manifest ("stage1", "stage2", "stage3", "eval_stage2",
+    "eval_stage3", "mme", "pope", "mmbench", "mmbench_cn", "seed")."""
+    path = os.path.join(out_dir, "manifest.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ShapeWorldError(
+            f"{path}: no readable ShapeWorld manifest ({error}); run `mage data shapeworld` first"
+        ) from error
+    return {key: os.path.join(out_dir, rel) for key, rel in manifest["paths"].items()}
 
 
 def write_tool_dialogues(
@@ -336,6 +378,8 @@ def _progress(progress, total: int):
 
 __all__ = [
     "FORMAT_VERSION",
+    "dataset_paths",
+    "iter_samples",
     "SPLITS",
     "file_hashes",
     "generate_dataset",

@@ -189,7 +189,8 @@ def sample_scene(
 
 def _place(rng: random.Random, difficulty: Difficulty, shape: str, colour: str, size: str, cell) -> dict:
     row, col = cell
-    jx, jy = (rng.uniform(-difficulty.jitter, difficulty.jitter) for _ in range(2))
+    room = max(0.0, min(difficulty.jitter, 0.48 - _RADIUS[size]))  # the shape stays inside its cell
+    jx, jy = (rng.uniform(-room, room) for _ in range(2))
     return {
         "shape": shape,
         "colour": colour,

@@ -229,3 +229,23 @@ def test_cli_help_lists_the_knobs():
         "--distractors",
     ):
         assert flag in result.stdout
+
+
+def test_iter_samples_match_the_written_files(tmp_path):
+    from shapeworld import dataset_paths, iter_samples
+
+    generate_dataset(str(tmp_path), 4, 3, seed=11, image_size=32, n_tools_train=1, n_tools_eval=1)
+    paths = dataset_paths(str(tmp_path))
+    rows = json.load(open(paths["stage2"]))
+    captions = json.load(open(paths["stage1"]))
+    held_out = json.load(open(paths["eval_stage2"]))
+    samples = list(iter_samples("train", 4, seed=11, image_size=32))
+    assert [s["conversations"] for s in samples] == [r["conversations"] for r in rows]
+    assert [s["caption_conversations"] for s in samples] == [r["conversations"] for r in captions]
+    from shapeworld import png_bytes
+
+    assert png_bytes(samples[0]["image"]) == open(tmp_path / "train" / rows[0]["image"], "rb").read()
+    assert [s["conversations"] for s in iter_samples("eval", 3, seed=11)] == [r["conversations"] for r in held_out]
+    assert os.path.isdir(paths["mme"]) and paths["mmbench_cn"].endswith("mmbench_dev_cn.tsv")
+    with pytest.raises(ShapeWorldError, match="no readable ShapeWorld manifest"):
+        dataset_paths(str(tmp_path / "nowhere"))
