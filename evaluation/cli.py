@@ -43,7 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="generate",
         help="SEED/MMBench: greedy answer + letter extraction, or option likelihood ranking",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=16, help="generation length (default 16)")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="generation length (default 16 for the benchmarks, the tool-use default for plans)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (on a shared machine 1 can be much faster than oversubscribing)",
+    )
     parser.add_argument(
         "--mmbench-rules",
         default="vlmevalkit-2024",
@@ -86,26 +97,31 @@ def load_model(path: str, device: str = "auto", dtype: str = "auto"):
 
 
 def run_plans(model, processor, args: argparse.Namespace) -> dict:
-    """`--benchmark plans`: hand over to the tool-use package's `evaluate_plans` (imported only here)."""
+    """`--benchmark plans`: hand over to the tool-use package (`tool_use.eval_plans.evaluate_plan_model`, which
+    generates a plan per held-out tool request and scores it with `evaluate_plans`); imported only here."""
     try:
-        from tool_use.eval_plans import evaluate_plans
+        from tool_use import eval_plans
     except ImportError as error:
-        raise SystemExit(f"mage eval --benchmark plans needs tool_use.eval_plans ({error})") from error
+        raise SystemExit(f"mage eval --benchmark plans needs the tool_use package ({error})") from error
+    runner = getattr(eval_plans, "evaluate_plan_model", None)
+    if runner is None:
+        raise SystemExit(
+            "mage eval --benchmark plans: tool_use.eval_plans has no evaluate_plan_model(model, processor, "
+            "data, ...) in this build"
+        )
     offered = {
         "model": model,
         "processor": processor,
         "data": args.data,
-        "data_dir": args.data,
-        "data_path": args.data,
         "output_dir": args.output_dir,
         "batch_size": args.batch_size,
         "limit": args.limit,
         "max_new_tokens": args.max_new_tokens,
         "progress": not args.no_progress,
     }
-    parameters = inspect.signature(evaluate_plans).parameters
-    kwargs = {k: v for k, v in offered.items() if k in parameters}
-    result = evaluate_plans(**kwargs)
+    parameters = inspect.signature(runner).parameters
+    kwargs = {k: v for k, v in offered.items() if k in parameters and v is not None}
+    result = runner(**kwargs)
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "results_plans.json"), "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2, ensure_ascii=False, default=str)
@@ -116,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
     from .api import evaluate
     from .records import BenchmarkFormatError
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model, processor = load_model(args.model, args.device, args.dtype)
     if args.benchmark == "plans":
         result = run_plans(model, processor, args)

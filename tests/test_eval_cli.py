@@ -60,13 +60,14 @@ def test_mage_eval_wrong_layout_exits_2(tiny_mage_dir, tmp_path, capsys):
 def test_mage_eval_plans_calls_tool_use(tiny_mage_dir, tmp_path, monkeypatch):
     seen = {}
 
-    def evaluate_plans(model, processor, data_dir, output_dir, limit=None):
-        seen.update(data_dir=data_dir, limit=limit, has_model=model is not None)
+    def evaluate_plan_model(model, processor, data, output_dir=None, batch_size=8, limit=None, max_new_tokens=256):
+        seen.update(data=data, limit=limit, has_model=model is not None, max_new_tokens=max_new_tokens)
         return {"node_f1": 0.5}
 
     package = types.ModuleType("tool_use")
     module = types.ModuleType("tool_use.eval_plans")
-    module.evaluate_plans = evaluate_plans
+    package.eval_plans = module
+    module.evaluate_plan_model = evaluate_plan_model
     monkeypatch.setitem(sys.modules, "tool_use", package)
     monkeypatch.setitem(sys.modules, "tool_use.eval_plans", module)
     argv = [
@@ -83,5 +84,5 @@ def test_mage_eval_plans_calls_tool_use(tiny_mage_dir, tmp_path, monkeypatch):
         "2",
     ]
     assert main(argv) == 0
-    assert seen == {"data_dir": "plans.jsonl", "limit": 2, "has_model": True}
+    assert seen == {"data": "plans.jsonl", "limit": 2, "has_model": True, "max_new_tokens": 256}
     assert json.load(open(tmp_path / "results_plans.json", encoding="utf-8")) == {"node_f1": 0.5}
