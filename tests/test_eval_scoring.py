@@ -170,3 +170,89 @@ def test_avg_n_reproduces_paper_table4():
     b7 = dict(zip(TABLE4, (140, 39.2, 53.1, 76.5, 54.7, 56.1)))
     assert round(avg_n(b1, maxima), 1) == 52.6
     assert round(avg_n(b7, maxima), 1) == 58.3
+
+
+# --- cross-checks against straight ports of the official scripts -------------------------------------------------
+
+ANSWERS = ["Yes", "No", "yes, there is", "no.", "I think so", "Not sure", "", "There is no dog.", "Yes. No.", "no, not"]
+
+
+def _official_mme(folder):
+    """Port of MME eval_tool/calculation.py (consecutive-line pairs, parse_pred_ans, acc*100 + acc_plus*100)."""
+    import os
+
+    def parse_pred_ans(pred_ans):
+        if pred_ans in ["yes", "no"]:
+            return pred_ans
+        prefix_pred_ans = pred_ans[:4]
+        if "yes" in prefix_pred_ans:
+            return "yes"
+        if "no" in prefix_pred_ans:
+            return "no"
+        return "other"
+
+    scores = {}
+    for name in sorted(os.listdir(folder)):
+        lines = open(os.path.join(folder, name), encoding="utf-8").read().splitlines()
+        chunks = [lines[i : i + 2] for i in range(0, len(lines), 2)]
+        gts, preds, acc_plus_correct = [], [], 0
+        for chunk in chunks:
+            assert len(chunk) == 2
+            correct = 0
+            for item in chunk:
+                _, _, gt_ans, pred_ans = item.split("\t")
+                gt_ans, pred_ans = gt_ans.lower(), parse_pred_ans(pred_ans.lower())
+                gts.append(gt_ans)
+                preds.append(pred_ans)
+                correct += gt_ans == pred_ans
+            acc_plus_correct += correct == 2
+        acc = sum(g == p for g, p in zip(gts, preds)) / len(gts)
+        scores[name[:-4]] = acc * 100 + acc_plus_correct / len(chunks) * 100
+    return scores
+
+
+def test_mme_equals_a_port_of_calculation_py(tmp_path):
+    from evaluation.fixtures import write_mme
+
+    root = write_mme(str(tmp_path / "mme"), images_per_subtask=5, subtasks=("color", "count", "OCR"))
+    records = mme.load_mme(root).records
+    rng = random.Random(3)
+    predictions = {r.uid: rng.choice(ANSWERS) for r in records}
+    mme.write_official_results(records, predictions, str(tmp_path / "results"))
+    ours = {k: v["score"] for k, v in mme.score(records, predictions)["subtasks"].items()}
+    assert ours == pytest.approx(_official_mme(str(tmp_path / "results")))
+
+
+def _official_pope(answers, labels):
+    """Port of LLaVA llava/eval/eval_pope.py (answers and labels in the same order)."""
+    preds = []
+    for text in answers:
+        if text.find(".") != -1:
+            text = text.split(".")[0]
+        text = text.replace(",", "")
+        words = text.split(" ")
+        preds.append(0 if ("No" in words or "not" in words or "no" in words) else 1)
+    labels = [0 if y == "no" else 1 for y in labels]
+    tp = sum(1 for p, y in zip(preds, labels) if p == 1 and y == 1)
+    fp = sum(1 for p, y in zip(preds, labels) if p == 1 and y == 0)
+    tn = sum(1 for p, y in zip(preds, labels) if p == 0 and y == 0)
+    fn = sum(1 for p, y in zip(preds, labels) if p == 0 and y == 1)
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    return {
+        "accuracy": 100 * (tp + tn) / len(preds),
+        "precision": 100 * precision,
+        "recall": 100 * recall,
+        "f1": 100 * 2 * precision * recall / (precision + recall),
+        "yes_ratio": 100 * preds.count(1) / len(preds),
+    }
+
+
+def test_pope_equals_a_port_of_eval_pope_without_empty_answers(tmp_path):
+    from evaluation.fixtures import write_pope
+
+    records = pope.load_pope(write_pope(str(tmp_path), questions_per_split=40, splits=("random",))).records
+    rng = random.Random(5)
+    answers = [rng.choice([a for a in ANSWERS if a]) for _ in records]
+    ours = pope.score(records, {r.uid: a for r, a in zip(records, answers)})["splits"]["random"]
+    official = _official_pope(answers, [r.answer for r in records])
+    assert {k: ours[k] for k in official} == pytest.approx(official)
