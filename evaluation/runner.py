@@ -103,9 +103,19 @@ def generate_batch(model, processor, records: Sequence[EvalRecord], max_new_toke
     return [("" if e else a) for a, e in zip(answers, errors)], errors
 
 
-def _token_lengths(processor, prompts: list[str]) -> list[int]:
+def _prompt_ids(processor, prompts: list[str]) -> list[list[int]]:
     expanded = [p.replace(processor.image_token, processor.image_token * processor.num_image_tokens) for p in prompts]
-    return [len(ids) for ids in processor.tokenizer(expanded)["input_ids"]]
+    return processor.tokenizer(expanded)["input_ids"]
+
+
+def _continuation_count(full: list[int], prompt: list[int]) -> int:
+    """Tokens of `full` past its longest common prefix with `prompt` (a merge across the boundary moves it back)."""
+    common = 0
+    for a, b in zip(full, prompt):
+        if a != b:
+            break
+        common += 1
+    return max(1, len(full) - common)
 
 
 def continuation_logprobs(
@@ -123,10 +133,10 @@ def continuation_logprobs(
     processor.tokenizer.padding_side = "left"
     inputs = processor(images=images, text=full, return_tensors="pt", padding=True).to(model.device)
     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    prompt_lengths = _token_lengths(processor, prompts)
+    prompt_ids = _prompt_ids(processor, prompts)
     mask = inputs["attention_mask"]
-    lengths = mask.sum(-1).tolist()
-    counts = [max(1, n - p) for n, p in zip(lengths, prompt_lengths)]
+    rows = [ids[m.bool()].tolist() for ids, m in zip(inputs["input_ids"], mask)]
+    counts = [_continuation_count(row, p) for row, p in zip(rows, prompt_ids)]
     keep = max(counts) + 1
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.inference_mode():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from contextlib import contextmanager
 
@@ -225,3 +226,47 @@ def test_report_files_and_blank_images(mage, data, tmp_path):
     assert "mean F1" in table
     assert os.path.isfile(tmp_path / "pope_precision_recall.png")
     assert result["summary"] == saved["summary"]
+
+
+def test_continuation_tokens_with_real_sentencepiece(tmp_path):
+    """With Llama's SentencePiece, the option's tokens in context are exactly the ones scored."""
+    import shutil
+    import types
+
+    mistral_common = pytest.importorskip("mistral_common")
+    pytest.importorskip("sentencepiece")
+    from transformers import LlamaTokenizer
+
+    from processing_mage import MageProcessor, prepare_tokenizer
+
+    shutil.copy(
+        os.path.join(os.path.dirname(mistral_common.__file__), "data", "tokenizer.model.v1"),
+        tmp_path / "tokenizer.model",
+    )
+    tokenizer = LlamaTokenizer.from_pretrained(tmp_path)
+    prepare_tokenizer(tokenizer)
+    from mage_cli.tiny import tiny_image_processor
+
+    processor = MageProcessor(tiny_image_processor(64), tokenizer, num_image_tokens=4)
+
+    class Recorder(torch.nn.Module):
+        """Stands in for the model: uniform logits, records the batch."""
+
+        dtype = torch.float32
+        device = torch.device("cpu")
+
+        def forward(self, input_ids, logits_to_keep=0, **kwargs):
+            self.input_ids = input_ids
+            return types.SimpleNamespace(logits=torch.zeros(*input_ids.shape[:2], len(tokenizer))[:, -logits_to_keep:])
+
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}],
+        add_generation_prompt=True,
+    )
+    image = fixtures.shape_image("red")
+    continuations = ["red", "light blue square", "A"]
+    sums, counts = runner.continuation_logprobs(Recorder(), processor, [prompt] * 3, continuations, [image] * 3)
+    for cont, n, s in zip(continuations, counts, sums):
+        in_context = len(tokenizer(prompt + " " + cont)["input_ids"]) - len(tokenizer(prompt)["input_ids"])
+        assert n == in_context and n >= 1
+        assert s == pytest.approx(-n * math.log(len(tokenizer)), rel=1e-5)
