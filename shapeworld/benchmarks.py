@@ -14,8 +14,9 @@ Layouts written (each loader of the real data reads them unchanged):
   + `val2014/<image>`; the same images and positives in all three splits; negatives drawn uniformly among the absent
   objects (random), in proportion to their frequency in the split (popular: POPE takes the top-k of the frequency
   ranking, which in a world of equally frequent objects would ask the same few objects as negatives in every image and
-  make "no" readable from the question alone), or the absent objects that share a shape or colour with a present one
-  and co-occur most with the present ones (adversarial).
+  make "no" readable from the question alone), or among the absent objects that share a shape or colour with a present
+  one, in proportion to their co-occurrence with the present ones (adversarial; POPE again takes the top-k, with the
+  same leak).
 - MMBench: `mmbench_dev_en.tsv` and `mmbench_dev_cn.tsv` (same index, image and answer; CN = translated templates),
   columns index, question, hint, A, B, C, D, answer, category, image (base64 PNG), source, l2-category, comment, split.
 - SEED-Bench: `SEED-Bench.json` {"questions": [...], "question_type": {name: id}} + `SEED-Bench-image/<data_id>`.
@@ -169,9 +170,7 @@ def mme_item(rng: random.Random, d: Difficulty, scene_id: str, subtask: str) -> 
         scene = sample_scene(rng, d, scene_id, forced=[ObjectSpec(shape, colour)], avoid_shapes=[shape], label=False)
         questions = _yes_no(f"Is the {shape} in this image {{}}?", colour, _other(rng, d.colours, colour), "color")
     elif subtask == "OCR":
-        scene = sample_scene(
-            rng, d, scene_id, num_objects=rng.randint(d.min_objects, min(d.max_objects, 5)), label=True
-        )
+        scene = sample_scene(rng, d, scene_id, num_objects=rng.randint(d.min_objects, d.max_objects), label=True)
         word = scene["label"]["text"]
         questions = _yes_no('Is the word "{}" written in this image?', word, _other(rng, LABEL_WORDS, word), "OCR")
     elif subtask == "numerical_calculation":
@@ -218,7 +217,7 @@ def pope_items(n: int, seed: int, d: Difficulty) -> list[dict]:
         negatives = {
             "random": rng.sample(absent, min(k, len(absent))),
             "popular": _weighted_sample(rng, absent, [frequency[p] + 1 for p in absent], k),
-            "adversarial": _adversarial(absent, present, cooccur)[:k],
+            "adversarial": _adversarial(rng, absent, present, cooccur, k),
         }
         splits = {}
         for split in POPE_SPLITS:
@@ -241,14 +240,14 @@ def _weighted_sample(rng: random.Random, pool: list, weights: list[float], k: in
     return out
 
 
-def _adversarial(absent: list, present: list, cooccur: Counter) -> list:
-    """Absent objects, most confusable first: sharing a shape or colour with a present one, then co-occurrence."""
-
-    def key(p):
-        similar = any(p[0] == q[0] or p[1] == q[1] for q in present)
-        return (not similar, -sum(cooccur[(q, p)] for q in present), p)
-
-    return sorted(absent, key=key)
+def _adversarial(rng: random.Random, absent: list, present: list, cooccur: Counter, k: int) -> list:
+    """`k` confusable absent objects: those sharing a shape or colour with a present one (others only if too few),
+    drawn in proportion to 1 + their co-occurrence count with the present objects."""
+    similar = [p for p in absent if any(p[0] == q[0] or p[1] == q[1] for q in present)]
+    rest = [p for p in absent if p not in similar]
+    weight = lambda p: 1 + sum(cooccur[(q, p)] for q in present)  # noqa: E731
+    chosen = _weighted_sample(rng, similar, [weight(p) for p in similar], k)
+    return chosen + _weighted_sample(rng, rest, [weight(p) for p in rest], k - len(chosen))
 
 
 # ---------------------------------------------------------------- multiple choice (MMBench, SEED)
@@ -260,8 +259,11 @@ def _letter_slot(seed: int, part: str, index: int, n_options: int) -> int:
 
 
 def _options(rng, correct: str, pool, slot: int) -> tuple[list[str], int]:
-    others = rng.sample(sorted({p for p in pool if p != correct}), min(3, len({p for p in pool if p != correct})))
-    slot = slot % (len(others) + 1)
+    """Up to 4 distinct options from `pool`, `correct` at `slot` (uniform among the options when fewer than 4)."""
+    distinct = sorted({p for p in pool if p != correct})
+    others = rng.sample(distinct, min(3, len(distinct)))
+    if len(others) < 3:
+        slot = rng.randrange(len(others) + 1)
     return others[:slot] + [correct] + others[slot:], slot
 
 
@@ -305,9 +307,7 @@ def mmbench_item(rng: random.Random, d: Difficulty, scene_id: str, category: str
             [COLOURS_CN[o] for o in options],
         )
     if category == "OCR":
-        scene = sample_scene(
-            rng, d, scene_id, num_objects=rng.randint(d.min_objects, min(d.max_objects, 5)), label=True
-        )
+        scene = sample_scene(rng, d, scene_id, num_objects=rng.randint(d.min_objects, d.max_objects), label=True)
         options, slot = _options(rng, scene["label"]["text"], LABEL_WORDS, slot)
         return _mc(
             "What word is written in the image?", options, slot, category, scene, "图像中写的是什么词？", list(options)
@@ -355,7 +355,11 @@ def seed_item(rng: random.Random, d: Difficulty, scene_id: str, dimension: int, 
     if dimension == 1:
         scene = sample_scene(rng, d, scene_id, label=False)
         count = len(scene["objects"])
-        pool = {caption(sample_scene(rng, d, f"{scene_id}-other{k}", num_objects=count, label=False)) for k in range(6)}
+        pool = set()
+        for k in range(40):  # captions of independent scenes with as many objects
+            pool.add(caption(sample_scene(rng, d, f"{scene_id}-other{k}", num_objects=count, label=False)))
+            if len(pool - {caption(scene)}) >= 3:
+                break
         options, slot = _options(rng, caption(scene), pool, slot)
         return _mc("Which description matches the image?", options, slot, "scene", scene, dimension=dimension)
     if dimension == 2:
@@ -399,11 +403,12 @@ def seed_item(rng: random.Random, d: Difficulty, scene_id: str, dimension: int, 
 
 def _unique_colour(rng, d, scene_id, shape, colour) -> dict:
     """A scene holding `colour shape` as the only object of that colour."""
-    others = [c for c in d.colours if c != colour]
+    others = [(s, c) for s in d.shapes for c in d.colours if c != colour]
     total = rng.randint(d.min_objects, d.max_objects)
-    forced = [ObjectSpec(shape, colour)]
-    forced += [ObjectSpec(None, rng.choice(others)) for _ in range(total - 1)]
-    return sample_scene(rng, d, scene_id, forced=forced, num_objects=total, label=False)
+    forced = [ObjectSpec(shape, colour)] + [
+        ObjectSpec(s, c) for s, c in rng.sample(others, min(total - 1, len(others)))
+    ]
+    return sample_scene(rng, d, scene_id, forced=forced, num_objects=len(forced), label=False)
 
 
 # ---------------------------------------------------------------- item streams
@@ -432,7 +437,21 @@ def _stream(benchmark: str, n: int, seed: int, d: Difficulty) -> Iterator[dict]:
             item["category"] = category
             yield item
         else:
-            yield seed_item(rng, d, scene_id, SEED_USED[i % len(SEED_USED)], _letter_slot(seed, benchmark, i, 4))
+            dimension = SEED_USED[i % len(SEED_USED)]
+            if not seed_dimension_has_four_options(dimension, d):
+                dimension = 4  # SEED questions always have four choices; location has nine candidates
+            yield seed_item(rng, d, scene_id, dimension, _letter_slot(seed, benchmark, i, 4))
+
+
+def seed_dimension_has_four_options(dimension: int, d: Difficulty) -> bool:
+    """Whether the world of `d` offers four distinct choices for a question of `dimension`."""
+    if dimension == 2:
+        return d.num_shapes >= 4
+    if dimension in (3, 8):
+        return d.num_colours >= 4 and (dimension == 3 or d.max_objects >= 2)
+    if dimension == 5:
+        return min(3, d.num_colours, d.max_objects) >= 3
+    return True
 
 
 def prompt_texts(benchmark: str, item: dict) -> Iterator[str]:

@@ -81,6 +81,11 @@ class Difficulty:
             raise ShapeWorldError(f"num_colours must be in 2..{len(COLOURS)}, got {self.num_colours}")
         if not 2 <= self.num_shapes <= len(SHAPES):
             raise ShapeWorldError(f"num_shapes must be in 2..{len(SHAPES)}, got {self.num_shapes}")
+        if self.num_colours * self.num_shapes < 2 * self.max_objects:
+            raise ShapeWorldError(
+                f"num_colours * num_shapes must be >= 2 * max_objects so that absent objects exist to ask about, "
+                f"got {self.num_colours} * {self.num_shapes} < 2 * {self.max_objects}"
+            )
         if not 0.0 <= self.label_prob <= 1.0:
             raise ShapeWorldError(f"label_prob must be in [0, 1], got {self.label_prob}")
         if self.distractors < 0:
@@ -149,7 +154,8 @@ def sample_scene(
     """A random scene dict (see module docstring).
 
     `forced` objects are placed first (their given fields kept); the rest are random objects whose shape is not in
-    `avoid_shapes`. `num_objects` (default: uniform in the difficulty's range, at least len(forced)) is the total.
+    `avoid_shapes`. `num_objects` (default: uniform in the difficulty's range, at least len(forced)) is the total,
+    lowered when the constraints leave no distinct (shape, colour) to add.
     `label` forces a written word on (True) or off (False); None draws it with `difficulty.label_prob`.
     """
     n = num_objects if num_objects is not None else rng.randint(difficulty.min_objects, difficulty.max_objects)
@@ -160,10 +166,12 @@ def sample_scene(
     rng.shuffle(cells_free)
     used_pairs = {(f.shape, f.colour) for f in forced if f.shape and f.colour}
     objects = []
-    for spec in list(forced) + [ObjectSpec() for _ in range(n - len(forced))]:
+    for number, spec in enumerate(list(forced) + [ObjectSpec() for _ in range(n - len(forced))]):
         shapes = [spec.shape] if spec.shape else [s for s in difficulty.shapes if s not in avoid_shapes]
         colours = [spec.colour] if spec.colour else list(difficulty.colours)
         pairs = [(s, c) for s in shapes for c in colours if (s, c) not in used_pairs or (spec.shape and spec.colour)]
+        if not pairs and number >= len(forced):
+            break  # a question's constraints (avoided shapes, a small palette) leave no object to add: fewer objects
         if not pairs:
             raise ShapeWorldError(f"scene {scene_id}: no (shape, colour) left for object request {spec}")
         shape, colour = rng.choice(pairs)

@@ -15,17 +15,17 @@ D = get_difficulty("default")
 N = 480
 
 
-def yes_no_questions(benchmark: str, seed: int, split: str | None = None) -> list[tuple[str, str, str]]:
+def yes_no_questions(benchmark: str, seed: int, split: str | None = None, d=D) -> list[tuple[str, str, str]]:
     """(question, template, answer) over all items."""
     out = []
-    for item in benchmark_items(benchmark, N, seed, D):
+    for item in benchmark_items(benchmark, N, seed, d):
         questions = item["questions"] if benchmark == "mme" else item["splits"][split]
         out += [(q["question"], q["template"], q["answer"]) for q in questions]
     return out
 
 
-def choice_questions(benchmark: str, seed: int) -> list[dict]:
-    return list(benchmark_items(benchmark, N, seed, D))
+def choice_questions(benchmark: str, seed: int, d=D) -> list[dict]:
+    return list(benchmark_items(benchmark, N, seed, d))
 
 
 def _template(question: str) -> str:
@@ -65,29 +65,33 @@ def choice_prior_accuracy(train, test) -> tuple[float, float]:
     return letter_right / len(test), text_right / len(test)
 
 
+@pytest.mark.parametrize("difficulty", ["easy", "default", "hard"])
 @pytest.mark.parametrize(
     "benchmark, split", [("mme", None), ("pope", "random"), ("pope", "popular"), ("pope", "adversarial")]
 )
-def test_yes_no_balanced_and_prior_at_chance(benchmark, split):
-    train, test = yes_no_questions(benchmark, 1, split), yes_no_questions(benchmark, 2, split)
+def test_yes_no_balanced_and_prior_at_chance(benchmark, split, difficulty):
+    d = get_difficulty(difficulty)
+    train, test = yes_no_questions(benchmark, 1, split, d), yes_no_questions(benchmark, 2, split, d)
     answers = Counter(a for _, _, a in test)
     assert answers["yes"] == answers["no"], answers
     for template in {t for _, t, _ in test}:
         counts = Counter(a for _, t, a in test if t == template)
         assert counts["yes"] == counts["no"], (template, counts)
     accuracy = yes_no_prior_accuracy(train, test)
-    assert abs(accuracy - 0.5) < 0.06, f"{benchmark}/{split}: text-only prior reaches {accuracy:.3f}"
+    assert abs(accuracy - 0.5) < 0.06, f"{benchmark}/{split}/{difficulty}: text-only prior reaches {accuracy:.3f}"
 
 
+@pytest.mark.parametrize("difficulty", ["easy", "default", "hard"])
 @pytest.mark.parametrize("benchmark", ["mmbench", "seed"])
-def test_letters_uniform_and_prior_at_chance(benchmark):
-    train, test = choice_questions(benchmark, 1), choice_questions(benchmark, 2)
+def test_letters_uniform_and_prior_at_chance(benchmark, difficulty):
+    d = get_difficulty(difficulty)
+    train, test = choice_questions(benchmark, 1, d), choice_questions(benchmark, 2, d)
     letters = Counter(item["answer"] for item in test)
     assert all(abs(letters[c] / len(test) - 0.25) < 0.03 for c in "ABCD"), letters
     assert all(len(item["options"]) == 4 and len(set(item["options"])) == 4 for item in test)
     letter_accuracy, text_accuracy = choice_prior_accuracy(train, test)
-    assert letter_accuracy < 0.31, f"{benchmark}: letter prior reaches {letter_accuracy:.3f}"
-    assert text_accuracy < 0.31, f"{benchmark}: option-text prior reaches {text_accuracy:.3f}"
+    assert letter_accuracy < 0.31, f"{benchmark}/{difficulty}: letter prior reaches {letter_accuracy:.3f}"
+    assert text_accuracy < 0.31, f"{benchmark}/{difficulty}: option-text prior reaches {text_accuracy:.3f}"
 
 
 def test_prior_check_can_fail():
@@ -188,3 +192,32 @@ def test_multiple_choice_answers_are_exact():
 
 def test_suffix_is_llava_s():
     assert LLAVA_SHORT_SUFFIX == "\nAnswer the question using a single word or phrase."
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        dict(min_objects=1, max_objects=1, num_colours=2, num_shapes=2, label_prob=0.0),
+        dict(min_objects=6, max_objects=6, num_colours=6, num_shapes=6, label_prob=1.0),
+        dict(min_objects=1, max_objects=6, num_colours=3, num_shapes=4, label_prob=0.5),
+        dict(min_objects=2, max_objects=3, num_colours=2, num_shapes=6, distractors=10),
+    ],
+)
+def test_extreme_knobs_still_generate_every_part(knobs):
+    from shapeworld.tools import tool_dialogue
+
+    d = get_difficulty(knobs)
+    for benchmark in ("mme", "pope", "mmbench", "seed"):
+        items = list(benchmark_items(benchmark, 60, 0, d))
+        assert len(items) == 60
+    for i in range(60):
+        rng = item_rng(0, "x", i)
+        assert instruction_turns(rng, sample_scene(rng, d, "x"), d)
+        tool_dialogue(i, 0, d)
+
+
+def test_palette_too_small_for_absent_objects_is_refused():
+    from shapeworld import ShapeWorldError
+
+    with pytest.raises(ShapeWorldError, match="num_colours \\* num_shapes must be >= 2 \\* max_objects"):
+        get_difficulty({"max_objects": 6, "num_colours": 2, "num_shapes": 3})
