@@ -24,7 +24,9 @@ number of samples. Exact-match rate (predicted plan == gold plan after canonical
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from .schema import DEFAULT_TASKS, PlanParseError, TaskSpec, extract_plan, parse_reference, validate_plan
@@ -175,4 +177,99 @@ def evaluate_plans(
     return out
 
 
-__all__ = ["evaluate_plans", "micro_prf", "plan_arguments", "plan_edges", "plan_nodes"]
+def load_plan_rows(data: str | Path) -> list[dict]:
+    """Tool dialogues (LLaVA rows whose last ``gpt`` turn is a plan) from a JSON list / JSONL file, or from a
+    ShapeWorld data folder (``eval/stage3_tools.json``, else ``stage3_tools.json``)."""
+    path = Path(data)
+    if path.is_dir():
+        for candidate in (path / "eval" / "stage3_tools.json", path / "stage3_tools.json"):
+            if candidate.is_file():
+                path = candidate
+                break
+        else:
+            raise FileNotFoundError(f"{data}: no eval/stage3_tools.json or stage3_tools.json (tool dialogues) here")
+    text = path.read_text(encoding="utf-8")
+    rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
+    return rows
+
+
+def _row_parts(row: dict, index: int) -> tuple[str | None, str, list[dict]]:
+    """``(system prompt, request, gold plan)`` of one tool dialogue; ValueError naming the row when malformed."""
+    turns = row.get("conversations") if isinstance(row, dict) else None
+    if not isinstance(turns, list) or len(turns) < 2:
+        raise ValueError(f"row {index}: expected `conversations` with a human and a gpt turn")
+    system = next((t["value"] for t in turns if t.get("from") == "system"), None)
+    humans = [t["value"] for t in turns if t.get("from") in ("human", "user")]
+    answers = [t["value"] for t in turns if t.get("from") in ("gpt", "assistant")]
+    if not humans or not answers:
+        raise ValueError(f"row {index} (id {row.get('id')}): needs a human turn and a gpt turn")
+    gold = row.get("plan")
+    if gold is None:
+        try:
+            gold = extract_plan(answers[-1])
+        except PlanParseError as e:
+            raise ValueError(f"row {index} (id {row.get('id')}): the gpt turn holds no plan: {e}") from e
+    return system, humans[-1], gold
+
+
+def evaluate_plan_model(
+    model: Any,
+    processor: Any,
+    data: str | Path,
+    output_dir: str | Path | None = None,
+    batch_size: int = 8,
+    limit: int | None = None,
+    max_new_tokens: int = 256,
+    progress: bool = False,
+    tasks: dict[str, TaskSpec] = DEFAULT_TASKS,
+) -> dict[str, Any]:
+    """Generate a plan for every held-out tool request in ``data`` and score it with :func:`evaluate_plans`.
+
+    The prompt is the row's system turn (the tool list) + its request, text-only, greedy — as in stage-3 training.
+    Malformed rows are skipped and counted (``skipped_rows``). With ``output_dir``, every prediction is written to
+    ``predictions_plans.jsonl`` (id, request, prediction, gold, parse/validation errors).
+    """
+    from .generation import generate_texts
+
+    rows = load_plan_rows(data)[: limit if limit is not None else None]
+    items, skipped = [], []
+    for i, row in enumerate(rows):
+        try:
+            items.append((row.get("id", str(i)), *_row_parts(row, i)))
+        except ValueError as e:
+            skipped.append(str(e))
+    predictions: list[str] = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        predictions += generate_texts(model, processor, [b[2] for b in batch], systems=[b[1] for b in batch],
+                                      max_new_tokens=max_new_tokens)
+        if progress:
+            import sys
+
+            print(f"plans: {len(predictions)}/{len(items)}", file=sys.stderr)
+    golds = [b[3] for b in items]
+    metrics = evaluate_plans(predictions, golds, tasks)
+    metrics["skipped_rows"] = len(skipped)
+    if output_dir is not None:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "predictions_plans.jsonl", "w", encoding="utf-8") as f:
+            for (rid, _, request, gold), pred in zip(items, predictions):
+                try:
+                    errors = [str(e) for e in validate_plan(extract_plan(pred), tasks)]
+                except PlanParseError as e:
+                    errors = [str(e)]
+                record = {"id": rid, "request": request, "prediction": pred, "gold": gold, "errors": errors}
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return metrics
+
+
+__all__ = [
+    "evaluate_plan_model",
+    "evaluate_plans",
+    "load_plan_rows",
+    "micro_prf",
+    "plan_arguments",
+    "plan_edges",
+    "plan_nodes",
+]

@@ -119,7 +119,7 @@ def execute_plan(
     registry: ToolRegistry,
     *,
     output_dir: str | Path,
-    input_dir: str | Path | None = None,
+    input_dir: str | Path | list[str | Path] | None = None,
     step_timeout: float = 120.0,
     max_steps: int = 16,
     max_workers: int = 2,
@@ -132,7 +132,8 @@ def execute_plan(
         plan: the parsed plan (list of step dicts, see :mod:`tool_use.schema`).
         registry: the tools.
         output_dir: created if needed; receives ``step{id}_{task}.{txt,png,wav}`` and ``manifest.json``.
-        input_dir: where user files named in the plan live (``None``: only files in ``output_dir`` may be named).
+        input_dir: folder(s) of user files the plan may name, searched in order, then ``output_dir``
+            (``None``: only files in ``output_dir`` may be named).
         step_timeout: seconds one step may run.
         max_steps: plans with more steps are refused (status ``invalid``, code ``too_many_steps``).
         max_workers: steps run at once (independent steps only).
@@ -145,7 +146,9 @@ def execute_plan(
     """
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    allowed = ([Path(input_dir)] if input_dir is not None else []) + [out_dir]
+    if input_dir is None:
+        input_dir = []
+    allowed = [Path(d) for d in (input_dir if isinstance(input_dir, list | tuple) else [input_dir])] + [out_dir]
     schema = tasks if tasks is not None else registry.tasks
     errors = validate_plan(plan, schema)
     if isinstance(plan, list) and len(plan) > max_steps:

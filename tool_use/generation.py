@@ -47,4 +47,37 @@ def generate_text(
     return tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
 
-__all__ = ["chat_text", "generate_text"]
+def generate_texts(
+    model: Any,
+    processor: Any,
+    questions: list[str],
+    *,
+    systems: list[str | None] | None = None,
+    max_new_tokens: int = 128,
+) -> list[str]:
+    """Greedy text-only answers for a batch of questions (left padding), one optional system prompt each."""
+    import torch
+
+    systems = systems or [None] * len(questions)
+    prompts = [chat_text(processor, q, with_image=False, system=s) for q, s in zip(questions, systems)]
+    tokenizer = processor.tokenizer
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        inputs = processor(text=prompts, return_tensors="pt", padding=True).to(model.device)
+    finally:
+        tokenizer.padding_side = old_side
+    with torch.inference_mode():
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    new_tokens = out[:, inputs["input_ids"].shape[1] :]
+    return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+__all__ = ["chat_text", "generate_text", "generate_texts"]

@@ -97,8 +97,15 @@ class ToolRegistry:
             self.add(tool)
 
     def add(self, tool: Tool) -> Tool:
+        """Add (or replace) the tool for ``tool.name``."""
         self._tools[tool.name] = tool
         return tool
+
+    def update(self, other: ToolRegistry) -> ToolRegistry:
+        """Add every tool of ``other`` (its tools win); returns self."""
+        for tool in other._tools.values():
+            self.add(tool)
+        return self
 
     def register(
         self,
