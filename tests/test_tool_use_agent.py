@@ -100,3 +100,14 @@ def test_plans_benchmark_runner(tmp_path, checkpoint):
     assert 0.0 <= m["node_f1"] <= 1.0 and m["parse_rate"] <= 1.0
     lines = (tmp_path / "res" / "predictions_plans.jsonl").read_text().splitlines()
     assert len(lines) == 3 and json.loads(lines[0])["gold"] == PLAN
+
+
+def test_yaml_config_with_mage_and_shapeworld(tmp_path, checkpoint):
+    from tool_use.registry import registry_from_config
+
+    cfg = tmp_path / "tools.yaml"
+    cfg.write_text(f"mage: {checkpoint}\nmage_max_new_tokens: 3\nshapeworld: true\n")
+    reg = registry_from_config(cfg)
+    assert sorted(reg.tasks) == ["image-text-to-text", "image-to-text", "text-to-image", "visual-question-answering"]
+    image = reg.run("text-to-image", text="a green star")
+    assert isinstance(reg.run("visual-question-answering", image=image, text="What colour?"), str)

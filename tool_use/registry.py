@@ -289,7 +289,7 @@ def mage_tool(
     spec = DEFAULT_TASKS[task]
 
     def build() -> Callable[..., Any]:
-        mdl, proc = model_and_processor if model_and_processor is not None else load_mage(model)
+        mdl, proc = model_and_processor if model_and_processor is not None else _load_mage_shared(str(model))
         from .generation import generate_text
 
         def run(image: Any, text: str | None = None) -> str:
@@ -298,6 +298,18 @@ def mage_tool(
         return run
 
     return Tool(spec, build, source=f"mage:{model or 'in-memory'}")
+
+
+_MAGE_CACHE: dict[str, tuple[Any, Any]] = {}
+_MAGE_LOCK = threading.Lock()
+
+
+def _load_mage_shared(path: str) -> tuple[Any, Any]:
+    """One loaded copy per checkpoint for all MAGE tools (image-to-text, VQA, image-text-to-text)."""
+    with _MAGE_LOCK:
+        if path not in _MAGE_CACHE:
+            _MAGE_CACHE[path] = load_mage(path)
+        return _MAGE_CACHE[path]
 
 
 def load_mage(path: str | Path) -> tuple[Any, Any]:
