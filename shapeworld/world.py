@@ -246,7 +246,10 @@ def _font(size: int):
     from PIL import ImageFont
 
     if size not in _FONTS:
-        _FONTS[size] = ImageFont.load_default(size=size)
+        try:
+            _FONTS[size] = ImageFont.load_default(size=size)  # FreeType (Pillow >= 10.1 built with FreeType)
+        except (TypeError, ImportError, OSError):
+            _FONTS[size] = ImageFont.load_default()  # the fixed-size bitmap font
     return _FONTS[size]
 
 
@@ -280,7 +283,10 @@ def render_scene(scene: dict, image_size: int = 336):
     label = scene.get("label")
     if label:
         font = _font(max(6, round(s / GRID * 0.3)))
-        draw.text((label["cx"] * s, label["cy"] * s), label["text"], fill=(0, 0, 0), font=font, anchor="mm")
+        left, top, right, bottom = draw.textbbox((0, 0), label["text"], font=font)
+        x = label["cx"] * s - (left + right) / 2
+        y = label["cy"] * s - (top + bottom) / 2
+        draw.text((x, y), label["text"], fill=(0, 0, 0), font=font)
     return image
 
 

@@ -56,6 +56,10 @@ def test_render_matches_ground_truth():
         for obj in scene["objects"]:
             x, y = round(obj["cx"] * 96), round(obj["cy"] * 96)
             assert image.getpixel((x, y)) == COLOURS[obj["colour"]], (scene["id"], obj)
+        if scene["label"]:  # the word is drawn in dark pixels inside its own cell, nowhere else
+            row, col = scene["label"]["row"], scene["label"]["col"]
+            cell = image.crop((col * 32, row * 32, col * 32 + 32, row * 32 + 32))
+            assert min(sum(p) for p in cell.getdata()) < 100
 
 
 def test_caption_names_every_object_and_position():
