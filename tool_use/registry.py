@@ -292,8 +292,11 @@ def mage_tool(
         mdl, proc = model_and_processor if model_and_processor is not None else _load_mage_shared(str(model))
         from .generation import generate_text
 
+        lock = _MODEL_LOCKS.setdefault(id(mdl), threading.Lock())
+
         def run(image: Any, text: str | None = None) -> str:
-            return generate_text(mdl, proc, text or default_question, image=image, max_new_tokens=max_new_tokens)
+            with lock:  # one generate at a time per model: parallel plan steps share it
+                return generate_text(mdl, proc, text or default_question, image=image, max_new_tokens=max_new_tokens)
 
         return run
 
@@ -301,6 +304,7 @@ def mage_tool(
 
 
 _MAGE_CACHE: dict[str, tuple[Any, Any]] = {}
+_MODEL_LOCKS: dict[int, threading.Lock] = {}
 _MAGE_LOCK = threading.Lock()
 
 
