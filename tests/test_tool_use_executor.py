@@ -295,3 +295,11 @@ def test_wider_schema_runs_what_is_configured(tmp_path, registry):
     result = execute_plan(plan, registry, output_dir=tmp_path, tasks=DEFAULT_TASKS)
     assert [s.status for s in result.steps] == ["failed", "skipped", "ok"]
     assert result.steps[0].error.startswith("no tool configured for 'object-detection'")
+
+
+def test_artefact_names_stay_in_the_output_dir(tmp_path):
+    reg = ToolRegistry()
+    reg.register("../../evil", lambda text: text, inputs={"text": "text"}, output="text")
+    result = execute_plan([step(0, "../../evil", {"text": "x"})], reg, output_dir=tmp_path / "o")
+    assert result.status == "ok"
+    assert result.steps[0].output_path == str(tmp_path / "o" / "step0_.._.._evil.txt")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -218,7 +219,8 @@ def execute_plan(
             steps[i].output = out
             modality = registry.tasks[plan[i]["task"]].output
             try:
-                path = save_output(out, modality, out_dir / f"step{i}_{plan[i]['task']}")
+                safe = re.sub(r"[^A-Za-z0-9_.-]", "_", plan[i]["task"])  # a registered name never makes a path
+                path = save_output(out, modality, out_dir / f"step{i}_{safe}")
                 steps[i].output_path = str(path)
             except (OSError, ValueError, TypeError) as e:
                 steps[i].error = f"output not saved: {type(e).__name__}: {e}"
