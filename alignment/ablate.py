@@ -344,6 +344,29 @@ def write_outputs(out: Path, records: list[dict], command: str) -> list[dict]:
     return rows
 
 
+# Settings every cell of one results folder must share (the grid itself may grow between runs).
+CELL_SETTINGS = ("image_size", "data", "n_train", "n_eval", "difficulty", "stage0_steps", "stage1_steps", "stage2_steps",
+                 "batch_size", "sea_weight", "sea_temperature", "sea_window", "eval_limit")  # fmt: skip
+
+
+def check_settings(out: Path, args: argparse.Namespace) -> bool:
+    """Write `out/settings.json`, or refuse (False, message on stderr) when it holds different cell settings: a resumed
+    run must not mix cells trained with another budget."""
+    import sys
+
+    settings = {key: getattr(args, key) for key in CELL_SETTINGS}
+    path = out / "settings.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        changed = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if changed:
+            print(f"mage ablate: {out} holds cells made with other settings {changed} (old, new); use another --out.",
+                  file=sys.stderr)  # fmt: skip
+            return False
+    path.write_text(json.dumps(settings, indent=1), encoding="utf-8")
+    return True
+
+
 def _command(args: argparse.Namespace) -> str:
     """The equivalent `mage ablate` command line (flags with non-default values)."""
     parser = argparse.ArgumentParser()
@@ -375,6 +398,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     (out / "cells").mkdir(exist_ok=True)
+    if not check_settings(out, args):
+        return 2
     work.mkdir(parents=True, exist_ok=True)
     command = _command(args)
     data = ensure_data(args, work, image_size)

@@ -147,3 +147,18 @@ def test_dry_run_and_resume_skip(tmp_path, capsys):
     assert ablate.run(args) == 0
     assert "5.0 ± 0.0" in (tmp_path / "out" / "table.md").read_text()
     assert (tmp_path / "out" / "ablation.png").is_file()
+
+
+def test_resumed_run_refuses_other_cell_settings(tmp_path, capsys):
+    import argparse
+
+    from alignment.ablate import check_settings
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--image-size", "64"])
+    assert check_settings(tmp_path, args)
+    assert check_settings(tmp_path, args)  # same settings: fine
+    args.stage2_steps += 1
+    assert not check_settings(tmp_path, args)
+    assert "stage2_steps" in capsys.readouterr().err
