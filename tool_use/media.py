@@ -91,15 +91,15 @@ def check_modality(value: Any, modality: str) -> str | None:
 
 
 def save_output(value: Any, modality: str, stem: Path) -> Path:
-    """Write a step output next to ``stem`` with the modality's suffix (.txt, .png, .wav); return the path."""
+    """Write a step output to ``stem`` + the modality's suffix (.txt, .png, .wav, appended); return the path."""
     if modality == "text":
-        path = stem.with_suffix(".txt")
+        path = stem.parent / (stem.name + ".txt")
         path.write_text(value, encoding="utf-8")
     elif modality == "image":
-        path = stem.with_suffix(".png")
+        path = stem.parent / (stem.name + ".png")
         value.save(path)
     elif modality == "audio":
-        path = stem.with_suffix(".wav")
+        path = stem.parent / (stem.name + ".wav")
         save_audio(value, path)
     else:
         raise ValueError(f"unknown modality {modality!r}")
