@@ -37,8 +37,8 @@ def test_hand_computed_metrics():
     m = evaluate_plans(predictions, [GOLD_A, GOLD_B, GOLD_C])
     assert m["num_samples"] == 3
     assert m["parse_rate"] == pytest.approx(2 / 3)
-    assert m["valid_rate"] == pytest.approx(2 / 3)  # PRED_B is well-formed ...
-    assert m["executable_rate"] == pytest.approx(1 / 3)  # ... but names an unknown tool
+    assert m["well_formed_rate"] == pytest.approx(2 / 3)  # PRED_B is well-formed ...
+    assert m["valid_rate"] == m["executable_rate"] == pytest.approx(1 / 3)  # ... but names an unknown tool
     assert m["exact_match"] == pytest.approx(1 / 3)  # <resource>-0 == <GENERATED>-0
     # nodes: TP 2+1+0, predicted 2+2 (unknown "paint" ignored, as TaskBench), gold 2+3+1
     assert (m["node_precision"], m["node_recall"]) == (pytest.approx(0.75), pytest.approx(0.5))
@@ -57,7 +57,7 @@ def test_hand_computed_metrics():
 def test_perfect_and_empty():
     gold = [GOLD_A, GOLD_B]
     m = evaluate_plans([plan_to_text(g) for g in gold], gold)
-    for key in ("parse_rate", "valid_rate", "executable_rate", "exact_match", "node_f1", "edge_f1", "arg_name_f1",
+    for key in ("parse_rate", "well_formed_rate", "valid_rate", "executable_rate", "exact_match", "node_f1", "edge_f1", "arg_name_f1",
                 "arg_value_f1", "node_f1_strict"):
         assert m[key] == 1.0, key
     m = evaluate_plans(["", ""], gold)
@@ -65,6 +65,12 @@ def test_perfect_and_empty():
     assert evaluate_plans([], [])["num_samples"] == 0
     with pytest.raises(ValueError, match="2 predictions but 1 references"):
         evaluate_plans(["", ""], [GOLD_A])
+
+
+def test_executable_needs_configured_tools():
+    gold = [GOLD_A, GOLD_C]
+    m = evaluate_plans([plan_to_text(g) for g in gold], gold, available_tasks=["image-to-text", "translation"])
+    assert m["valid_rate"] == 1.0 and m["executable_rate"] == 0.5  # no summarization tool
 
 
 def test_renumbered_steps_keep_values_and_edges():

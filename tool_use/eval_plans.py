@@ -12,10 +12,11 @@ Our reading of TaskBench's "no matching" metrics, applied to our plan format:
 * **argument name-value F1** — per sample, the set of ``"{task}-{arg name}-{value}"``; a reference's value is the
   task name of the step it points to (TaskBench replaces ``<node-k>`` by the source tool's name), so plans that
   number their steps differently still agree.
-* **parse / valid / executable rate** — share of predictions from which a JSON plan could be extracted; whose plan
-  has the right *shape* (a non-empty list of steps with task/id/dep/args of the right types and ids 0..n-1);
-  and which :func:`~tool_use.schema.validate_plan` accepts in full (known tools, arguments, modalities, acyclic
-  dependencies that agree with the references), i.e. the executor would run it.
+* **parse / well-formed / valid / executable rate** — share of predictions from which a JSON plan could be
+  extracted; whose plan has the right *shape* (a non-empty list of steps with task/id/dep/args of the right types and
+  ids 0..n-1); which :func:`~tool_use.schema.validate_plan` accepts in full (known tools, arguments, modalities,
+  acyclic dependencies that agree with the references) — a *valid* plan; and which are valid and use only tasks in
+  ``available_tasks`` (the tools actually configured; default: all of ``tasks``, then executable = valid).
 
 One deliberate difference: TaskBench drops predictions it cannot parse from the support; here they count as empty
 plans (every gold node, edge and argument a false negative), which is stricter and keeps the support equal to the
@@ -120,17 +121,20 @@ def evaluate_plans(
     predictions: list[str],
     references: list[list[dict]],
     tasks: dict[str, TaskSpec] = DEFAULT_TASKS,
+    available_tasks: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """TaskBench-style metrics of model outputs ``predictions`` (free text) against gold plans ``references``.
 
-    Returns a flat dict: ``num_samples``, ``parse_rate``, ``valid_rate``, ``executable_rate``, ``exact_match``,
+    Returns a flat dict: ``num_samples``, ``parse_rate``, ``well_formed_rate``, ``valid_rate``, ``executable_rate``,
+    ``exact_match``,
     ``node_precision/recall/f1``, ``node_f1_strict``, ``edge_precision/recall/f1``, ``arg_name_*``,
     ``arg_value_*`` (all in [0, 1]) and ``error_codes`` (how often each validation error occurred).
     """
     if len(predictions) != len(references):
         raise ValueError(f"evaluate_plans: {len(predictions)} predictions but {len(references)} references")
     n = len(predictions)
-    parsed, valid, executable, exact = 0, 0, 0, 0
+    available = set(tasks) if available_tasks is None else set(available_tasks)
+    parsed, well_formed, valid, executable, exact = 0, 0, 0, 0, 0
     error_codes: dict[str, int] = {}
     gold_nodes, pred_nodes, pred_nodes_all = [], [], []
     gold_edges, pred_edges, gold_names, pred_names, gold_values, pred_values = [], [], [], [], [], []
@@ -146,8 +150,9 @@ def evaluate_plans(
             codes = {e.code for e in errors}
             for code in codes:
                 error_codes[code] = error_codes.get(code, 0) + 1
-            valid += not (codes & SHAPE_CODES)
-            executable += not errors
+            well_formed += not (codes & SHAPE_CODES)
+            valid += not errors
+            executable += not errors and plan_nodes(plan) <= available
             exact += _canonical(plan) == _canonical(gold)
         nodes = plan_nodes(plan)
         gold_nodes.append(plan_nodes(gold) & set(tasks))
@@ -163,7 +168,8 @@ def evaluate_plans(
         pred_values.append(pv)
     out: dict[str, Any] = {"num_samples": n}
     rate = (lambda x: x / n) if n else (lambda x: 0.0)
-    out.update(parse_rate=rate(parsed), valid_rate=rate(valid), executable_rate=rate(executable), exact_match=rate(exact))
+    out.update(parse_rate=rate(parsed), well_formed_rate=rate(well_formed), valid_rate=rate(valid),
+               executable_rate=rate(executable), exact_match=rate(exact))
     for prefix, g, p in [
         ("node", gold_nodes, pred_nodes),
         ("edge", gold_edges, pred_edges),
