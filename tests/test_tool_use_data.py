@@ -67,6 +67,10 @@ def test_convert_cli(tmp_path, capsys):
     assert main([str(src), str(tmp_path / "out.json")]) == 0
     assert len(json.loads((tmp_path / "out.json").read_text())) == 1
     assert "converted 1, skipped 1" in capsys.readouterr().out
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"user_request": "x",')
+    with pytest.raises(ValueError, match="broken.json: not a valid JSON list"):
+        main([str(broken), str(tmp_path / "o.json")])
 
 
 # ------------------------------------------------------------------------------------------ ShapeWorld

@@ -189,7 +189,10 @@ def read_records(path: str | Path) -> list[Any]:
     text = Path(path).read_text(encoding="utf-8")
     stripped = text.lstrip()
     if stripped.startswith("["):
-        return json.loads(stripped)
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not a valid JSON list (line {e.lineno}, column {e.colno}: {e.msg})") from e
     out = []
     for line in text.splitlines():
         if line.strip():
