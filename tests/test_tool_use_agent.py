@@ -111,3 +111,15 @@ def test_yaml_config_with_mage_and_shapeworld(tmp_path, checkpoint):
     assert sorted(reg.tasks) == ["image-text-to-text", "image-to-text", "text-to-image", "visual-question-answering"]
     image = reg.run("text-to-image", text="a green star")
     assert isinstance(reg.run("visual-question-answering", image=image, text="What colour?"), str)
+
+
+def test_mage_served_by_the_transformers_image_text_to_text_pipeline(checkpoint):
+    import modeling_mage  # noqa: F401  (registers the Auto classes in-process)
+    from tool_use.registry import pick_pipeline_task, pipeline_tool
+
+    image = Image.new("RGB", (64, 64), (30, 170, 40))
+    vqa = pipeline_tool("visual-question-answering", str(checkpoint), generate_kwargs={"max_new_tokens": 3})
+    caption = pipeline_tool("image-to-text", str(checkpoint), generate_kwargs={"max_new_tokens": 3})
+    assert isinstance(vqa(image=image, text="What colour?"), str)
+    assert isinstance(caption(image=image), str)
+    assert pick_pipeline_task("visual-question-answering") in ("visual-question-answering", "image-text-to-text")
