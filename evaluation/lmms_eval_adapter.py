@@ -82,10 +82,12 @@ class Mage(lmms):
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         """Greedy (or sampled, if the task asks) answers, batched with left padding, cut at the task's `until`."""
+        return self._generate_all([r.args for r in requests])
+
+    def _generate_all(self, args: list[tuple]) -> list[str]:
         from tqdm.auto import tqdm
 
         outputs: list[str] = []
-        args = [r.args for r in requests]
         for begin in tqdm(range(0, len(args), self.batch_size), desc="mage", disable=self.rank != 0):
             chunk = args[begin : begin + self.batch_size]
             groups: dict[str, list[int]] = {}
@@ -129,7 +131,12 @@ class Mage(lmms):
         return [t.strip() for t in texts]
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        """`(sum of log-probabilities, is greedy)` of each continuation (the continuation carries its own space)."""
+        """`(mean negative log-likelihood of the continuation's tokens, is greedy)` per request.
+
+        lmms-eval's `multiple_choice` scorer picks `argmin` of the first value because its models (e.g. `llava_hf`)
+        return the continuation *loss* — we return the same quantity, so the ranking equals `mage eval --scoring
+        likelihood` (mean per-token log-likelihood). The continuation carries its own leading space.
+        """
         results = []
         for context, doc_to_target, doc_to_visual, doc_id, task, split in (r.args for r in requests):
             doc = self._doc(task, split, doc_id)
@@ -140,16 +147,15 @@ class Mage(lmms):
                     f"mage loglikelihood takes one image per request, {task} doc {doc_id} has {len(visuals)}"
                 )
             prompt = self._prompt(context, 1)
-            sums, _, greedy = continuation_logprobs(
+            sums, counts, greedy = continuation_logprobs(
                 self._model, self.processor, [prompt], [str(continuation)], visuals, separator="", greedy=True
             )
-            results.append((sums[0], greedy[0]))
+            results.append((-sums[0] / counts[0], greedy[0]))
         return results
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         """MAGE answers the first round only (like lmms-eval's reference `dummy` model); later rounds are not asked."""
-        single = [Instance("generate_until", r.args[:3] + r.args[4:], r.idx) for r in requests]
-        return self.generate_until(single)
+        return self._generate_all([r.args[:3] + r.args[4:] for r in requests])
 
 
 def lmms_eval_manifest():
