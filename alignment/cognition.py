@@ -121,6 +121,97 @@ def train_vqvae(
     return losses
 
 
+class VQVAEQuantizer:
+    """A trained `TinyVQVAE` used as a quantizer: `grid` and `encode(image) -> (grid²,)` codes, like
+    `PaletteQuantizer`. Images are resized to `image_size` (a multiple of 4); the code grid is `image_size / 4`."""
+
+    def __init__(self, model: TinyVQVAE, image_size: int = 32):
+        self.model, self.image_size, self.grid = model.eval(), image_size, image_size // 4
+
+    def encode(self, image) -> torch.Tensor:
+        pixels = torch.as_tensor(
+            np.asarray(image.convert("RGB") if hasattr(image, "convert") else image), dtype=torch.float32
+        )
+        pixels = F.interpolate(pixels.permute(2, 0, 1)[None], size=self.image_size, mode="area") / 127.5 - 1.0
+        return self.model.encode_codes(pixels)[0]
+
+
+def load_images(paths: Sequence[str], size: int) -> torch.Tensor:
+    """Images resized to `size × size`, as `(N, 3, size, size)` in [-1, 1]; unreadable files are skipped and counted
+    in the returned tensor's absence (a `ValueError` names the first one when none can be read)."""
+    from PIL import Image, UnidentifiedImageError
+
+    tensors, bad = [], []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32)
+        except (OSError, UnidentifiedImageError) as error:
+            bad.append(f"{path}: {error}")
+            continue
+        tensors.append(torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0)
+    if not tensors:
+        raise ValueError(f"no readable image among {len(paths)} (first error: {bad[0] if bad else 'no paths'}).")
+    return torch.stack(tensors)
+
+
+def build_cognition_dataset(
+    data_dir: str,
+    out_path: str,
+    quantizer: str = "palette",
+    split: str = "train",
+    source: str = "stage2_instructions.json",
+    prob_vq: float = 0.1,
+    prob_pixel: float = 0.1,
+    vq_grid: int = 8,
+    pixel_grid: int = 2,
+    seed: int = 0,
+    vqvae_steps: int = 300,
+) -> dict:
+    """VLSA cognition-alignment data from a ShapeWorld folder: `data_dir/<split>/<source>` with VQ-code and pixel
+    questions inserted, written to `out_path` (image paths made absolute). `quantizer="palette"` (substitute 1) or
+    `"tiny_vqvae"` (substitute 2, trained here on the split's images for `vqvae_steps`). Returns counts."""
+    import json
+    import os
+
+    folder = os.path.join(data_dir, split)
+    with open(os.path.join(folder, source), encoding="utf-8") as handle:
+        rows = json.load(handle)
+    images = {row["image"]: os.path.join(folder, row["image"]) for row in rows if row.get("image")}
+    if quantizer == "palette":
+        model = PaletteQuantizer.shapeworld(vq_grid)
+    elif quantizer == "tiny_vqvae":
+        torch.manual_seed(seed)
+        vqvae = TinyVQVAE()
+        train_vqvae(vqvae, load_images(sorted(images.values())[:2000], 4 * vq_grid), steps=vqvae_steps, seed=seed)
+        model = VQVAEQuantizer(vqvae, 4 * vq_grid)
+    else:
+        raise ValueError(f"quantizer={quantizer!r}; expected 'palette' or 'tiny_vqvae'.")
+    rng = random.Random(seed)
+    out, counts = [], {"rows": 0, "vq_turns": 0, "pixel_turns": 0, "skipped": 0}
+    from PIL import Image
+
+    for row in rows:
+        if not row.get("image"):
+            out.append(row)
+            continue
+        try:
+            with Image.open(images[row["image"]]) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            new = insert_cognition_turns(row, pixels, model, rng, prob_vq, prob_pixel, pixel_grid)
+        except (OSError, ValueError):
+            counts["skipped"] += 1
+            continue
+        added = [t["value"] for t in new["conversations"] if t["from"] == "gpt"]
+        counts["vq_turns"] += sum(a.startswith(f"{model.grid}x{model.grid} codes:") for a in added)
+        counts["pixel_turns"] += sum(" RGB: " in a for a in added)
+        out.append({**new, "image": images[row["image"]]})
+        counts["rows"] += 1
+    with open(out_path, "w", encoding="utf-8") as handle:
+        json.dump(out, handle, indent=1)
+    return counts
+
+
 # ------------------------------------------------------------------------------------------------ pixel targets
 def pixel_target(image: np.ndarray, vertex_yx: tuple[int, int], grid: int) -> np.ndarray:
     """The `H/2 × W/2` region with top-left corner `vertex_yx`, average-pooled to `(grid, grid, 3)` uint8.
@@ -220,5 +311,8 @@ __all__ = [
     "format_pixel_answer",
     "parse_pixel_answer",
     "cognition_turns",
+    "VQVAEQuantizer",
+    "load_images",
+    "build_cognition_dataset",
     "insert_cognition_turns",
 ]

@@ -209,3 +209,29 @@ def test_reconstruction_objective_on_tiny_mage(projector_type, shape_image):
     assert objective.epigone.down.weight.grad is not None and denoiser.out.weight.grad is not None
     projector_grads = [p.grad for p in model.multi_modal_projector.parameters() if p.grad is not None]
     assert projector_grads and any(float(g.abs().sum()) > 0 for g in projector_grads)
+
+
+@pytest.mark.parametrize("quantizer", ["palette", "tiny_vqvae"])
+def test_build_cognition_dataset_from_a_shapeworld_folder(quantizer, tmp_path):
+    import json
+
+    pytest.importorskip("shapeworld.dataset")
+    from alignment.cognition import build_cognition_dataset
+    from shapeworld.dataset import write_llava_split
+
+    write_llava_split(str(tmp_path), "train", 6, seed=0, image_size=32, difficulty="easy")
+    out = tmp_path / "cognition.json"
+    counts = build_cognition_dataset(str(tmp_path), str(out), quantizer, prob_vq=1.0, prob_pixel=0.5, vq_grid=4,
+                                     vqvae_steps=3)  # fmt: skip
+    rows = json.loads(out.read_text())
+    assert counts["rows"] == len(rows) == 6 and counts["vq_turns"] == 6 and 0 < counts["pixel_turns"] <= 6
+    answers = [t["value"] for row in rows for t in row["conversations"] if t["from"] == "gpt"]
+    codes = [parse_vq_answer(a) for a in answers if a.startswith("4x4 codes:")]
+    assert len(codes) == 6 and all(len(c) == 16 for c in codes)
+    assert all(row["conversations"][0]["value"].startswith("<image>") for row in rows)
+    if quantizer == "palette":  # exact: recomputable from the image alone
+        from PIL import Image
+
+        first = rows[0]
+        expected = PaletteQuantizer.shapeworld(4).encode(np.asarray(Image.open(first["image"]).convert("RGB"))).tolist()
+        assert expected in codes
