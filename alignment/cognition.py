@@ -55,7 +55,7 @@ class PaletteQuantizer:
 
     def encode(self, image) -> torch.Tensor:
         pixels = torch.as_tensor(
-            np.asarray(image.convert("RGB") if hasattr(image, "convert") else image), dtype=torch.float32
+            np.array(image.convert("RGB") if hasattr(image, "convert") else image), dtype=torch.float32
         )
         cells = F.adaptive_avg_pool2d(pixels.permute(2, 0, 1)[None], self.grid)[0]  # (3, g, g)
         return vq_indices(cells.permute(1, 2, 0).reshape(-1, 3), self.codebook)
@@ -130,7 +130,7 @@ class VQVAEQuantizer:
 
     def encode(self, image) -> torch.Tensor:
         pixels = torch.as_tensor(
-            np.asarray(image.convert("RGB") if hasattr(image, "convert") else image), dtype=torch.float32
+            np.array(image.convert("RGB") if hasattr(image, "convert") else image), dtype=torch.float32
         )
         pixels = F.interpolate(pixels.permute(2, 0, 1)[None], size=self.image_size, mode="area") / 127.5 - 1.0
         return self.model.encode_codes(pixels)[0]
