@@ -207,7 +207,8 @@ def _train_stage(stage: int, model_dir: Path, out_dir: Path, rows: Path, cell: C
         grid = math.isqrt(cell.tokens)
         collator = SEALabelCollator(collator, labels, grid, 10)
         objective = SEAObjective(*tokenize_words(processor.tokenizer, shapeworld_words()),
-                                 temperature=args.sea_temperature, window=args.sea_window)  # fmt: skip
+                                 temperature=args.sea_temperature, window=args.sea_window,
+                                 apply_to=getattr(args, "sea_apply_to", "tokens"))  # fmt: skip
         objective.generator.manual_seed(cell.seed)
         objectives["sea"] = (args.sea_weight, objective)
     trainer = AlignedMageTrainer(

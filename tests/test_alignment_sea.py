@@ -257,3 +257,14 @@ def test_objective_rejects_labels_on_the_wrong_grid(tiny_mage, shape_image):
     bad = {"sea_label_ids": torch.zeros(1, 4, 4, 1, dtype=torch.long), "sea_label_scores": torch.ones(1, 4, 4, 1)}
     with pytest.raises(ValueError, match="token grid"):
         objective(model, bad, outputs)
+
+
+def test_probe_metrics_hand_values():
+    from alignment.probes import modality_gap, tacs, token_word_retrieval_accuracy
+
+    words = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    visual = torch.tensor([[2.0, 0.1], [0.1, 3.0], [1.0, 0.9]])
+    assert token_word_retrieval_accuracy(visual, words, [{0}, {0}, set()]) == 0.5  # empty gold sets are not scored
+    assert tacs(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), words, k=1) == pytest.approx(1.0)
+    assert tacs(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), words, k=2) == pytest.approx((1 + 2**-0.5) / 2)
+    assert modality_gap(torch.tensor([[1.0, 1.0]]), words) == pytest.approx(1.0)
