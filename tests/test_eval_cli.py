@@ -86,3 +86,44 @@ def test_mage_eval_plans_calls_tool_use(tiny_mage_dir, tmp_path, monkeypatch):
     assert main(argv) == 0
     assert seen == {"data": "plans.jsonl", "limit": 2, "has_model": True, "max_new_tokens": 256}
     assert json.load(open(tmp_path / "results_plans.json", encoding="utf-8")) == {"node_f1": 0.5}
+
+
+def test_mage_eval_plans_with_the_real_tool_use_package(tmp_path):
+    import pytest
+
+    eval_plans = pytest.importorskip("tool_use.eval_plans")
+    dataset = pytest.importorskip("shapeworld.dataset")
+    if not hasattr(eval_plans, "evaluate_plan_model"):
+        pytest.skip("tool_use.eval_plans.evaluate_plan_model is not in this build")
+    from mage_cli.tiny import tiny_config, tiny_image_processor, train_tokenizer
+    from modeling_mage import MageForConditionalGeneration
+    from processing_mage import MageProcessor
+
+    data = tmp_path / "eval" / "stage3_tools.json"
+    dataset.write_tool_dialogues(str(data), "eval", 3, seed=0)
+    tokenizer = train_tokenizer([data.read_text(encoding="utf-8")], vocab_size=2000)  # tool prompts are long
+    config = tiny_config(tokenizer)
+    config.text_config.max_position_embeddings = 4096
+    tokenizer.model_max_length = 4096
+    model_dir = tmp_path / "model"
+    MageForConditionalGeneration(config).save_pretrained(model_dir)
+    MageProcessor(tiny_image_processor(64), tokenizer, num_image_tokens=config.image_seq_length).save_pretrained(
+        model_dir
+    )
+    argv = [
+        "eval",
+        "--model",
+        str(model_dir),
+        "--benchmark",
+        "plans",
+        "--data",
+        str(tmp_path),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--max-new-tokens",
+        "8",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    result = json.load(open(tmp_path / "out" / "results_plans.json", encoding="utf-8"))
+    assert result["num_samples"] == 3 and 0.0 <= result["node_f1"] <= 1.0
