@@ -140,7 +140,7 @@ def continuation_logprobs(
     keep = max(counts) + 1
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.inference_mode():
-        logits = model(**inputs, position_ids=position_ids, logits_to_keep=keep).logits.float()
+        logits = _forward_shared_images(model, inputs, images, position_ids, keep).float()
     logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # position t predicts token t+1
     targets = inputs["input_ids"][:, -keep + 1 :]
     token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (N, keep-1)
@@ -150,6 +150,30 @@ def continuation_logprobs(
     best = logprobs.argmax(-1)
     is_greedy = [bool((best[i, -c:] == targets[i, -c:]).all()) for i, c in enumerate(counts)]
     return sums, counts, is_greedy
+
+
+def _forward_shared_images(model, inputs, images: list, position_ids, keep: int):
+    """Logits of the last `keep` positions; each distinct image (by identity) goes through the tower + IAN once.
+
+    Likelihood ranking repeats one image per option: encoding it once and scattering its tokens into every sequence
+    gives the same numbers as the plain forward (the image path does not depend on the text) at a fraction of the
+    cost. Models without `model.model.get_image_features` take the plain path.
+    """
+    inner = getattr(model, "model", None)
+    first: dict[int, int] = {}
+    owner = [first.setdefault(id(image), i) for i, image in enumerate(images)]
+    if not hasattr(inner, "get_image_features") or len(first) == len(images):
+        return model(**inputs, position_ids=position_ids, logits_to_keep=keep).logits
+    unique = sorted(first.values())
+    features = inner.get_image_features(inputs["pixel_values"][unique])  # (num_unique, Q, D_l)
+    slot = {index: k for k, index in enumerate(unique)}
+    features = features[[slot[o] for o in owner]]
+    embeds = model.get_input_embeddings()(inputs["input_ids"])
+    placeholder = (inputs["input_ids"] == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
+    embeds = embeds.masked_scatter(placeholder, features.to(embeds.dtype))
+    return model(
+        inputs_embeds=embeds, attention_mask=inputs["attention_mask"], position_ids=position_ids, logits_to_keep=keep
+    ).logits
 
 
 def rank_batch(model, processor, records: Sequence[EvalRecord], blank: bool = False, reduction: str = "mean"):

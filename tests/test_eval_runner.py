@@ -270,3 +270,18 @@ def test_continuation_tokens_with_real_sentencepiece(tmp_path):
         in_context = len(tokenizer(prompt + " " + cont)["input_ids"]) - len(tokenizer(prompt)["input_ids"])
         assert n == in_context and n >= 1
         assert s == pytest.approx(-n * math.log(len(tokenizer)), rel=1e-5)
+
+
+def test_shared_image_encoding_equals_the_plain_forward(mage):
+    model, processor = mage
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour?"}]}],
+        add_generation_prompt=True,
+    )
+    red, blue = fixtures.shape_image("red"), fixtures.shape_image("blue")
+    conts = ["red", "blue square", "red", "blue square"]
+    shared = runner.continuation_logprobs(model, processor, [prompt] * 4, conts, [red, red, blue, blue])
+    plain = runner.continuation_logprobs(model, processor, [prompt] * 4, conts, [red, red.copy(), blue, blue.copy()])
+    assert shared[1] == plain[1]
+    assert shared[0] == pytest.approx(plain[0], abs=1e-4)
+    assert shared[0][0] != pytest.approx(shared[0][2], abs=1e-4)  # same text, other image: the image does matter
