@@ -48,6 +48,8 @@ def read_predictions(path: str, settings: RunSettings | None = None) -> dict[str
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict) or ("_meta" not in row and "uid" not in row):
                 torn += 1
                 continue
             good_lines.append(line if line.endswith("\n") else line + "\n")
