@@ -155,10 +155,27 @@ def evaluate(
         )
     if not results["benchmarks"]:
         raise BenchmarkFormatError(f"no benchmark data found under {data_dir!r} for {names}")
+    _carry_over(results, os.path.join(output_dir, "results.json"))
     results["summary"] = summary(results["benchmarks"])
     results["table4"] = table4(results["benchmarks"])
     results["files"] = write_report(results, output_dir, plots=plots)
     return results
+
+
+def _carry_over(results: dict, path: str) -> None:
+    """Keep the other benchmarks of an earlier report in the same folder made with the same model and settings, so
+    one benchmark per call still adds up to one report."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            earlier = json.load(handle)
+    except (OSError, ValueError):
+        return
+    if earlier.get("model") != results["model"] or earlier.get("settings") != results["settings"]:
+        return
+    for name, bench in (earlier.get("benchmarks") or {}).items():
+        results["benchmarks"].setdefault(name, bench)
 
 
 def run_benchmark(

@@ -285,3 +285,15 @@ def test_shared_image_encoding_equals_the_plain_forward(mage):
     assert shared[1] == plain[1]
     assert shared[0] == pytest.approx(plain[0], abs=1e-4)
     assert shared[0][0] != pytest.approx(shared[0][2], abs=1e-4)  # same text, other image: the image does matter
+
+
+def test_one_benchmark_per_call_adds_up_to_one_report(mage, data, tmp_path):
+    model, processor = mage
+    kwargs = dict(batch_size=4, max_new_tokens=2, limit=2, progress=False, plots=False)
+    evaluate(model, processor, "pope", data["pope"], str(tmp_path), **kwargs)
+    both = evaluate(model, processor, "seed", data["seed"], str(tmp_path), **kwargs)
+    assert set(both["benchmarks"]) == {"pope", "seed"} and {"POPE", "SEED^I"} <= set(both["summary"])
+    other = evaluate(
+        model, processor, "seed", data["seed"], str(tmp_path), **{**kwargs, "max_new_tokens": 3}, overwrite=True
+    )
+    assert set(other["benchmarks"]) == {"seed"}  # the POPE numbers were made with other settings: not carried over
