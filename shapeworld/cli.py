@@ -14,7 +14,16 @@ import argparse
 import sys
 
 DATASETS = ("shapeworld",)
-_KNOBS = ("min_objects", "max_objects", "num_colours", "num_shapes", "label_prob", "distractors", "jitter")
+_KNOBS = (
+    "min_objects",
+    "max_objects",
+    "num_colours",
+    "num_shapes",
+    "label_prob",
+    "distractors",
+    "jitter",
+    "question_types",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,12 +52,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     knobs.add_argument("--label-prob", type=float, help="chance of a written word in a scene (0-1)")
     knobs.add_argument("--distractors", type=int, help="neutral background marks per scene (never mentioned)")
     knobs.add_argument("--jitter", type=float, help="position jitter inside a cell (0-0.2 of a cell)")
+    knobs.add_argument(
+        "--question-types",
+        nargs="+",
+        metavar="TYPE",
+        help="stage-2 question types to use (default all): count count_shape count_colour colour shape "
+        "position existence relation side ocr more removed detail choice",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from .benchmarks import BENCHMARKS
     from .dataset import generate_dataset
     from .world import ShapeWorldError, get_difficulty
@@ -58,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
         overrides = {k: getattr(args, k) for k in _KNOBS if getattr(args, k, None) is not None}
         if overrides:
             difficulty = get_difficulty({**difficulty.to_dict(), **overrides})
-            difficulty = replace(difficulty)
         manifest = generate_dataset(
             args.out,
             n_train=args.train,

@@ -7,7 +7,17 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 
-from .world import COLOURS, LABEL_WORDS, POSITIONS, SHAPES, Difficulty, get_difficulty, item_rng, sample_scene
+from .world import (
+    COLOURS,
+    LABEL_WORDS,
+    POSITIONS,
+    QUESTION_TYPE_NAMES,
+    SHAPES,
+    Difficulty,
+    get_difficulty,
+    item_rng,
+    sample_scene,
+)
 
 LLAVA_SHORT_SUFFIX = "\nAnswer the question using a single word or phrase."
 LLAVA_LETTER_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
@@ -252,12 +262,15 @@ QUESTION_TYPES = {
 }
 
 
+assert tuple(QUESTION_TYPES) == QUESTION_TYPE_NAMES, "keep shapeworld.world.QUESTION_TYPE_NAMES in sync"
+
+
 def instruction_turns(
     rng: random.Random, scene: dict, difficulty: Difficulty, max_turns: int = 4
 ) -> list[tuple[str, str]]:
     """1–`max_turns` distinct (question, answer) pairs about `scene`; short-answer questions get LLaVA's suffix half
     of the time, so the model learns both the plain and the benchmark style."""
-    kinds = list(QUESTION_TYPES)
+    kinds = list(difficulty.question_types or QUESTION_TYPES)
     rng.shuffle(kinds)
     wanted = rng.randint(1, max_turns)
     turns = []
@@ -271,6 +284,9 @@ def instruction_turns(
         turns.append((question, answer))
         if len(turns) == wanted:
             break
+    if not turns:  # the allowed types do not apply to this scene (e.g. only "ocr" and no word): count instead
+        question, answer, _ = _q_count_all(rng, scene, difficulty)
+        turns.append((question, answer))
     return turns
 
 

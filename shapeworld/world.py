@@ -45,6 +45,23 @@ POSITIONS: dict[tuple[int, int], tuple[str, str]] = {
     (2, 2): ("bottom right", "at the bottom right"),
 }
 BACKGROUND = (128, 128, 128)
+# stage-2 question types (implemented in shapeworld.text.QUESTION_TYPES)
+QUESTION_TYPE_NAMES: tuple[str, ...] = (
+    "count",
+    "count_shape",
+    "count_colour",
+    "colour",
+    "shape",
+    "position",
+    "existence",
+    "relation",
+    "side",
+    "ocr",
+    "more",
+    "removed",
+    "detail",
+    "choice",
+)
 _RADIUS = {"small": 0.28, "large": 0.42, "medium": 0.36}  # fraction of a cell side
 
 
@@ -59,7 +76,8 @@ class Difficulty:
     `min_objects`..`max_objects` objects per scene (1–6), drawn from the first `num_colours` colours and
     `num_shapes` shapes; `vary_size` draws small/large objects (and names the size in captions); `label_prob` is the
     chance that a scene carries a written word (OCR questions); `distractors` is the number of neutral grey marks
-    drawn on the background (never mentioned); `jitter` moves objects inside their cell (fraction of a cell).
+    drawn on the background (never mentioned); `jitter` moves objects inside their cell (fraction of a cell);
+    `question_types` restricts the stage-2 question types (None = all of `QUESTION_TYPE_NAMES`).
     """
 
     min_objects: int = 1
@@ -70,8 +88,17 @@ class Difficulty:
     label_prob: float = 0.25
     distractors: int = 0
     jitter: float = 0.1
+    question_types: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.question_types is not None:
+            object.__setattr__(self, "question_types", tuple(self.question_types))
+            unknown = [q for q in self.question_types if q not in QUESTION_TYPE_NAMES]
+            if unknown or not self.question_types:
+                raise ShapeWorldError(
+                    f"question_types must be a non-empty subset of {list(QUESTION_TYPE_NAMES)}, got "
+                    f"{list(self.question_types)}"
+                )
         if not 1 <= self.min_objects <= self.max_objects <= 6:
             raise ShapeWorldError(
                 f"objects per scene must satisfy 1 <= min_objects <= max_objects <= 6, "
@@ -314,6 +341,7 @@ __all__ = [
     "GRID",
     "LABEL_WORDS",
     "POSITIONS",
+    "QUESTION_TYPE_NAMES",
     "SHAPES",
     "SIZES",
     "Difficulty",

@@ -253,3 +253,41 @@ def test_iter_samples_match_the_written_files(tmp_path):
     assert os.path.isdir(paths["mme"]) and paths["mmbench_cn"].endswith("mmbench_dev_cn.tsv")
     with pytest.raises(ShapeWorldError, match="no readable ShapeWorld manifest"):
         dataset_paths(str(tmp_path / "nowhere"))
+
+
+def test_question_types_knob_restricts_stage2(tmp_path):
+    from mage_cli.main import main
+
+    out = tmp_path / "qt"
+    argv = [
+        "data",
+        "shapeworld",
+        "--out",
+        str(out),
+        "--train",
+        "30",
+        "--eval",
+        "1",
+        "--image-size",
+        "32",
+        "--question-types",
+        "existence",
+        "colour",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    rows = json.loads((out / "train" / "stage2_instructions.json").read_text())
+    questions = [
+        t["value"].removeprefix("<image>\n").split("\n")[0]
+        for r in rows
+        for t in r["conversations"]
+        if t["from"] == "human"
+    ]
+    assert questions and all(
+        re.fullmatch(r"Is there an? \w+ \w+ in the image\?|What colour is the \w+\?", q)
+        or q == "How many shapes are there?"
+        for q in questions
+    ), questions
+    assert json.loads((out / "manifest.json").read_text())["difficulty"]["question_types"] == ["existence", "colour"]
+    with pytest.raises(ShapeWorldError, match="question_types must be a non-empty subset"):
+        get_difficulty({"question_types": ["colr"]})
