@@ -291,3 +291,17 @@ def test_question_types_knob_restricts_stage2(tmp_path):
     assert json.loads((out / "manifest.json").read_text())["difficulty"]["question_types"] == ["existence", "colour"]
     with pytest.raises(ShapeWorldError, match="question_types must be a non-empty subset"):
         get_difficulty({"question_types": ["colr"]})
+
+
+def test_bytes_do_not_depend_on_the_process_hash_seed(tmp_path):
+    """Same files from two fresh processes with different PYTHONHASHSEED (no set/dict-order dependence)."""
+    script = (
+        "import sys; from shapeworld import generate_dataset; "
+        "generate_dataset(sys.argv[1], 5, 12, seed=4, image_size=32, difficulty='hard')"
+    )
+    hashes = []
+    for hash_seed, name in (("1", "a"), ("2", "b")):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True, env=env)
+        hashes.append((tmp_path / name / "manifest.json").read_bytes())
+    assert hashes[0] == hashes[1]
