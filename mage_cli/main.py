@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("tool_use.cli", "answer a request with a tool plan and execute it"),
     "convert": ("mage_cli.convert", "build or convert checkpoints (CLIP+LLM init, llava-hf)"),
     "push": ("mage_cli.push", "publish a checkpoint to the Hugging Face Hub"),
+    "ablate": ("alignment.ablate", "projector × objective ablation on ShapeWorld (the paper's Table 4)"),
 }
 
 
