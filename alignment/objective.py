@@ -17,16 +17,19 @@ exported model. Terms with weight 0 are skipped, not computed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
 from torch import nn
+from transformers import TrainerCallback
 
 from training.trainer import MageTrainer
 
 from .sea import NO_LABEL, SEA_KEYS
 
 OBJECTIVE_KEYS = SEA_KEYS
+AUX_FILE = "aux_heads.safetensors"  # the objectives' parameters, beside the model in every checkpoint
 Objective = Callable[[nn.Module, dict, object], tuple[torch.Tensor, dict[str, float]]]
 
 
@@ -60,6 +63,24 @@ class SEALabelCollator:
         return batch
 
 
+class _ZeroAuxGrads(TrainerCallback):
+    """`Trainer` calls `model.zero_grad()` after each optimizer step; the objectives' parameters live outside the
+    model, so their gradients would accumulate across steps without this callback (found by the resume test)."""
+
+    def __init__(self, trainer: AlignedMageTrainer):
+        self.trainer = trainer
+
+    def _clear(self) -> None:
+        for param in self.trainer.aux_parameters():
+            param.grad = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._clear()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._clear()
+
+
 class AlignedMageTrainer(MageTrainer):
     """`MageTrainer` + weighted alignment objectives (`objectives={"sea": (1.0, SEAObjective(...))}`).
 
@@ -72,7 +93,8 @@ class AlignedMageTrainer(MageTrainer):
         super().__init__(*args, **kwargs)
         self.objectives = {name: (float(w), obj) for name, (w, obj) in (objectives or {}).items()}
         self.aux_learning_rate = aux_learning_rate
-        self._aux_group_added = False
+        self._micro_step = (-1, 0)  # (global_step, micro-batches seen in it): seeds the objectives' generators
+        self.add_callback(_ZeroAuxGrads(self))  # Trainer zeroes only the model's gradients
         for _, objective in self.objectives.values():
             if isinstance(objective, nn.Module):
                 objective.to(self.args.device)
@@ -89,10 +111,10 @@ class AlignedMageTrainer(MageTrainer):
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
         params = self.aux_parameters()
-        if params and not self._aux_group_added:
+        present = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if params and not any(id(p) in present for p in params):  # once per optimizer object
             lr = self.aux_learning_rate or self.args.learning_rate
             optimizer.add_param_group({"params": params, "weight_decay": 0.0, "lr": lr})
-            self._aux_group_added = True
         return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -102,6 +124,7 @@ class AlignedMageTrainer(MageTrainer):
         images = getattr(outputs, "image_hidden_states", None)
         if model.training and pixel_values is not None and images is not None:
             steps = self.current_gradient_accumulation_steps
+            self._seed_generators()
             for name, (weight, objective) in self.objectives.items():
                 if weight <= 0:
                     continue
@@ -117,5 +140,51 @@ class AlignedMageTrainer(MageTrainer):
                     self._mage_sums[key] += torch.tensor(float(number), dtype=torch.float64) / steps
         return (loss, outputs) if return_outputs else loss
 
+    # --------------------------------------------------------------------------------- exact resume of the heads
+    def _seed_generators(self) -> None:
+        """Per-micro-step randomness from (seed, global step, micro step, process), never the global RNG, so a
+        resumed run samples the same SEA pairs / VLSA timesteps as an uninterrupted one."""
+        step, micro = self._micro_step
+        micro = micro + 1 if step == self.state.global_step else 0
+        self._micro_step = (self.state.global_step, micro)
+        seed = ((self.args.seed * 1_000_003 + self.state.global_step) * 1009 + micro) * 101 + self.args.process_index
+        for index, (_, objective) in enumerate(self.objectives.values()):
+            generator = getattr(objective, "generator", None)
+            if isinstance(generator, torch.Generator):
+                generator.manual_seed((seed + index) % (2**63))
 
-__all__ = ["AlignedMageTrainer", "SEALabelCollator", "OBJECTIVE_KEYS", "Objective"]
+    def aux_state_dict(self) -> dict[str, torch.Tensor]:
+        state = {}
+        for name, (_, objective) in self.objectives.items():
+            if isinstance(objective, nn.Module):
+                state.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in objective.state_dict().items()})
+        return state
+
+    def _save_checkpoint(self, model, trial, *args, **kwargs):
+        super()._save_checkpoint(model, trial, *args, **kwargs)
+        state = self.aux_state_dict()
+        if state and self.args.should_save:
+            from safetensors.torch import save_file
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            save_file(state, os.path.join(folder, AUX_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, AUX_FILE)
+        if os.path.isfile(path):
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+            for name, (_, objective) in self.objectives.items():
+                if isinstance(objective, nn.Module):
+                    prefix = f"{name}."
+                    own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                    if own:
+                        objective.load_state_dict(own, strict=False)
+
+
+__all__ = ["AlignedMageTrainer", "SEALabelCollator", "OBJECTIVE_KEYS", "AUX_FILE", "Objective"]

@@ -68,10 +68,10 @@ def test_s14_weight_zero_is_the_plain_trainer_and_weight_adds_lambda_times_sea(s
     assert torch.equal(trainer.compute_loss(model, dict(batch)), base)
     trainer, objective = _trainer(stage1_setup, 0.5)
     trainer.current_gradient_accumulation_steps = 1
-    state = objective.generator.get_state()
     torch.manual_seed(0)
     loss, outputs = trainer.compute_loss(model, dict(batch), return_outputs=True)
-    objective.generator.set_state(state)
+    trainer._micro_step = (-1, 0)  # replay the per-step seeding the trainer used
+    trainer._seed_generators()
     sea, logs = objective(
         model, {"sea_label_ids": batch["sea_label_ids"], "sea_label_scores": batch["sea_label_scores"]}, outputs
     )
@@ -162,3 +162,34 @@ def test_resumed_run_refuses_other_cell_settings(tmp_path, capsys):
     args.stage2_steps += 1
     assert not check_settings(tmp_path, args)
     assert "stage2_steps" in capsys.readouterr().err
+
+
+def test_kill_and_resume_restores_tau_and_samples_the_same_pairs(stage1_setup, tmp_path):
+    import dataclasses
+
+    from alignment.objective import AUX_FILE
+
+    model, processor, dataset, collator, base_args = stage1_setup
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def fresh_trainer(output_dir, max_steps):
+        model.load_state_dict(initial)
+        args = dataclasses.replace(base_args, output_dir=str(output_dir), max_steps=max_steps, save_strategy="steps",
+                                   save_steps=2, save_total_limit=None)  # fmt: skip
+        objective = SEAObjective(*tokenize_words(processor.tokenizer, WORDS), temperature=0.5, window=1)
+        return AlignedMageTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                                  processing_class=processor, objectives={"sea": (1.0, objective)}), objective  # fmt: skip
+
+    full, full_objective = fresh_trainer(tmp_path / "full", 4)
+    full.train()
+    tau_full = float(full_objective.logit_scale.detach())
+    weights_full = {k: v.clone() for k, v in model.state_dict().items()}
+    assert (tmp_path / "full" / "checkpoint-2" / AUX_FILE).is_file()
+
+    # A run killed after its step-2 checkpoint, resumed from that checkpoint (same schedule: max_steps=4).
+    resumed, resumed_objective = fresh_trainer(tmp_path / "resumed", 4)
+    resumed_objective.logit_scale.data.fill_(0.0)  # must come back from aux_heads.safetensors
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
+    bad = [k for k, v in model.state_dict().items() if not torch.allclose(v, weights_full[k], rtol=1e-5, atol=1e-6)]
+    assert not bad, bad
+    assert float(resumed_objective.logit_scale.detach()) == pytest.approx(tau_full, abs=1e-6)
