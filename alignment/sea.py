@@ -295,18 +295,17 @@ class SEAObjective(nn.Module):
         self.window, self.dedup, self.apply_to = window, dedup, apply_to
         self.generator = torch.Generator().manual_seed(0)
         self._captured: torch.Tensor | None = None
-        self._hooked: nn.Module | None = None
+        self._hook_handle = None  # a RemovableHandle, not the module: the VAB must not become a submodule here
 
     def attach(self, model: nn.Module) -> None:
         """For `apply_to="vab"`: hook the IAN's VAB to capture its output during the model's forward."""
-        if self.apply_to != "vab" or self._hooked is not None:
+        if self.apply_to != "vab" or self._hook_handle is not None:
             return
         projector = _projector_of(model)
         vab = getattr(projector, "vab", None)
         if vab is None:
             raise ValueError("sea_apply_to='vab' needs projector_type='ian' (the VAB is its per-patch adapter).")
-        vab.register_forward_hook(self._capture)
-        self._hooked = vab
+        self._hook_handle = vab.register_forward_hook(self._capture)
 
     def _capture(self, module, args, output) -> None:
         self._captured = output

@@ -230,6 +230,7 @@ def test_s13_objective_gradients_reach_only_the_projector_and_tau(projector_type
     words = ["red", "green", "circle", "square", "background"]
     objective = SEAObjective(*tokenize_words(processor.tokenizer, words), temperature=0.07, window=1, apply_to=apply_to)
     objective.attach(model)
+    assert [name for name, _ in objective.named_parameters()] == ["logit_scale"]  # the hooked VAB is not adopted
     inputs = processor(images=[shape_image, shape_image], text=["<image>\nred", "<image>\nsquare"], padding=True)
     g = torch.Generator().manual_seed(0)
     label_ids = torch.randint(0, len(words), (2, grid, grid, 2), generator=g)
