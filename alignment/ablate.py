@@ -96,12 +96,12 @@ def plan_cells(
         if q < 1 or math.isqrt(q) ** 2 != q or q > patches:
             raise ValueError(f"--queries: {q} must be a perfect square <= the {patches} patches of the tower.")
     cells, seen = [], set()
-    for projector in projectors:
+    # seed-major: an interrupted run has every projector × objective for the first seeds
+    for seed in range(seeds):
         for q in queries:
-            tokens = patches if projector in PER_PATCH else q
             for objective in objectives:
-                for seed in range(seeds):
-                    cell = Cell(projector, tokens, objective, seed)
+                for projector in projectors:
+                    cell = Cell(projector, patches if projector in PER_PATCH else q, objective, seed)
                     if cell not in seen:
                         seen.add(cell)
                         cells.append(cell)
