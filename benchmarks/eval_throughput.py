@@ -32,8 +32,9 @@ NOTES = [
     "",
     "Reading: batching pays most where fixed per-call costs dominate (the tiny shape; the 8 decode steps of each "
     "batch). At the small shape each sample's prefill (~110 tokens: 64 image queries + the prompt) is already a "
-    "matrix-matrix product on one thread, so batch 16 gains 1.4-1.5x there; the likelihood path runs 4 sequences "
-    "per sample in one forward and has no decode loop to amortise.",
+    "matrix-matrix product on one thread, so batch 16 gains less for generation. Likelihood ranking already batches "
+    "the 4 options of a question at batch 1 (one image encoding shared by the 4 sequences), so larger batches add "
+    "little there.",
     "The machine is shared (see the load average): absolute numbers move with the other jobs, the ratios less. With "
     "2 torch threads under the same load the tiny POPE run fell to 0.67 samples/s at batch 1 (7.45 at batch 16): "
     "oversubscribed OpenMP threads, hence `--threads 1` (also offered by `mage eval --threads`).",
