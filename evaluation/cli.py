@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit,
             scoring=args.scoring,
             blank_images=args.blank_images,
-            max_new_tokens=args.max_new_tokens,
+            max_new_tokens=args.max_new_tokens or 16,
             rules=args.mmbench_rules,
             model_path=os.path.abspath(args.model),
             circular=not args.no_circular,

@@ -34,6 +34,7 @@ def test_mage_eval_pope_then_resume(tiny_mage_dir, tmp_path, capsys):
     assert first["model"].endswith(tiny_mage_dir.name) and first["benchmarks"]["pope"]["samples"] == 6
     assert "| this run |" in capsys.readouterr().out
     assert main(argv) == 0
+    assert first["settings"]["max_new_tokens"] == 3
     second = json.load(open(out / "results.json", encoding="utf-8"))
     assert second["benchmarks"]["pope"]["timing"]["resumed"] == 6
     assert second["benchmarks"]["pope"]["scores"] == first["benchmarks"]["pope"]["scores"]
@@ -55,6 +56,25 @@ def test_mage_eval_wrong_layout_exits_2(tiny_mage_dir, tmp_path, capsys):
     ]
     assert main(argv) == 2
     assert "SEED-Bench layout" in capsys.readouterr().err
+
+
+def test_mage_eval_default_generation_length_is_16(tiny_mage_dir, tmp_path):
+    data = fixtures.write_pope(str(tmp_path / "pope"), questions_per_split=1, splits=("random",))
+    argv = [
+        "eval",
+        "--model",
+        str(tiny_mage_dir),
+        "--benchmark",
+        "pope",
+        "--data",
+        data,
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--no-progress",
+        "--no-plots",
+    ]
+    assert main(argv) == 0
+    assert json.load(open(tmp_path / "o" / "results.json", encoding="utf-8"))["settings"]["max_new_tokens"] == 16
 
 
 def test_mage_eval_plans_calls_tool_use(tiny_mage_dir, tmp_path, monkeypatch):
