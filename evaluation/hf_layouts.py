@@ -108,6 +108,9 @@ def load_hf_layout(
     records, skipped = [], []
     for number, row in enumerate(data):
         source = f"{path} [{split_name} row {number}]"
+        if benchmark == "seed" and row.get("data_type", "image") != "image":
+            skipped.append(f"{source}: data_type {row.get('data_type')!r} (video) is not evaluated")
+            continue
         try:
             records.extend(_convert(row, benchmark, source, rotate))
         except BenchmarkFormatError as error:

@@ -175,17 +175,17 @@ def test_lmms_eval_parquet_mme_pope_seed(tmp_path):
             "category": ["random", "adversarial"],
         },
         "seed": {
-            "question_id": ["7"],
-            "question": ["Colour?"],
-            "answer": ["B"],
-            "choice_a": ["blue"],
-            "choice_b": ["red"],
-            "choice_c": ["green"],
-            "choice_d": ["yellow"],
-            "data_id": ["x.png"],
-            "data_type": ["image"],
-            "question_type_id": [3],
-            "image": [[image]],
+            "question_id": ["7", "8"],
+            "question": ["Colour?", "What happens next?"],
+            "answer": ["B", "A"],
+            "choice_a": ["blue", "x"],
+            "choice_b": ["red", "y"],
+            "choice_c": ["green", "z"],
+            "choice_d": ["yellow", "w"],
+            "data_id": ["x.png", "v.mp4"],
+            "data_type": ["image", "video"],
+            "question_type_id": [3, 12],
+            "image": [[image], [image, image]],
         },
     }
     for name, table in tables.items():
@@ -205,7 +205,9 @@ def test_lmms_eval_parquet_mme_pope_seed(tmp_path):
     assert [r.answer for r in mme_records] == ["yes", "no"] and len({r.image_id for r in mme_records}) == 1
     pope_records = load_benchmark("pope", str(tmp_path / "pope")).records
     assert [r.subtask for r in pope_records] == ["random", "adversarial"]
-    (seed_record,) = load_benchmark("seed", str(tmp_path / "seed")).records
+    seed_loaded = load_benchmark("seed", str(tmp_path / "seed"))
+    (seed_record,) = seed_loaded.records
+    assert len(seed_loaded.skipped) == 1 and "video" in seed_loaded.skipped[0]
     assert seed_record.subtask == "Instance Attributes" and seed_record.options["B"] == "red"
     with pytest.raises(BenchmarkFormatError, match="lack \\['index'"):
         load_benchmark("mmbench", str(tmp_path / "pope"))
