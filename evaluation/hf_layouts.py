@@ -25,6 +25,8 @@ COLUMNS = {
     "seed": ("question_id", "question", "answer", "choice_a", "question_type_id", "image"),
 }
 SPLIT_PREFERENCE = ("test", "dev", "validation", "train")
+# lmms-lab/MMBench's "test" split has no answers: score "dev" unless told otherwise.
+MMBENCH_SPLIT_PREFERENCE = ("dev", "validation", "test", "train")
 
 
 def is_hf_layout(path: str) -> bool:
@@ -39,7 +41,7 @@ def is_hf_layout(path: str) -> bool:
     return False
 
 
-def _load(path: str, split: str | None):
+def _load(path: str, split: str | None, preference: tuple[str, ...] = SPLIT_PREFERENCE):
     from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
     if os.path.isdir(path) and any(os.path.isfile(os.path.join(path, n)) for n in ("dataset_dict.json", "state.json")):
@@ -52,7 +54,7 @@ def _load(path: str, split: str | None):
         return data, "saved"
     assert isinstance(data, DatasetDict)
     if split is None:
-        split = next((s for s in SPLIT_PREFERENCE if s in data), next(iter(data)))
+        split = next((s for s in preference if s in data), next(iter(data)))
     if split not in data:
         raise BenchmarkFormatError(f"{path}: no split {split!r}; available: {list(data)}")
     return data[split], split
@@ -94,7 +96,8 @@ def load_hf_layout(
     path: str, benchmark: str, split: str | None = None, circular: bool = True, strict: bool = True
 ) -> LoadedBenchmark:
     """Records of `benchmark` from an lmms-eval style parquet/`datasets` folder at `path`."""
-    data, split_name = _load(path, split)
+    preference = MMBENCH_SPLIT_PREFERENCE if benchmark.startswith("mmbench") else SPLIT_PREFERENCE
+    data, split_name = _load(path, split, preference)
     missing = [c for c in COLUMNS[benchmark] if c not in data.column_names]
     if missing:
         raise BenchmarkFormatError(

@@ -133,8 +133,14 @@ def test_lmms_eval_parquet_layout_matches_official(tmp_path):
     ds = datasets.Dataset.from_dict(rows, features=features)
     (tmp_path / "hf" / "data").mkdir(parents=True)
     ds.to_parquet(str(tmp_path / "hf" / "data" / "dev-00000-of-00001.parquet"))
+    # lmms-lab/MMBench has a "test" split without answers beside "dev": dev is the one scored
+    test_rows = {k: v[:1] for k, v in rows.items()}
+    test_rows["answer"] = [None]
+    datasets.Dataset.from_dict(test_rows, features=features).to_parquet(
+        str(tmp_path / "hf" / "data" / "test-00000-of-00001.parquet")
+    )
     hf = load_benchmark("mmbench", str(tmp_path / "hf"))
-    assert hf.layout.startswith("lmms-eval-parquet")
+    assert hf.layout == "lmms-eval-parquet:dev"
     key = [(r.uid, r.answer, r.options, r.hint, r.image_bytes) for r in hf.records]
     assert key == [(r.uid, r.answer, r.options, r.hint, r.image_bytes) for r in official.records]
 
