@@ -7,8 +7,9 @@ the same rule: each micro-batch contributes `Σ_i ||d_ian_i − d_llm_i||² / N_
 the whole accumulated batch (gathered across processes), times the number of processes. Hence 2 micro-batches × 4
 with accumulation give the same gradients as 1 × 8, and 2 processes × 2 the same as 1 × 4.
 
-ITG and ITDM are logged as separate scalars (`itg_loss`, `itdm_loss`) at every logging step, averaged exactly like
-Trainer's own `loss`, so they reach TensorBoard / W&B whenever `report_to` enables them.
+ITG and ITDM are logged as separate scalars (`itg_loss`, `itdm_loss`) at every logging step, averaged like Trainer's
+own `loss` (over processes and optimizer steps; ITDM over the steps that had image samples, since text-only steps have
+none), so they reach TensorBoard / W&B whenever `report_to` enables them.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class ItdmLossMixin:
         self.group_by_modality_length = group_by_modality_length
         self._itdm_num_items = None
         self._mage_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
-        self._mage_steps: set[int] = set()
+        self._mage_steps: dict[str, set[int]] = defaultdict(set)
 
     def _mage_config(self):
         model = self.model
@@ -124,7 +125,12 @@ class ItdmLossMixin:
             itdm = self._itdm(model, itdm_inputs, images, num_items_in_batch).to(itg.dtype)
         loss = itg + self.itdm_weight * itdm
         if model.training:
-            self._record(itg, itdm, scaled=num_items_in_batch is not None)
+            scaled = num_items_in_batch is not None
+            if scaled and self._itdm_num_items is not None:
+                has_images = int(self._itdm_num_items) > 0  # anywhere in the accumulated batch, all processes
+            else:
+                has_images = bool(itdm_inputs)
+            self._record(itg, itdm, scaled, has_images)
         return (loss, outputs) if return_outputs else loss
 
     def _record_data_events(self, events) -> None:
@@ -154,19 +160,21 @@ class ItdmLossMixin:
             loss = loss * self.accelerator.num_processes  # as Trainer scales ITG: DDP averages the gradients
         return loss
 
-    def _record(self, itg: torch.Tensor, itdm: torch.Tensor, scaled: bool) -> None:
+    def _record(self, itg: torch.Tensor, itdm: torch.Tensor, scaled: bool, has_images: bool) -> None:
         # What enters backward, as Trainer's `tr_loss`: per-step sums, averaged over processes and steps at log time.
+        # ITDM is averaged over the steps that had image samples only (text-only steps have no ITDM, not a zero one).
         divisor = 1 if scaled else self.current_gradient_accumulation_steps
         self._mage_sums["itg_loss"] += itg.detach().double().cpu() / divisor
         self._mage_sums["itdm_loss"] += itdm.detach().double().cpu() / divisor
-        self._mage_steps.add(self.state.global_step)
+        self._mage_steps["itg_loss"].add(self.state.global_step)
+        if has_images:
+            self._mage_steps["itdm_loss"].add(self.state.global_step)
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        if "loss" in logs and self._mage_steps:
-            steps = len(self._mage_steps)
+        if "loss" in logs and self._mage_steps["itg_loss"]:
             for key, value in self._mage_sums.items():
                 total = self.accelerator.gather(value.to(self.args.device, torch.float32).reshape(1)).mean()
-                logs[key] = round(float(total) / steps, 6)
+                logs[key] = round(float(total) / max(1, len(self._mage_steps[key])), 6)
             self._mage_sums.clear()
             self._mage_steps.clear()
         super().log(logs, *args, **kwargs)
