@@ -52,7 +52,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1000):
         unk_token="<unk>",
         pad_token="<pad>",
         additional_special_tokens=[IMAGE_TOKEN],
-        model_max_length=512,
+        model_max_length=1024,
     )
 
 
@@ -88,7 +88,7 @@ def tiny_config(tokenizer, image_size: int = 64, num_query_tokens: int = 4, proj
         num_attention_heads=4,
         num_key_value_heads=2,
         vocab_size=len(tokenizer),
-        max_position_embeddings=512,
+        max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

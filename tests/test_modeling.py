@@ -150,7 +150,7 @@ def test_wrong_pixel_size_and_overlong_input_are_clear_errors(tiny_mage, shape_i
     with pytest.raises(ValueError, match=r"expects 64x64; preprocess images with the model's MageProcessor"):
         model(input_ids=inputs["input_ids"], pixel_values=torch.zeros(1, 3, 32, 32))
     too_long = torch.full((1, model.config.text_config.max_position_embeddings + 1), 5)
-    with pytest.raises(ValueError, match="max_position_embeddings=512"):
+    with pytest.raises(ValueError, match="max_position_embeddings=1024"):
         model(input_ids=too_long)
 
 
