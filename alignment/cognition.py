@@ -222,7 +222,7 @@ def pixel_target(image: np.ndarray, vertex_yx: tuple[int, int], grid: int) -> np
     y, x = vertex_yx
     if not (0 <= y <= height - height // 2 and 0 <= x <= width - width // 2):
         raise ValueError(f"vertex {vertex_yx} puts the quarter region outside the {height}×{width} image.")
-    region = torch.as_tensor(image[y : y + height // 2, x : x + width // 2], dtype=torch.float32)
+    region = torch.tensor(np.array(image[y : y + height // 2, x : x + width // 2]), dtype=torch.float32)
     pooled = F.adaptive_avg_pool2d(region.permute(2, 0, 1)[None], grid)[0].permute(1, 2, 0)
     return pooled.round().clamp(0, 255).to(torch.uint8).numpy()
 
