@@ -101,6 +101,7 @@ def evaluate(
     overwrite: bool = False,
     progress: bool = True,
     plots: bool = True,
+    split: str | None = None,
 ) -> dict:
     """Evaluate `model` on one benchmark (or `"all"`), write the report into `output_dir`, return the results dict.
 
@@ -110,6 +111,7 @@ def evaluate(
         blank_images: replace every image by a grey one (the text-only baseline).
         limit: evaluate only the first `limit` images (MME), circular groups (MMBench) or questions (others).
         overwrite: discard earlier predictions in `output_dir` instead of resuming them.
+        split: split of an lmms-eval parquet folder (default: test, dev for MMBench).
     Returns:
         `{"model", "git_commit", "created", "settings", "benchmarks": {name: {...scores...}}, "summary"}`.
     """
@@ -127,6 +129,7 @@ def evaluate(
             "blank_images": blank_images,
             "mmbench_rules": rules,
             "circular": circular,
+            "split": split,
         },
         "benchmarks": {},
     }
@@ -152,6 +155,7 @@ def evaluate(
             strict,
             overwrite,
             progress,
+            split,
         )
     if not results["benchmarks"]:
         raise BenchmarkFormatError(f"no benchmark data found under {data_dir!r} for {names}")
@@ -195,11 +199,12 @@ def run_benchmark(
     strict,
     overwrite,
     progress,
+    split=None,
 ) -> dict:
     """Load, predict (resuming), score and describe one benchmark."""
     from .runner import RunSettings, run_predictions
 
-    loaded = load_benchmark(name, path, circular=circular, strict=strict)
+    loaded = load_benchmark(name, path, circular=circular, strict=strict, split=split)
     records = limit_records(loaded.records, limit)
     used_scoring = scoring if name in ("seed", "mmbench", "mmbench_cn") else "generate"
     settings = RunSettings(name, used_scoring, max_new_tokens, blank_images, model=model_path)

@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip (and count) malformed rows / missing images instead of stopping",
     )
+    parser.add_argument(
+        "--split", default=None, help="split of an lmms-eval parquet folder (default: test; dev for MMBench)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="discard earlier predictions instead of resuming")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, … (default: cuda if available)")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
@@ -158,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             circular=not args.no_circular,
             strict=not args.skip_bad_rows,
             overwrite=args.overwrite,
+            split=args.split,
             progress=not args.no_progress,
             plots=not args.no_plots,
         )
