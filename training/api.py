@@ -94,6 +94,7 @@ def training_arguments(recipe: Recipe, output_dir: str | os.PathLike, **override
         output_dir=str(output_dir),
         per_device_train_batch_size=recipe.per_device_train_batch_size,
         gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        optim=recipe.optim,
         learning_rate=recipe.learning_rate,
         weight_decay=recipe.weight_decay,
         warmup_steps=recipe.warmup_ratio,  # < 1: a ratio of the total steps (transformers 5.x)

@@ -37,6 +37,7 @@ class Recipe:
     template: str = "vicuna_v1"  # "plain" (stage 1: <image> + caption) or "vicuna_v1" (chat)
     tune_vision_tower: bool = False  # the paper keeps the tower frozen in every stage
     # --- optimisation
+    optim: str = "adamw_torch"  # any TrainingArguments.optim (LLaVA-1.5: AdamW)
     learning_rate: float = 2e-5
     projector_lr: float | None = None  # LLaVA's mm_projector_lr; None = learning_rate
     weight_decay: float = 0.0
