@@ -597,6 +597,16 @@ def measure_data_pipeline(s: Shapes, settings: RunSettings, step_rates: dict, lo
 
 
 # ---------------------------------------------------------------------------------------------- memory workers
+def _trim_heap() -> None:
+    """Return freed heap pages to the OS (glibc `malloc_trim`), so RSS baselines do not carry freed build buffers."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _current_rss_bytes() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -639,7 +649,9 @@ def worker_main(job: dict) -> dict:
     else:
         model = load_peft_model(job["path"], spec, job["kind"] == "qlora", s, settings)
         stages = ("peft",)
+    _trim_heap()
     report["rss_after_build"] = _current_rss_bytes()
+    report["weights_footprint"] = model.get_memory_footprint()  # parameters + buffers as stored (4-bit packed)
     report["peak_after_build"] = _peak_rss_bytes()
     report["peak_reset"] = _reset_peak_rss()  # from here on the peak is the training steps' own
     if cuda:
@@ -650,13 +662,14 @@ def worker_main(job: dict) -> dict:
         batch = make_batch(s, spec, 2 if stage == "peft" else stage, s.batch_size, settings)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        import gc
-
-        gc.collect()
+        _trim_heap()
         rss_before = _current_rss_bytes()
         _reset_peak_rss()
         trainee = Trainee(model, batch, 2 if stage == "peft" else stage)
-        seconds = [timed(trainee.step, settings.device) for _ in range(max(2, job.get("steps", 2)))]
+        steps = max(2, job.get("steps", 2))
+        if job["kind"] == "qlora":
+            steps = min(steps, 3)  # bitsandbytes' CPU 4-bit path is slow (see docs/performance.md)
+        seconds = [timed(trainee.step, settings.device) for _ in range(steps)]
         entry = {"peak_rss": _peak_rss_bytes(), "rss_before": rss_before, "step_s": seconds,
                  "trainable_params": sum(p.numel() for p in trainee.params)}
         if cuda:
@@ -762,6 +775,7 @@ def measure_lora(s: Shapes, models: dict, settings: RunSettings, log) -> dict:
                     "step_s_all": peft["step_s"],
                     "peak_rss_mib": _mib(peft["peak_rss"]),
                     "weights_rss_mib": _mib(report["rss_after_build"] - report["rss_start"]),
+                    "weights_footprint_mib": _mib(report["weights_footprint"]),
                     "step_delta_mib": _mib(peft["peak_rss"] - peft["rss_before"]),
                     "trainable_params": peft["trainable_params"],
                 }
@@ -772,7 +786,7 @@ def measure_lora(s: Shapes, models: dict, settings: RunSettings, log) -> dict:
             if "peak_rss_mib" in pair.get("lora", {}) and "peak_rss_mib" in pair.get("qlora", {}):
                 pair["qlora_over_lora_peak"] = pair["qlora"]["peak_rss_mib"] / pair["lora"]["peak_rss_mib"]
                 pair["qlora_over_lora_weights"] = (
-                    pair["qlora"]["weights_rss_mib"] / max(pair["lora"]["weights_rss_mib"], 1e-9))
+                    pair["qlora"]["weights_footprint_mib"] / pair["lora"]["weights_footprint_mib"])
                 log(f"  {label}: LoRA peak {pair['lora']['peak_rss_mib']:.0f} MiB, QLoRA "
                     f"{pair['qlora']['peak_rss_mib']:.0f} MiB; step {pair['lora']['step_s_median']:.2f} s vs "
                     f"{pair['qlora']['step_s_median']:.2f} s")
@@ -781,15 +795,28 @@ def measure_lora(s: Shapes, models: dict, settings: RunSettings, log) -> dict:
 
 # --------------------------------------------------------------------------------------------------- comparison
 def ratios_against_llava(results: dict, s: Shapes) -> dict:
-    """Measured MAGE/LLaVA ratios from this run (speed: > 1 = MAGE faster; memory: < 1 = MAGE smaller)."""
+    """Measured MAGE/LLaVA ratios from this run (speed: > 1 = MAGE faster; memory: < 1 = MAGE smaller).
+
+    Training and prefill speed-ups are *paired*: the median over repeat rounds of LLaVA's time / MAGE's time in the
+    same round (the rounds are interleaved, so a slow phase of the shared machine hits both sides of a pair). The
+    ratio of the two medians is kept as `*_speedup_of_medians`.
+    """
     llava = f"LLaVA-{s.num_patches}"
     out: dict = {}
+
+    def paired(rows: dict) -> dict:
+        base = rows[llava]["all_s"]
+        return {k: statistics.median(b / m for b, m in zip(base, v["all_s"])) for k, v in rows.items()}
+
+    def of_medians(rows: dict) -> dict:
+        return {k: rows[llava]["median_s"] / v["median_s"] for k, v in rows.items()}
+
     for stage in ("stage1", "stage2"):
-        rows = results["training"][stage]
-        out[f"{stage}_speedup"] = {k: v["samples_per_s"] / rows[llava]["samples_per_s"] for k, v in rows.items()}
+        out[f"{stage}_speedup"] = paired(results["training"][stage])
+        out[f"{stage}_speedup_of_medians"] = of_medians(results["training"][stage])
     if "prefill" in results:
-        rows = results["prefill"]
-        out["prefill_speedup"] = {k: rows[llava]["latency_ms"] / v["latency_ms"] for k, v in rows.items()}
+        out["prefill_speedup"] = paired(results["prefill"])
+        out["prefill_speedup_of_medians"] = of_medians(results["prefill"])
     for bs, rows in results.get("decode", {}).items():
         if not isinstance(rows, dict):
             continue
@@ -937,9 +964,12 @@ def markdown_report(results: dict) -> str:
         if any(v is not None for v in values.values()):
             row(f"{kind.upper()} stage-2 step s", values, 2)
             row(f"{kind.upper()} peak RSS MiB", {k: v.get(kind, {}).get("peak_rss_mib") for k, v in lora.items()}, 0)
+            row(f"{kind.upper()} weights MiB (get_memory_footprint)",
+                {k: v.get(kind, {}).get("weights_footprint_mib") for k, v in lora.items()}, 0)
     lines.append("")
     lines.append("Ratios in brackets are against LLaVA from the same run (speed: > 1 = MAGE faster; memory: < 1 = "
-                 "MAGE smaller). `-noITDM` = the MAGE step without its ITDM text forward.")
+                 "MAGE smaller); training and prefill ratios are paired per interleaved round (median of LLaVA time / "
+                 "MAGE time). `-noITDM` = the MAGE step without its ITDM text forward.")
     pipeline = results.get("data_pipeline")
     if pipeline:
         lines += ["", "## Data pipeline (decode JPEG + CLIP processing + tokenise/mask + collate)", "",
@@ -1050,25 +1080,41 @@ def run_benchmark(shapes: Shapes, settings: RunSettings, command: str = "", log=
                      "environment": environment(settings)}
     results["parameters"] = {label: sum(p.numel() for p in m.parameters()) for label, (_s, m) in models.items()}
     results["training"] = measure_training(shapes, models, settings, log)
-    if "share" in parts:
-        results["projector_share"] = measure_projector_share(shapes, models, settings, log)
-    if "prefill" in parts:
-        results["prefill"] = measure_prefill(shapes, models, settings, log)
-    if "decode" in parts:
-        results["decode"] = measure_decode(shapes, models, settings, log)
-    if "pipeline" in parts:
-        rates = {k: v["samples_per_s"] for k, v in results["training"]["stage2"].items()
-                 if k in (llava_label, f"MAGE-{shapes.queries[0]}")}
-        results["data_pipeline"] = measure_data_pipeline(shapes, settings, rates, log)
-    if settings.memory and "memory" in parts:
-        results["memory"] = measure_memory(shapes, models, settings, log)
-    if settings.lora and "lora" in parts:
-        results["lora"] = measure_lora(shapes, models, settings, log)
+    rates = {k: v["samples_per_s"] for k, v in results["training"]["stage2"].items()
+             if k in (llava_label, f"MAGE-{shapes.queries[0]}")}
+    measurements = {
+        "projector_share": ("share", lambda: measure_projector_share(shapes, models, settings, log)),
+        "prefill": ("prefill", lambda: measure_prefill(shapes, models, settings, log)),
+        "decode": ("decode", lambda: measure_decode(shapes, models, settings, log)),
+        "data_pipeline": ("pipeline", lambda: measure_data_pipeline(shapes, settings, rates, log)),
+        "memory": ("memory", lambda: measure_memory(shapes, models, settings, log)),
+        "lora": ("lora", lambda: measure_lora(shapes, models, settings, log)),
+    }
+    skipped = {"memory": not settings.memory, "lora": not settings.lora}
+    errors = {}
+    for key, (part, measure) in measurements.items():
+        if part not in parts or skipped.get(key):
+            continue
+        try:
+            results[key] = measure()
+        except torch.OutOfMemoryError as error:  # e.g. 13B on one GPU: keep the other figures
+            errors[key] = f"out of memory: {str(error)[:500]}"
+            log(f"  {key}: {errors[key]}")
+            if settings.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+    results["errors"] = errors
+    results["environment"]["load_average_end"] = os.getloadavg()
+    rederive(results)
+    return results
+
+
+def rederive(results: dict) -> dict:
+    """Recompute everything derived (ratios, model comparison, targets, predictions) from the raw measurements."""
+    shapes = Shapes(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["shapes"].items()})
     results["ratios"] = ratios_against_llava(results, shapes)
     results["model_vs_measured"] = compare_with_model(shapes, results["ratios"])
     results["targets"] = check_targets(results, shapes)
     results["predictions_paper_shapes"] = paper_predictions()
-    results["environment"]["load_average_end"] = os.getloadavg()
     return results
 
 
@@ -1100,7 +1146,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ckpt.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
     parser.add_argument("--skip-memory", action="store_true", help="no per-configuration memory subprocesses")
     parser.add_argument("--skip-lora", action="store_true", help="no LoRA / QLoRA measurement")
+    parser.add_argument("--parts", default="training,share,prefill,decode,pipeline,memory,lora",
+                        help="comma-separated measurements to run (training always runs)")
     parser.add_argument("--output", default=None, help="JSON path (a .md table is written next to it)")
+    parser.add_argument("--report", default=None, metavar="JSON",
+                        help="re-derive ratios, model comparison, targets and the .md table from a results JSON")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
 
 
@@ -1110,6 +1160,13 @@ def run(args: argparse.Namespace) -> int:
         with contextlib.redirect_stdout(io.StringIO()):
             report = worker_main(job)
         print("PERF_WORKER_RESULT " + json.dumps(report))
+        return 0
+    if args.report:
+        path = Path(args.report)
+        results = rederive(json.loads(path.read_text()))
+        path.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
+        path.with_suffix(".md").write_text(markdown_report(results), encoding="utf-8")
+        print(markdown_report(results))
         return 0
     if args.device.startswith("cuda"):
         import torch
@@ -1124,7 +1181,8 @@ def run(args: argparse.Namespace) -> int:
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
-    results = run_benchmark(shapes, settings, command=command, log=log)
+    parts = {part.strip() for part in args.parts.split(",") if part.strip()}
+    results = run_benchmark(shapes, settings, command=command, log=log, parts=parts)
     report = markdown_report(results)
     print(report)
     if args.output:
