@@ -223,13 +223,17 @@ def loss_of(model, batch: dict):
 
 
 class Trainee:
-    """One model prepared for one training stage: trainable parameters, an AdamW optimizer and a fixed batch."""
+    """One model prepared for one training stage: trainable parameters, a fused AdamW (Trainer's default optimizer)
+    and a fixed batch."""
 
     def __init__(self, model, batch: dict, stage: int, lr: float = 1e-5):
         torch = _torch()
         self.model, self.batch, self.stage = model, batch, stage
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=lr)
+        try:  # what transformers' Trainer uses by default with torch >= 2.8 ("adamw_torch_fused", CPU and CUDA)
+            self.optimizer = torch.optim.AdamW(self.params, lr=lr, fused=True)
+        except (RuntimeError, TypeError):
+            self.optimizer = torch.optim.AdamW(self.params, lr=lr)
         self.model.train()
 
     def step(self) -> float:

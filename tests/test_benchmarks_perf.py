@@ -92,7 +92,7 @@ def test_quick_run_writes_every_measurement(tmp_path):
     output = tmp_path / "perf_tiny.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     command = [sys.executable, "-m", "benchmarks.perf", "--shapes", "tiny", "--device", "cpu", "--quick",
-               "--compile-backend", "eager", "--output", str(output)]
+               "--compile-backend", "eager", "--threads", "1", "--output", str(output)]
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(output.read_text())
