@@ -259,6 +259,35 @@ def training_memory_bytes(
             "total": weights + states + activations}
 
 
+def lora_params(s: Shapes, rank: int) -> float:
+    """LoRA parameters on every LM attention / MLP projection (q, k, v, o, gate, up, down) at `rank`."""
+    d, kv, f = s.lm_hidden, s.lm_kv_width, s.lm_mlp
+    per_layer = rank * ((d + d) * 2 + (d + kv) * 2 + 2 * (d + f) + (f + d))
+    return s.lm_layers * per_layer
+
+
+def qlora_memory_bytes(s: Shapes, spec: ModelSpec, rank: int | None = None, activation_bytes: int = 2) -> dict:
+    """QLoRA training memory (bytes) as `training.lora` sets it up: the LM decoder's projections in NF4 with double
+    quantisation (≈ 0.53 bytes/parameter), everything else (embeddings, lm_head, tower, projector) upcast to fp32 by
+    `prepare_model_for_kbit_training`, LoRA + the fully trained projector (`modules_to_save`) with fp32 weights,
+    gradients and AdamW moments (16 bytes/parameter), checkpointed activations at `s.batch_size` (stage-2 text)."""
+    rank = s.lora_rank if rank is None else rank
+    params = parameter_counts(s, spec)
+    d = s.lm_hidden
+    embeddings = 2 * s.vocab_size * d
+    decoder = params["lm"] - embeddings
+    quantised = decoder * 0.53
+    full_precision = (embeddings + params["tower"] + params["projector"]) * 4
+    trainable = (lora_params(s, rank) + params["projector"]) * 12  # grads + 2 moments (weights counted above for
+    trainable += lora_params(s, rank) * 4                          # the projector, here for LoRA)
+    tokens = spec.image_tokens(s) + s.stage2_text_tokens
+    activations = s.batch_size * (s.lm_layers * tokens * d + 2 * tokens * s.vocab_size + (6 * d + 4 * s.lm_mlp)
+                                  * tokens) * activation_bytes
+    total = quantised + full_precision + trainable + activations
+    return {"quantised_decoder": quantised, "full_precision": full_precision, "trainable_states": trainable,
+            "activations": activations, "total": total}
+
+
 def kv_cache_bytes(s: Shapes, spec: ModelSpec, batch: int, bytes_per_element: int = 4) -> float:
     """KV cache at the end of a generation (prompt + new tokens) for `batch` sequences."""
     tokens = spec.image_tokens(s) + s.prompt_text_tokens + s.decode_new_tokens
@@ -336,5 +365,5 @@ __all__ = [
     "Shapes", "SHAPES", "ModelSpec", "Precision", "Prediction", "H100_ANCHORS", "GPU_TARGETS",
     "vision_tower_flops", "llava_projector_flops", "ian_flops", "lm_flops", "lm_dense_params", "projector_flops",
     "train_step_flops", "prefill_flops", "decode_flops_per_token", "parameter_counts", "training_memory_bytes",
-    "kv_cache_bytes", "predict", "predict_anchored", "relative_error",
+    "kv_cache_bytes", "lora_params", "qlora_memory_bytes", "predict", "predict_anchored", "relative_error",
 ]

@@ -42,6 +42,7 @@ from benchmarks.flops import (
     Shapes,
     predict,
     predict_anchored,
+    qlora_memory_bytes,
     relative_error,
     train_step_flops,
 )
@@ -1000,13 +1001,15 @@ def markdown_report(results: dict) -> str:
             lines.append(f"| {name} | {entry['value']} | {'yes' if entry['met'] else 'NO'} |")
     lines += ["", "## Predictions at the paper's shapes (analytical model, not measured)", "",
               "| shapes | MAGE-Q | stage-1 speedup | stage-2 speedup | stage-2 w/o ITDM | prefill speedup | "
-              "IAN share | KV-cache ratio | predicted H100 stage-2 samples/s |", "|---|---|---|---|---|---|---|---|---|"]
+              "IAN share | KV-cache ratio | predicted H100 stage-2 samples/s | QLoRA (r = 128) peak GiB MAGE / LLaVA |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for entry in results.get("predictions_paper_shapes", []):
         lines.append(
             f"| {entry['shapes']} | {entry['queries']} | {entry['stage1_speedup']:.2f} | {entry['stage2_speedup']:.2f} | "
             f"{entry['stage2_speedup_without_itdm']:.2f} | {entry['prefill_speedup']:.2f} | "
             f"{100 * entry['ian_share_stage2']:.1f} % | {entry['kv_cache_ratio']:.2f} | "
-            f"{entry['anchored_stage2_samples_per_s']:.1f} |")
+            f"{entry['anchored_stage2_samples_per_s']:.1f} | "
+            f"{entry.get('qlora_peak_gib', float('nan')):.1f} / {entry.get('llava_qlora_peak_gib', float('nan')):.1f} |")
     lines.append("")
     lines.append(f"H100 anchors (DESIGN §6, LLaVA-576-7B): {H100_ANCHORS}; GPU targets: {GPU_TARGETS}.")
     return "\n".join(lines) + "\n"
@@ -1131,6 +1134,8 @@ def paper_predictions() -> list[dict]:
             p = predict(s, q, Precision(2, 2, 2, 8), checkpointing=True)
             entry = {k: v for k, v in vars(p).items() if k != "flops"}
             entry["anchored_stage2_samples_per_s"] = predict_anchored(s, q)["stage2_samples_per_s"]
+            entry["qlora_peak_gib"] = qlora_memory_bytes(s, ModelSpec("ian", q))["total"] / 2**30
+            entry["llava_qlora_peak_gib"] = qlora_memory_bytes(s, ModelSpec("llava"))["total"] / 2**30
             rows.append(entry)
     return rows
 

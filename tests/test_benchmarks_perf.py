@@ -143,3 +143,19 @@ def test_quick_run_writes_every_measurement(tmp_path):
     for needle in ("| stage2 samples/s |", "×)", "prefill latency", "static cache + compile",
                    "QLORA peak RSS MiB", "Data pipeline", "Analytical model vs measurement", "Predictions"):
         assert needle in table, needle
+
+
+def test_lora_parameter_count_matches_peft(tiny_pair):
+    """The memory model's LoRA size equals what PEFT creates through the project's `training.lora`."""
+    import copy
+
+    from benchmarks.flops import lora_params, parameter_counts, qlora_memory_bytes
+    from training.lora import apply_lora
+
+    shapes, _settings, _llava, mage = tiny_pair
+    peft_model = apply_lora(copy.deepcopy(mage), r=4, alpha=8, dropout=0.0)
+    lora = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
+    assert lora == lora_params(shapes, 4)
+    memory = qlora_memory_bytes(shapes, ModelSpec("ian", 4), rank=4)
+    assert memory["total"] == pytest.approx(sum(v for k, v in memory.items() if k != "total"))
+    assert parameter_counts(shapes, ModelSpec("ian", 4))["projector"] > 0
