@@ -32,8 +32,7 @@ class DemoSettings:
     difficulty: str = "easy"
     vocab_size: int = 2000  # the byte-level BPE saturates near 1,200 on ShapeWorld text: every word one token
     lm_steps: int = 150  # stage 0, text-only LM
-    tower_seconds: float = 60.0  # stage 0, CLIP-style tower
-    tower_steps: int = 1500
+    tower_steps: int = 1500  # stage 0, CLIP-style tower (steps, not seconds: runs must not depend on machine load)
     stage1_steps: int = 150
     stage2_steps: int = 900
     stage3_steps: int = 150
@@ -62,8 +61,7 @@ class DemoSettings:
                 n_train=400,
                 n_eval=16,
                 lm_steps=10,
-                tower_seconds=5,
-                tower_steps=40,
+                tower_steps=20,
                 stage1_steps=8,
                 stage2_steps=12,
                 stage3_steps=8,
@@ -207,7 +205,7 @@ def pretrain_tower(model_path: Path, paths: dict[str, str], settings: DemoSettin
         processor,
         images,
         captions,
-        max_seconds=settings.tower_seconds,
+        max_seconds=None,
         max_steps=settings.tower_steps,
         batch_size=min(64, len(rows) - held_out),
         held_out=held_out,

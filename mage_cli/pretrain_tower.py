@@ -78,7 +78,7 @@ def pretrain_vision_tower(
     processor,
     images: list,
     captions: list[str],
-    max_seconds: float = 60.0,
+    max_seconds: float | None = None,
     max_steps: int = 2000,
     batch_size: int = 64,
     learning_rate: float = 2e-3,
@@ -87,7 +87,8 @@ def pretrain_vision_tower(
     progress=None,
 ) -> TowerPretrainReport:
     """Train `model.model.vision_tower` contrastively on `(images, captions)` in place; returns retrieval accuracy
-    on the last `held_out` pairs before and after. Stops at `max_steps` or `max_seconds`, whichever comes first."""
+    on the last `held_out` pairs before and after. Stops after `max_steps` (or earlier at `max_seconds`, if given —
+    which makes the result depend on the machine's speed)."""
     generator = torch.Generator().manual_seed(seed)
     tower = model.model.vision_tower
     width = model.config.vision_config.hidden_size
@@ -115,7 +116,7 @@ def pretrain_vision_tower(
 
     started, step, loss = time.perf_counter(), 0, torch.tensor(float("nan"))
     tower.train()
-    while step < max_steps and time.perf_counter() - started < max_seconds:
+    while step < max_steps and (max_seconds is None or time.perf_counter() - started < max_seconds):
         batch = torch.randint(0, train_count, (batch_size,), generator=generator)
         lr_scale = min(1.0, (step + 1) / 20)  # short warm-up
         for group in optimizer.param_groups:
@@ -133,7 +134,7 @@ def pretrain_vision_tower(
     tower.train(was_training)
     tower.eval()
     after = retrieval_top1(model, head, text_encoder, pixel_values[test], caption_tensor[test], caption_ids[test])
-    return TowerPretrainReport(step, time.perf_counter() - started, float(loss), before, after)
+    return TowerPretrainReport(step, time.perf_counter() - started, float(loss.detach()), before, after)
 
 
 __all__ = ["pretrain_vision_tower", "TowerPretrainReport"]
