@@ -193,3 +193,19 @@ def test_kill_and_resume_restores_tau_and_samples_the_same_pairs(stage1_setup, t
     bad = [k for k, v in model.state_dict().items() if not torch.allclose(v, weights_full[k], rtol=1e-5, atol=1e-6)]
     assert not bad, bad
     assert float(resumed_objective.logit_scale.detach()) == pytest.approx(tau_full, abs=1e-6)
+
+
+def test_vlsa_reconstruction_objective_runs_in_the_trainer(stage1_setup):
+    from alignment.vlsa import TinyAutoencoder, TinyDenoiser, VLSAReconstructionObjective
+
+    model, processor, dataset, collator, args = stage1_setup
+    autoencoder = TinyAutoencoder(latent_channels=4, width=8)
+    denoiser = TinyDenoiser(4, latent_size=8, ctx_dim=16, pooled_dim=8, width=16, layers=1, heads=2)
+    objective = VLSAReconstructionObjective(autoencoder, denoiser, 128, 128, 16, 8, rank=8)
+    trainer = AlignedMageTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                                 processing_class=processor, objectives={"rec": (1.0, objective)})  # fmt: skip
+    before = objective.epigone.down.weight.detach().clone()
+    trainer.train()
+    assert any("rec_loss" in entry for entry in trainer.state.log_history)
+    assert not torch.equal(before, objective.epigone.down.weight.detach())  # Epigone is in the optimizer
+    assert all(not p.requires_grad for p in autoencoder.parameters())  # the VAE stays frozen
