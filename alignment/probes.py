@@ -138,3 +138,72 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def reconstruction_probe(data: Path, steps: int = 150, ae_steps: int = 300, seed: int = 0, batch_size: int = 8,
+                         work: Path = Path("/tmp/rec_probe")) -> dict:  # fmt: skip
+    """VLSA V12 (measured): stage 1 with `L_rec` through the SUBSTITUTE tiny autoencoder + denoiser, then the
+    held-out L_rec with each image's own Epigone condition vs. the condition of another image (batch rolled by one).
+    A lower loss with the own condition means the visual tokens carry image information into the denoiser."""
+    from PIL import Image
+
+    from mage_cli.tiny import build_tiny_mage
+    from training.api import load_model_and_processor, training_arguments
+    from training.collator import MageDataCollator
+    from training.data import build_dataset
+    from training.recipes import load_recipe
+
+    from .cognition import load_images
+    from .objective import AlignedMageTrainer
+    from .vlsa import TinyAutoencoder, TinyDenoiser, VLSAReconstructionObjective, reconstruction_loss, train_autoencoder
+
+    torch.manual_seed(seed)
+    train_images = sorted((data / "train" / "images").glob("*.png"))[:800]
+    autoencoder = TinyAutoencoder(latent_channels=4, width=32)
+    ae_losses = train_autoencoder(
+        autoencoder, load_images([str(p) for p in train_images], 64), steps=ae_steps, seed=seed
+    )
+    model, processor = build_tiny_mage(corpus_texts(data), projector_type="ian", num_query_tokens=4, seed=seed)
+    work.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(work / "init")
+    processor.save_pretrained(work / "init")
+    recipe = load_recipe("stage1_tiny", {"max_steps": steps, "seed": seed, "itdm_weight": 0.0, "logging_steps": max(1, steps // 5),
+                                         "per_device_train_batch_size": batch_size, "group_by_modality_length": False})  # fmt: skip
+    model, processor = load_model_and_processor(work / "init", recipe)
+    dataset = build_dataset(
+        data / "train" / "stage1_captions.json", processor, recipe.template, recipe.max_length, seed=seed
+    )
+    denoiser = TinyDenoiser(4, latent_size=8, ctx_dim=64, pooled_dim=32, width=64, layers=2, heads=4)
+    objective = VLSAReconstructionObjective(autoencoder, denoiser, 128, 128, 64, 32, rank=32)
+    trainer = AlignedMageTrainer(model=model, args=training_arguments(recipe, work / "run", save_strategy="no", disable_tqdm=True),
+                                 train_dataset=dataset, data_collator=MageDataCollator.from_processor(processor),
+                                 processing_class=processor, objectives={"rec": (1.0, objective)})  # fmt: skip
+    trainer.train()
+    logs = [entry["rec_loss"] for entry in trainer.state.log_history if "rec_loss" in entry]
+    model.eval()
+    objective.eval()
+    eval_paths = sorted((data / "eval" / "images").glob("*.png"))[:64]
+    pixels = torch.cat(
+        [
+            processor.image_processor([Image.open(p).convert("RGB")], return_tensors="pt")["pixel_values"]
+            for p in eval_paths
+        ]
+    )
+    generator = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        tokens = model.get_image_features(pixels)
+        context, pooled = objective.epigone(tokens, tokens.mean(1))
+        z0 = autoencoder.encode(pixels)
+        t = torch.rand(z0.shape[0], generator=generator)
+        noise = torch.randn(z0.shape, generator=generator)
+        own = float(reconstruction_loss(z0, denoiser, context, pooled, t, noise))
+        other = float(reconstruction_loss(z0, denoiser, context.roll(1, 0), pooled.roll(1, 0), t, noise))
+    return {"ae_loss_first_last": [ae_losses[0], ae_losses[-1]], "rec_loss_logged": logs,
+            "heldout_rec_loss_own_condition": own, "heldout_rec_loss_other_image_condition": other, "steps": steps,
+            "seed": seed}  # fmt: skip
+
+
+def corpus_texts(data: Path) -> list[str]:
+    from .ablate import corpus
+
+    return corpus(data)
