@@ -135,10 +135,16 @@ class AlignedMageTrainer(MageTrainer):
                     if self.args.average_tokens_across_devices:
                         term = term * self.accelerator.num_processes
                 loss = loss + weight * term
-                self._mage_sums[f"{name}_loss"] += value.detach().double().cpu() / steps
+                self._accumulate_log(f"{name}_loss", value.detach().double().cpu() / steps)
                 for key, number in logs.items():
-                    self._mage_sums[key] += torch.tensor(float(number), dtype=torch.float64) / steps
+                    self._accumulate_log(key, torch.tensor(float(number), dtype=torch.float64) / steps)
         return (loss, outputs) if return_outputs else loss
+
+    def _accumulate_log(self, key: str, value: torch.Tensor) -> None:
+        """Add to MageTrainer's running log sums; the mean is taken over the steps that recorded `key`."""
+        self._mage_sums[key] += value
+        if isinstance(self._mage_steps, dict):  # per-key step sets (MageTrainer since f0281ac)
+            self._mage_steps[key].add(self.state.global_step)
 
     # --------------------------------------------------------------------------------- exact resume of the heads
     def _seed_generators(self) -> None:

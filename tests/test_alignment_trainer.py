@@ -209,3 +209,25 @@ def test_vlsa_reconstruction_objective_runs_in_the_trainer(stage1_setup):
     assert any("rec_loss" in entry for entry in trainer.state.log_history)
     assert not torch.equal(before, objective.epigone.down.weight.detach())  # Epigone is in the optimizer
     assert all(not p.requires_grad for p in autoencoder.parameters())  # the VAE stays frozen
+
+
+def test_objective_logs_are_means_over_the_logging_window(stage1_setup):
+    import dataclasses
+
+    model, processor, dataset, collator, args = stage1_setup
+    objective = SEAObjective(*tokenize_words(processor.tokenizer, WORDS), temperature=0.5, window=1)
+    values = []
+    forward = objective.forward
+
+    def recording(*a, **k):
+        loss, logs = forward(*a, **k)
+        values.append(float(loss.detach()))
+        return loss, logs
+
+    objective.forward = recording
+    args = dataclasses.replace(args, logging_steps=2, max_steps=2)
+    trainer = AlignedMageTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                                 processing_class=processor, objectives={"sea": (1.0, objective)})  # fmt: skip
+    trainer.train()
+    logged = [entry["sea_loss"] for entry in trainer.state.log_history if "sea_loss" in entry]
+    assert len(values) == 2 and logged == [pytest.approx(sum(values) / 2, rel=1e-4)]
