@@ -407,7 +407,12 @@ def measure_projector_share(s: Shapes, models: dict, settings: RunSettings, log)
         with _record_modules(model, parts), profile(activities=activities) as prof:
             wall = timed(trainee.step, settings.device)
         events = {e.key: e for e in prof.key_averages()}
-        forward = {name: events[f"mage::{name}"].cpu_time_total / 1e6 for name in parts if f"mage::{name}" in events}
+        cuda = settings.device.startswith("cuda")  # on a GPU the ranges' device time is what counts, not launches
+
+        def seconds(event, cuda=cuda):
+            return (getattr(event, "device_time_total", 0.0) if cuda else event.cpu_time_total) / 1e6
+
+        forward = {name: seconds(events[f"mage::{name}"]) for name in parts if f"mage::{name}" in events}
         top = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:15]
         results[label] = {
             **in_step,
