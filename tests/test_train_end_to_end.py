@@ -10,9 +10,15 @@ import pytest
 import torch
 
 from mage_cli.main import main as mage
-from training.fixtures import COLOURS, SHAPES, VOCABULARY, draw, write_tiny_llava_dataset
+from training.fixtures import COLOURS, SHAPES, VOCABULARY, draw, torch_threads, write_tiny_llava_dataset
 
 STEPS = {1: 100, 2: 200, 3: 60}
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """1 torch thread: on the shared 2-core machine the default 2 threads spun and ran these tests up to 26x slower."""
+    with torch_threads(1):
+        yield
 
 
 def colour_accuracy(path, n: int = 40) -> float:

@@ -8,9 +8,15 @@ import pytest
 import torch
 
 from mage_cli.main import main as mage
-from training.fixtures import VOCABULARY, write_tiny_llava_dataset
+from training.fixtures import VOCABULARY, torch_threads, write_tiny_llava_dataset
 
 LORA_SETTINGS = ["--set", "lora_r=8", "--set", "lora_alpha=16", "--set", "lora_dropout=0"]
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """1 torch thread: on the shared 2-core machine the default 2 threads spun and ran these tests up to 26x slower."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,18 @@ import torch
 from safetensors.torch import load_file
 
 from training.api import train
-from training.fixtures import VOCABULARY, write_tiny_llava_dataset
+from training.fixtures import VOCABULARY, torch_threads, write_tiny_llava_dataset
 from training.recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ["max_steps=3", "logging_steps=1", "save_steps=100", "warmup_ratio=0", "group_by_modality_length=true",
             "learning_rate=0.5", "projector_lr=0.5", "optim=sgd", "max_grad_norm=0", "bf16=false"]
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """1 torch thread: on the shared 2-core machine the default 2 threads spun and ran these tests up to 26x slower."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.mark.slow

@@ -9,12 +9,18 @@ import torch
 from training.api import training_arguments
 from training.collator import MageDataCollator
 from training.data import build_dataset
-from training.fixtures import VOCABULARY, write_tiny_llava_dataset
+from training.fixtures import VOCABULARY, torch_threads, write_tiny_llava_dataset
 from training.recipes import load_recipe
 from training.templates import IGNORE_INDEX
 from training.trainer import MageTrainer, set_trainable_for_stage
 
 pytest.importorskip("trl")
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """1 torch thread: on the shared 2-core machine the default 2 threads spun and ran these tests up to 26x slower."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

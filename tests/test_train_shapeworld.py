@@ -9,8 +9,15 @@ import pytest
 
 from mage_cli.main import main as mage
 from training.data import build_dataset
+from training.fixtures import torch_threads
 
 shapeworld = pytest.importorskip("shapeworld")
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """1 torch thread: on the shared 2-core machine the default 2 threads spun and ran these tests up to 26x slower."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

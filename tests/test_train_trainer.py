@@ -13,10 +13,17 @@ from safetensors.torch import load_file
 from training.api import ModelError, train, training_arguments
 from training.collator import MageDataCollator
 from training.data import build_dataset
-from training.fixtures import VOCABULARY, write_tiny_llava_dataset
+from training.fixtures import VOCABULARY, torch_threads, write_tiny_llava_dataset
 from training.losses import itdm_loss
 from training.recipes import load_recipe
 from training.trainer import MageTrainer, count_trainable, set_trainable_for_stage
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """1 torch thread: on the shared 2-core machine the default 2 threads spun and ran these tests up to 26x slower."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

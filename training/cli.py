@@ -14,7 +14,6 @@ Recipes: a path or a bundled name (stage{1,2,3}_{7b,13b,tiny}); any field can be
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 
 
@@ -40,24 +39,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         print(f"mage train: error: --threads={args.threads}: expected >= 1.", file=sys.stderr)
         return 2
-    with _torch_threads(args.threads):
+    from .fixtures import torch_threads
+
+    with torch_threads(args.threads):
         return _run(args)
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int | None):
-    """Use `count` torch threads inside the block (restored after: `run` is also called in-process)."""
-    if count is None:
-        yield
-        return
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _run(args: argparse.Namespace) -> int:
