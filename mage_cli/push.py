@@ -63,11 +63,10 @@ def check_folder(folder: Path) -> None:
 
 def preflight(folder: Path) -> dict:
     """Load the folder in a fresh process (Auto classes, remote code) and answer one question."""
-    from mage_cli.demo import draw_demo_image
-    from mage_cli.reload_check import reload_and_answer
+    from mage_cli.reload_check import draw_check_image, reload_and_answer
 
     with tempfile.TemporaryDirectory() as tmp:
-        image = draw_demo_image(Path(tmp) / "preflight.png")
+        image = draw_check_image(Path(tmp) / "preflight.png")
         return reload_and_answer(folder, [image], ["What is in the image?"], max_new_tokens=4)
 
 

@@ -50,6 +50,18 @@ _SCRIPT = textwrap.dedent(
 )
 
 
+def draw_check_image(path: str | os.PathLike) -> Path:
+    """A 64×64 test scene (a red circle left of a blue square) for load checks; returns its path."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (64, 64), (235, 235, 235))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse([6, 20, 26, 40], fill=(220, 30, 30))
+    draw.rectangle([38, 20, 58, 40], fill=(30, 60, 220))
+    image.save(path)
+    return Path(path)
+
+
 def reload_and_answer(
     checkpoint: str | os.PathLike,
     image_paths: list[str],
@@ -89,4 +101,4 @@ def reload_and_answer(
     return json.loads(line[len("RESULT") :])
 
 
-__all__ = ["reload_and_answer"]
+__all__ = ["reload_and_answer", "draw_check_image"]
