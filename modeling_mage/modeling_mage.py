@@ -234,7 +234,11 @@ class MageModel(MagePreTrainedModel):
             image_features = self.get_image_features(pixel_values).to(inputs_embeds.device, inputs_embeds.dtype)
             mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
             inputs_embeds = inputs_embeds.masked_scatter(mask, image_features)
-        elif input_ids is not None and (past_key_values is None or _cache_length(past_key_values) == 0):
+        elif (
+            input_ids is not None
+            and not torch.compiler.is_compiling()  # a data-dependent check would break the compiled decode graph
+            and (past_key_values is None or _cache_length(past_key_values) == 0)
+        ):
             n_placeholders = int((input_ids == self.config.image_token_id).sum())
             if n_placeholders:
                 raise ValueError(
