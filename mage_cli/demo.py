@@ -329,9 +329,9 @@ def plot_table(rows: dict[str, dict[str, float]], path: Path) -> None:
 
 # -------------------------------------------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> int:
-    from shapeworld import dataset_paths, generate_dataset, text_corpus
-
     import torch
+
+    from shapeworld import dataset_paths, generate_dataset, text_corpus
 
     torch.set_num_threads(max(1, args.threads))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, args.threads)))  # subprocesses (reload, agent) follow
