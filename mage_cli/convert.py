@@ -117,6 +117,8 @@ def convert_llava_hf(
         projector_hidden_act=llava_config.projector_hidden_act,
         tie_word_embeddings=llava_config.tie_word_embeddings,
     )
+    # A copied LLaVA projector is trained (stages 1 and 2); a fresh IAN is not (training warns on stage 2 then).
+    config.mage_trained_stages = [1, 2] if projector == "mlp2x_gelu" else []
     model = MageForConditionalGeneration(config).to(_dtype(dtype))
     state = llava.state_dict()
     if projector != "mlp2x_gelu":
