@@ -82,6 +82,16 @@ def _flatten_results(results: dict | None) -> dict[str, dict[str, float]]:
     return flat
 
 
+def _image_seq_length(config: dict) -> int | str:
+    """Tokens per image, from the saved config (query projectors: Q; patch projectors: the patch count)."""
+    try:
+        from modeling_mage import MageConfig
+
+        return MageConfig.from_dict(config).image_seq_length
+    except Exception:  # a card must not fail on a config this version cannot parse
+        return config.get("num_query_tokens", "?")
+
+
 def build_model_card(
     folder: Path,
     results: dict | None = None,
@@ -124,7 +134,7 @@ def build_model_card(
     if eval_results:
         rows = "\n".join(f"| {r.dataset_name} | {r.metric_type} | {r.metric_value} |" for r in eval_results)
         evaluation = "| benchmark | metric | value |\n| --- | --- | --- |\n" + rows
-    image_seq_length = config.get("num_query_tokens") if config.get("projector_type") == "ian" else "all patch"
+    image_seq_length = _image_seq_length(config)
     return ModelCard.from_template(
         card_data,
         template_str=CARD_TEMPLATE,
