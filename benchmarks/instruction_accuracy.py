@@ -1,0 +1,64 @@
+"""Exact-match accuracy of a MAGE checkpoint on held-out ShapeWorld instruction turns, by question type (first two
+words of the question), greedy, first turn of each row.
+
+    python -m benchmarks.instruction_accuracy --model runs/stage2 --data data/eval/stage2_instructions.json [--rows 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+from pathlib import Path
+
+
+def measure(model_path: str, data: str, rows: int = 120, batch_size: int = 24) -> dict[str, list[int]]:
+    import torch
+    from PIL import Image
+
+    from modeling_mage import MageForConditionalGeneration
+    from processing_mage import MageProcessor
+
+    model = MageForConditionalGeneration.from_pretrained(model_path).eval()
+    processor = MageProcessor.from_pretrained(model_path)
+    processor.tokenizer.padding_side = "left"
+    folder = Path(data).parent
+    items = json.loads(Path(data).read_text())[:rows]
+    stats: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        images = [Image.open(folder / row["image"]).convert("RGB") for row in batch]
+        questions = [row["conversations"][0]["value"].replace("<image>\n", "") for row in batch]
+        prompts = [
+            processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
+                add_generation_prompt=True,
+            )
+            for q in questions
+        ]
+        inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            output = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+        answers = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        for row, question, answer in zip(batch, questions, answers):
+            key = " ".join(question.split()[:2])
+            stats[key][0] += answer.strip() == row["conversations"][1]["value"]
+            stats[key][1] += 1
+    return dict(stats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--rows", type=int, default=120)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    for key, (correct, total) in sorted(measure(args.model, args.data, args.rows).items(), key=lambda kv: -kv[1][1]):
+        print(f"{key:<24} {correct:>4}/{total:<4}")
+
+
+if __name__ == "__main__":
+    main()
