@@ -46,54 +46,20 @@ def build(shape: str):
 
     if shape == "tiny":
         return build_tiny_mage(seed=0)
-    from transformers import CLIPVisionConfig, LlamaConfig
-
-    from mage_cli.tiny import tiny_image_processor, train_tokenizer
-    from modeling_mage import MageConfig, MageForConditionalGeneration
-    from processing_mage import IMAGE_TOKEN, MageProcessor
-
-    tokenizer = train_tokenizer([])
-    vision = CLIPVisionConfig(
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=4,
-        num_attention_heads=4,
+    # "small": a 256-px, 256-patch tower (4 × 128) and a 4 × 256 Llama, IAN with Q = 64.
+    return build_tiny_mage(
+        seed=0,
         image_size=256,
-        patch_size=16,
-        projection_dim=128,
-    )
-    text = LlamaConfig(
-        hidden_size=256,
-        intermediate_size=688,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    config = MageConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        projector_type="ian",
         num_query_tokens=64,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        seb_num_heads=4,
-        seb_hidden_size=128,
-        seb_num_layers=1,
+        vision_hidden_size=128,
+        vision_intermediate_size=512,
+        vision_layers=4,
+        text_hidden_size=256,
+        text_intermediate_size=688,
+        text_layers=4,
+        text_heads=8,
+        text_kv_heads=4,
     )
-    torch.manual_seed(0)
-    model = MageForConditionalGeneration(config).eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    processor = MageProcessor(tiny_image_processor(256), tokenizer, num_image_tokens=64)
-    return model, processor
 
 
 def measure(

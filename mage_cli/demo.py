@@ -58,7 +58,7 @@ class DemoSettings:
                 n_train=12000,
                 stage2_steps=3000,
                 num_query_tokens=16,
-                model_overrides={"text_hidden_size": 256, "text_layers": 4},
+                model_overrides={"text_hidden_size": 256, "text_layers": 4},  # tiny_config sizes
             )
         if quick:
             settings = dataclasses.replace(
@@ -141,37 +141,17 @@ def text_only_rows(paths: dict[str, str]) -> list[dict]:
 def build_model(settings: DemoSettings, corpus: list[str], seed: int, out: Path) -> Path:
     from mage_cli.tiny import build_tiny_mage
 
-    overrides = dict(settings.model_overrides)
-    text_hidden = overrides.pop("text_hidden_size", None)
-    text_layers = overrides.pop("text_layers", None)
     model, processor = build_tiny_mage(
         corpus,
         image_size=settings.image_size,
         num_query_tokens=settings.num_query_tokens,
         seed=seed,
         vocab_size=settings.vocab_size,
-        **overrides,
+        **settings.model_overrides,
     )
-    if text_hidden or text_layers:
-        model, processor = _resize_language_model(model, processor, text_hidden, text_layers, seed)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
-
-
-def _resize_language_model(model, processor, hidden: int | None, layers: int | None, seed: int):
-    import torch
-
-    from modeling_mage import MageForConditionalGeneration
-
-    config = model.config
-    if hidden:
-        config.text_config.hidden_size, config.text_config.intermediate_size = hidden, 2 * hidden
-    if layers:
-        config.text_config.num_hidden_layers = layers
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return MageForConditionalGeneration(config).eval(), processor
 
 
 # ------------------------------------------------------------------------------------------------------ training

@@ -66,27 +66,45 @@ def tiny_image_processor(image_size: int = 64):
     )
 
 
-def tiny_config(tokenizer, image_size: int = 64, num_query_tokens: int = 4, projector_type: str = "ian", **overrides):
-    """A `MageConfig` of a tiny CLIP tower and a tiny Llama whose vocabulary is `tokenizer`'s."""
+def tiny_config(
+    tokenizer,
+    image_size: int = 64,
+    num_query_tokens: int = 4,
+    projector_type: str = "ian",
+    vision_hidden_size: int = 64,
+    vision_intermediate_size: int | None = None,
+    vision_layers: int = 2,
+    text_hidden_size: int = 128,
+    text_intermediate_size: int | None = None,
+    text_layers: int = 2,
+    text_heads: int = 4,
+    text_kv_heads: int = 2,
+    **overrides,
+):
+    """A `MageConfig` of a small CLIP tower (patch 16) and a small Llama whose vocabulary is `tokenizer`'s.
+
+    Defaults are the tiny sizes of DESIGN §5; the size arguments build the larger test/benchmark shapes.
+    Intermediate sizes default to twice the width. `overrides` go to `MageConfig` (SEB settings, ITDM, …).
+    """
     from transformers import CLIPVisionConfig, LlamaConfig
 
     from modeling_mage import MageConfig
 
     vision_config = CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
+        hidden_size=vision_hidden_size,
+        intermediate_size=vision_intermediate_size or 2 * vision_hidden_size,
+        num_hidden_layers=vision_layers,
         num_attention_heads=4,
         image_size=image_size,
         patch_size=16,
-        projection_dim=64,
+        projection_dim=vision_hidden_size,
     )
     text_config = LlamaConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        hidden_size=text_hidden_size,
+        intermediate_size=text_intermediate_size or 2 * text_hidden_size,
+        num_hidden_layers=text_layers,
+        num_attention_heads=text_heads,
+        num_key_value_heads=text_kv_heads,
         vocab_size=len(tokenizer),
         max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id,
@@ -94,7 +112,7 @@ def tiny_config(tokenizer, image_size: int = 64, num_query_tokens: int = 4, proj
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    settings = {"seb_num_heads": 4, "seb_hidden_size": 64, "seb_num_layers": 1}
+    settings = {"seb_num_heads": 4, "seb_hidden_size": vision_hidden_size, "seb_num_layers": 1}
     settings.update(overrides)
     return MageConfig(
         vision_config=vision_config,
@@ -118,7 +136,9 @@ def build_tiny_mage(
     vocab_size: int = 1000,
     **overrides,
 ):
-    """A tiny random `(MageForConditionalGeneration, MageProcessor)` pair, deterministic from `seed`."""
+    """A tiny random `(MageForConditionalGeneration, MageProcessor)` pair, deterministic from `seed`.
+
+    `overrides` go to `tiny_config` (size arguments or `MageConfig` fields)."""
     from modeling_mage import MageForConditionalGeneration
 
     tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
