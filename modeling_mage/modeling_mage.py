@@ -348,6 +348,7 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         return_dict: bool | None = None,
+        return_logits: bool = True,
         **kwargs,
     ) -> MageCausalLMOutputWithPast | tuple:
         r"""
@@ -357,6 +358,9 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
             shifts them); -100 where no loss is wanted (prompt, image placeholders, padding).
         logits_to_keep (`int` or `torch.Tensor`): compute logits only for the last `logits_to_keep` positions
             (0 = all), as in transformers' causal LMs.
+        return_logits (`bool`, defaults to `True`): with `labels`, `False` computes the LM head only where a label
+            is supervised and returns `logits=None`: the same loss and gradients, without the `(B, L, V)` logits that
+            dominate a small model's training step (the trainers pass it when they need only the loss).
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -369,14 +373,16 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, slice_indices, :])
-
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
-            )
+        loss, logits = None, None
+        if labels is not None and not return_logits:
+            loss = self._supervised_positions_loss(hidden_states, labels, **kwargs)
+        else:
+            slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden_states[:, slice_indices, :])
+            if labels is not None:
+                loss = self.loss_function(
+                    logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+                )
         output = MageCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -386,6 +392,20 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
             image_hidden_states=outputs.image_hidden_states,
         )
         return output if return_dict is not False else output.to_tuple()
+
+    def _supervised_positions_loss(self, hidden_states: torch.Tensor, labels: torch.LongTensor, **kwargs):
+        """The causal-LM loss from the LM head at supervised positions only: `hidden_states (B, L, D)` at position
+        t predicts `labels[:, t + 1]`; positions whose next label is -100 are dropped before the `(N, V)` matmul."""
+        next_labels = nn.functional.pad(labels, (0, 1), value=-100)[:, 1:].to(hidden_states.device)
+        kept = next_labels != -100
+        logits = self.lm_head(hidden_states[kept])
+        return self.loss_function(
+            logits=logits,
+            labels=None,
+            shift_labels=next_labels[kept],
+            vocab_size=self.config.text_config.vocab_size,
+            **kwargs,
+        )
 
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, pixel_values=None, **kwargs):
         # Images enter only at prefill: afterwards the cache holds them and the new ids hold no placeholders.

@@ -234,6 +234,32 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_mage, shape_image)
         torch.testing.assert_close(plain[name], checkpointed[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("num_items", [None, 7])
+def test_loss_without_logits_equals_the_full_loss_and_gradients(tiny_mage, shape_image, num_items):
+    """`return_logits=False` (what the trainers pass) runs the LM head at supervised positions only; the loss and
+    every gradient must be those of the full `(B, L, V)` computation, with and without `num_items_in_batch`."""
+    base, processor = tiny_mage
+    model = copy.deepcopy(base).eval()
+    inputs = _inputs(processor, [shape_image, shape_image], ["What is it?", "Which colour is the square?"])
+    labels = inputs["input_ids"].clone()
+    labels[:, : labels.shape[1] // 2] = -100  # a prompt-like masked prefix
+    labels[1, -2:] = -100
+    extra = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
+    results = []
+    for return_logits in (True, False):
+        model.zero_grad()
+        output = model(**inputs, labels=labels, return_logits=return_logits, **extra)
+        output.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((output, grads))
+    (full, full_grads), (kept, kept_grads) = results
+    assert kept.logits is None and full.logits is not None
+    torch.testing.assert_close(kept.loss, full.loss)
+    assert full_grads.keys() == kept_grads.keys() and len(full_grads) > 0
+    for name in full_grads:
+        torch.testing.assert_close(kept_grads[name], full_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 # ---------------------------------------------------------------------------------------------------------- ITDM
 @pytest.mark.parametrize("text_source", ["hidden", "embeddings"])
 def test_itdm_features(text_source, shape_image):

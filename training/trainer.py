@@ -118,6 +118,9 @@ class ItdmLossMixin:
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self._record_data_events(inputs.pop(SKIP_KEY, ()))
         itdm_inputs = {key: inputs.pop(key) for key in ITDM_KEYS if key in inputs}
+        if model.training and self.label_smoother is None and "labels" in inputs:
+            # Training needs only the loss: the LM head runs at supervised positions only (same loss and gradients).
+            inputs["return_logits"] = False
         itg, outputs = self._base_compute_loss(model, inputs, num_items_in_batch)
         itdm = torch.zeros((), device=itg.device, dtype=itg.dtype)
         images = getattr(outputs, "image_hidden_states", None)
