@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import torch
 
-from processing_mage import IMAGE_TOKEN, VICUNA_V1_SYSTEM_PROMPT, MageProcessor
+from processing_mage import IMAGE_TOKEN, VICUNA_V1_SYSTEM_PROMPT, MageProcessor, vicuna_v1_chat_template
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
 
@@ -134,13 +134,17 @@ def build_tiny_mage(
     projector_type: str = "ian",
     seed: int = 0,
     vocab_size: int = 1000,
+    system_prompt: str = VICUNA_V1_SYSTEM_PROMPT,
     **overrides,
 ):
     """A tiny random `(MageForConditionalGeneration, MageProcessor)` pair, deterministic from `seed`.
 
-    `overrides` go to `tiny_config` (size arguments or `MageConfig` fields)."""
+    `system_prompt` is the chat template's default system message (LLaVA's by default; the demo uses a short one,
+    since LLaVA's is half of every short ShapeWorld row). `overrides` go to `tiny_config` (size arguments or
+    `MageConfig` fields)."""
     from modeling_mage import MageForConditionalGeneration
 
+    texts = list(texts) + ([system_prompt] if system_prompt != VICUNA_V1_SYSTEM_PROMPT else [])
     tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
     config = tiny_config(tokenizer, image_size, num_query_tokens, projector_type, **overrides)
     with torch.random.fork_rng(devices=[]):
@@ -149,7 +153,12 @@ def build_tiny_mage(
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
-    processor = MageProcessor(tiny_image_processor(image_size), tokenizer, num_image_tokens=config.image_seq_length)
+    processor = MageProcessor(
+        tiny_image_processor(image_size),
+        tokenizer,
+        num_image_tokens=config.image_seq_length,
+        chat_template=vicuna_v1_chat_template(system_prompt),
+    )
     return model.eval(), processor
 
 

@@ -6,6 +6,7 @@ from .processing_mage import (
     VICUNA_V1_SYSTEM_PROMPT,
     MageProcessor,
     prepare_tokenizer,
+    vicuna_v1_chat_template,
 )
 
 
@@ -21,4 +22,11 @@ def register_mage_processor() -> None:
 
 register_mage_processor()
 
-__all__ = ["MageProcessor", "IMAGE_TOKEN", "VICUNA_V1_CHAT_TEMPLATE", "VICUNA_V1_SYSTEM_PROMPT", "prepare_tokenizer"]
+__all__ = [
+    "MageProcessor",
+    "IMAGE_TOKEN",
+    "VICUNA_V1_CHAT_TEMPLATE",
+    "VICUNA_V1_SYSTEM_PROMPT",
+    "prepare_tokenizer",
+    "vicuna_v1_chat_template",
+]

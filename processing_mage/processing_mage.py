@@ -26,29 +26,38 @@ VICUNA_V1_SYSTEM_PROMPT = (
 # LLaVA's conv_vicuna_v1 (SeparatorStyle.TWO, sep=" ", sep2="</s>"):
 #   "{system} USER: <image>\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT:"
 # Images of a message are rendered first, each as "<image>\n" (LLaVA moves the image to the front of the turn).
-VICUNA_V1_CHAT_TEMPLATE = (
-    "{%- set ns = namespace(system='" + VICUNA_V1_SYSTEM_PROMPT.replace("'", "\\'") + "') -%}"
-    "{%- if messages and messages[0]['role'] == 'system' -%}"
-    "{%- if messages[0]['content'] is string -%}{%- set ns.system = messages[0]['content'] -%}"
-    "{%- else -%}{%- set ns.system = messages[0]['content'] | selectattr('type', 'equalto', 'text') "
-    "| map(attribute='text') | join(' ') -%}{%- endif -%}"
-    "{%- set loop_messages = messages[1:] -%}"
-    "{%- else -%}{%- set loop_messages = messages -%}{%- endif -%}"
-    "{{- ns.system + ' ' -}}"
-    "{%- for message in loop_messages -%}"
-    "{%- if message['role'] == 'user' -%}{{- 'USER: ' -}}"
-    "{%- elif message['role'] == 'assistant' -%}{{- 'ASSISTANT: ' -}}"
-    "{%- else -%}{{- raise_exception('vicuna_v1 knows the roles system, user and assistant, got ' + message['role']) -}}"
-    "{%- endif -%}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}"
-    "{%- else -%}"
-    "{%- for item in message['content'] if item['type'] == 'image' -%}{{- '<image>\\n' -}}{%- endfor -%}"
-    "{{- message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -}}"
-    "{%- endif -%}"
-    "{%- if message['role'] == 'user' -%}{{- ' ' -}}{%- else -%}{{- '</s>' -}}{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
-)
+
+
+def vicuna_v1_chat_template(system_prompt: str = VICUNA_V1_SYSTEM_PROMPT) -> str:
+    """The vicuna_v1 chat template whose default system message is `system_prompt` (a leading system message still
+    overrides it). LLaVA's prompt is the default; a small model trained from scratch may use a short one."""
+    escaped = system_prompt.replace("\\", "\\\\").replace("'", "\\'")
+    return (
+        "{%- set ns = namespace(system='" + escaped + "') -%}"
+        "{%- if messages and messages[0]['role'] == 'system' -%}"
+        "{%- if messages[0]['content'] is string -%}{%- set ns.system = messages[0]['content'] -%}"
+        "{%- else -%}{%- set ns.system = messages[0]['content'] | selectattr('type', 'equalto', 'text') "
+        "| map(attribute='text') | join(' ') -%}{%- endif -%}"
+        "{%- set loop_messages = messages[1:] -%}"
+        "{%- else -%}{%- set loop_messages = messages -%}{%- endif -%}"
+        "{{- ns.system + ' ' -}}"
+        "{%- for message in loop_messages -%}"
+        "{%- if message['role'] == 'user' -%}{{- 'USER: ' -}}"
+        "{%- elif message['role'] == 'assistant' -%}{{- 'ASSISTANT: ' -}}"
+        "{%- else -%}{{- raise_exception('vicuna_v1 knows the roles system, user and assistant, got ' + message['role']) -}}"
+        "{%- endif -%}"
+        "{%- if message['content'] is string -%}{{- message['content'] -}}"
+        "{%- else -%}"
+        "{%- for item in message['content'] if item['type'] == 'image' -%}{{- '<image>\\n' -}}{%- endfor -%}"
+        "{{- message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -}}"
+        "{%- endif -%}"
+        "{%- if message['role'] == 'user' -%}{{- ' ' -}}{%- else -%}{{- '</s>' -}}{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
+    )
+
+
+VICUNA_V1_CHAT_TEMPLATE = vicuna_v1_chat_template()
 
 
 def _flatten_images(images, num_texts: int) -> tuple[list, list[int] | None]:
@@ -272,4 +281,11 @@ def _make_tokenizer_config_portable(path: str) -> None:
             json.dump(config, handle, indent=2, ensure_ascii=False)
 
 
-__all__ = ["MageProcessor", "IMAGE_TOKEN", "VICUNA_V1_CHAT_TEMPLATE", "VICUNA_V1_SYSTEM_PROMPT", "prepare_tokenizer"]
+__all__ = [
+    "MageProcessor",
+    "IMAGE_TOKEN",
+    "VICUNA_V1_CHAT_TEMPLATE",
+    "VICUNA_V1_SYSTEM_PROMPT",
+    "prepare_tokenizer",
+    "vicuna_v1_chat_template",
+]
