@@ -229,14 +229,56 @@ def _q_detail(rng, scene, d):
     return DETAIL_PROMPT, detailed_description(scene), "long"
 
 
-def _q_choice(rng, scene, d):
-    """A multiple-choice question (A-OKVQA style in LLaVA-665K) about colour or position."""
+def _choice_position(rng, scene, d):
     obj = rng.choice(scene["objects"])
-    if rng.random() < 0.5:
-        question, correct, pool = f"Where is the {name(obj)}?", position(obj), [p for p, _ in POSITIONS.values()]
-    else:
-        where = POSITIONS[(obj["row"], obj["col"])][1]
-        question, correct, pool = f"What colour is the {obj['shape']} {where}?", obj["colour"], list(d.colours)
+    return f"Where is the {name(obj)}?", position(obj), [p for p, _ in POSITIONS.values()]
+
+
+def _choice_colour(rng, scene, d):
+    obj = rng.choice(scene["objects"])
+    where = POSITIONS[(obj["row"], obj["col"])][1]
+    return f"What colour is the {obj['shape']} {where}?", obj["colour"], list(d.colours)
+
+
+def _choice_shape(rng, scene, d):
+    candidates = _unique(scene, "colour")
+    if not candidates:
+        return None
+    obj = rng.choice(candidates)
+    return f"What shape is the {obj['colour']} object?", obj["shape"], list(d.shapes)
+
+
+def _choice_count(rng, scene, d):
+    shape = rng.choice(d.shapes)
+    count = sum(o["shape"] == shape for o in scene["objects"])
+    return f"How many {plural(shape)} are in the image?", str(count), [str(k) for k in range(d.max_objects + 1)]
+
+
+def _choice_relation(rng, scene, d):
+    """Two objects that differ along one axis only, so exactly one of left/right/above/below holds."""
+    pairs = [
+        (a, b)
+        for a in scene["objects"]
+        for b in scene["objects"]
+        if a is not b and (a["row"] == b["row"]) != (a["col"] == b["col"])
+    ]
+    if not pairs:
+        return None
+    a, b = rng.choice(pairs)
+    correct = next(r for r in RELATIONS if relation_holds(a, b, r))
+    return f"Where is the {name(a)} relative to the {name(b)}?", correct, list(RELATIONS)
+
+
+CHOICE_KINDS = (_choice_position, _choice_colour, _choice_shape, _choice_count, _choice_relation)
+
+
+def _q_choice(rng, scene, d):
+    """A multiple-choice question (A-OKVQA style in LLaVA-665K): position, colour, shape, count or spatial relation,
+    the correct option at a random letter among up to four."""
+    made = rng.choice(CHOICE_KINDS)(rng, scene, d)
+    if made is None:
+        made = _choice_position(rng, scene, d)
+    question, correct, pool = made
     others = rng.sample([p for p in pool if p != correct], min(3, len(pool) - 1))
     options = others[:]
     slot = rng.randrange(len(options) + 1)
@@ -269,16 +311,18 @@ def instruction_turns(
     rng: random.Random, scene: dict, difficulty: Difficulty, max_turns: int = 4
 ) -> list[tuple[str, str]]:
     """1–`max_turns` distinct (question, answer) pairs about `scene`; short-answer questions get LLaVA's suffix half
-    of the time, so the model learns both the plain and the benchmark style."""
+    of the time, so the model learns both the plain and the benchmark style. A question type listed k times in
+    `difficulty.question_types` is asked k times as often."""
     kinds = list(difficulty.question_types or QUESTION_TYPES)
     rng.shuffle(kinds)
     wanted = rng.randint(1, max_turns)
-    turns = []
+    turns, asked = [], set()
     for kind in kinds:
         made = QUESTION_TYPES[kind](rng, scene, difficulty)
-        if made is None:
+        if made is None or made[0] in asked:
             continue
         question, answer, style = made
+        asked.add(question)
         if style in ("short", "yesno") and rng.random() < 0.5:
             question += LLAVA_SHORT_SUFFIX
         turns.append((question, answer))

@@ -77,7 +77,8 @@ class Difficulty:
     `num_shapes` shapes; `vary_size` draws small/large objects (and names the size in captions); `label_prob` is the
     chance that a scene carries a written word (OCR questions); `distractors` is the number of neutral grey marks
     drawn on the background (never mentioned); `jitter` moves objects inside their cell (fraction of a cell);
-    `question_types` restricts the stage-2 question types (None = all of `QUESTION_TYPE_NAMES`).
+    `question_types` restricts the stage-2 question types (None = all of `QUESTION_TYPE_NAMES`); a type listed k
+    times is asked k times as often.
     """
 
     min_objects: int = 1

@@ -8,8 +8,8 @@ from collections import Counter, defaultdict
 import pytest
 
 from shapeworld.benchmarks import benchmark_items
-from shapeworld.text import LLAVA_SHORT_SUFFIX, instruction_turns, plural, position
-from shapeworld.world import get_difficulty, item_rng, sample_scene
+from shapeworld.text import LLAVA_SHORT_SUFFIX, QUESTION_TYPES, instruction_turns, plural, position
+from shapeworld.world import POSITIONS, get_difficulty, item_rng, sample_scene
 
 D = get_difficulty("default")
 N = 480
@@ -221,3 +221,44 @@ def test_palette_too_small_for_absent_objects_is_refused():
 
     with pytest.raises(ShapeWorldError, match="num_colours \\* num_shapes must be >= 2 \\* max_objects"):
         get_difficulty({"max_objects": 6, "num_colours": 2, "num_shapes": 3})
+
+
+def test_stage2_multiple_choice_answers_are_exact_and_letters_balanced():
+    """Every stage-2 multiple-choice kind (position, colour, shape, count, relation) names the right option."""
+    from shapeworld.text import LETTERS, relation_holds
+
+    kinds, letters = Counter(), Counter()
+    d = get_difficulty("easy")
+    for i in range(600):
+        rng = item_rng(8, "mc", i)
+        scene = sample_scene(rng, d, "s")
+        question, letter, style = QUESTION_TYPES["choice"](rng, scene, d)
+        lines = question.split("\n")
+        options = {line[0]: line[3:] for line in lines[1:-1]}
+        correct, text = options[letter], lines[0]
+        letters[letter] += 1
+        assert list(options) == list(LETTERS[: len(options)]) and len(set(options.values())) == len(options)
+        if m := re.fullmatch(r"Where is the (\w+) (\w+)\?", text):
+            (obj,) = _objects(scene, m[2], m[1])
+            assert correct == position(obj)
+            kinds["position"] += 1
+        elif m := re.fullmatch(r"What colour is the (\w+) (.+)\?", text):
+            (obj,) = [o for o in _objects(scene, m[1]) if POSITIONS[(o["row"], o["col"])][1] == m[2]]
+            assert correct == obj["colour"]
+            kinds["colour"] += 1
+        elif m := re.fullmatch(r"What shape is the (\w+) object\?", text):
+            (obj,) = _objects(scene, colour=m[1])
+            assert correct == obj["shape"]
+            kinds["shape"] += 1
+        elif m := re.fullmatch(r"How many (\w+) are in the image\?", text):
+            assert correct == str(sum(plural(o["shape"]) == m[1] for o in scene["objects"]))
+            kinds["count"] += 1
+        elif m := re.fullmatch(r"Where is the (\w+) (\w+) relative to the (\w+) (\w+)\?", text):
+            (a,), (b,) = _objects(scene, m[2], m[1]), _objects(scene, m[4], m[3])
+            assert [r for r in options.values() if relation_holds(a, b, r)] == [correct]
+            kinds["relation"] += 1
+        else:
+            raise AssertionError(f"unexpected multiple-choice question {text!r}")
+    assert len(kinds) == 5, kinds
+    # uniform over the slots; D is rarer only because easy's three shapes give three options
+    assert len(letters) == 4 and min(letters.values()) > 0.15 * 600 and max(letters.values()) < 0.35 * 600, letters
