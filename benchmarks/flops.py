@@ -7,7 +7,7 @@ Parts and formulas (N = patch tokens, T_img = image tokens in the LM input, T = 
 - vision tower (CLIP ViT, all layers run, frozen: forward only, no gradient flows into it):
   per layer `2·N'·(4·D_v² + 2·D_v·F_v) + 4·N'²·D_v` with N' = N + 1 (CLS), plus the patch embedding `2·N·3p²·D_v`;
 - projector, forward: LLaVA `2·N·(D_v·D_l + D_l²)`; MAGE's IAN = VAB `2·N·(D_v·D_l + (depth−1)·D_l²)` + the SEB's
-  query CNN (stem `2·N·3p²·C` or `2·N·D_v·C`, 3×3 mixer `2·N·9·C²`, out-projection `2·Q·C·D_l`) + per SEB layer
+  query CNN (stem `2·N·3p²·C` or `2·N·D_v·C`, depth-wise 3×3 mixer `2·N·9·C`, out-projection `2·Q·C·D_l`) + per SEB layer
   `2·Q·2D_l² (q, o) + 2·N·2D_l² (k, v) + 4·Q·N·D_l (attention) + 2·Q·8D_l² (MLP)`;
 - LM (Llama): per layer and token `2·(2·D² + 2·D·D_kv + 3·D·F)` plus causal attention `2·T·D` per token on average
   (`4·T²·D/2` per sequence: SDPA skips the masked half), and the LM head `2·D·V` per token.
@@ -54,7 +54,7 @@ class Shapes:
     decode_new_tokens: int
     queries: tuple[int, ...]  # MAGE Q values; the first is the headline (the paper's 4× reduction)
     seb_hidden: int
-    seb_layers: int = 2
+    seb_layers: int = 1
     seb_heads: int = 8
     vab_depth: int = 2
     seb_query_source: str = "pixels"
@@ -158,7 +158,7 @@ def ian_flops(s: Shapes, queries: int) -> dict[str, float]:
     n, dv, dl, c = s.num_patches, s.vision_hidden, s.lm_hidden, s.seb_hidden
     vab = 2 * n * (dv * dl + (s.vab_depth - 1) * dl * dl)
     stem_in = 3 * s.patch_size**2 if s.seb_query_source == "pixels" else dv
-    query_cnn = 2 * n * stem_in * c + 2 * n * 9 * c * c + 2 * queries * c * dl
+    query_cnn = 2 * n * stem_in * c + 2 * n * 9 * c + 2 * queries * c * dl
     per_layer = 2 * queries * 2 * dl * dl + 2 * n * 2 * dl * dl + 4 * queries * n * dl + 2 * queries * 8 * dl * dl
     return {"vab": vab, "query_cnn": query_cnn, "seb_attention": s.seb_layers * per_layer}
 
@@ -232,7 +232,7 @@ def parameter_counts(s: Shapes, spec: ModelSpec) -> dict[str, float]:
         projector = dv * dl + dl * dl
     else:
         stem_in = 3 * s.patch_size**2 if s.seb_query_source == "pixels" else dv
-        projector = dv * dl + (s.vab_depth - 1) * dl * dl + stem_in * c + 9 * c * c + c * dl + spec.queries * dl
+        projector = dv * dl + (s.vab_depth - 1) * dl * dl + stem_in * c + 9 * c + c * dl + spec.queries * dl
         projector += s.seb_layers * 12 * dl * dl
     lm = s.lm_layers * (2 * dl * dl + 2 * dl * s.lm_kv_width + 3 * dl * s.lm_mlp) + 2 * dl * s.vocab_size
     return {"tower": tower, "projector": projector, "lm": lm}

@@ -72,8 +72,8 @@ class MageConfig(PretrainedConfig):
             feature grid (`"features"`, cheaper, C-Abstractor-like).
         seb_hidden_size (`int`, *optional*):
             Channels of the SEB's query CNN. Defaults to the vision tower's hidden size.
-        seb_num_layers (`int`, *optional*, defaults to 2):
-            Cross-attention blocks (queries attend to the VAB output).
+        seb_num_layers (`int`, *optional*, defaults to 1):
+            Cross-attention blocks (queries attend to the VAB output); the paper describes one.
         seb_num_heads (`int`, *optional*, defaults to 8):
             Attention heads of the SEB; must divide the LM hidden size.
         vab_depth (`int`, *optional*, defaults to 2):
@@ -115,7 +115,7 @@ class MageConfig(PretrainedConfig):
         num_query_tokens: int = 144,
         seb_query_source: str = "pixels",
         seb_hidden_size: int | None = None,
-        seb_num_layers: int = 2,
+        seb_num_layers: int = 1,
         seb_num_heads: int = 8,
         vab_depth: int = 2,
         projector_hidden_act: str = "gelu",

@@ -55,9 +55,11 @@ class MageQueryCNN(nn.Module):
     """The SEB's learnable CNN: turns the image (or the vision feature grid) into a `√Q × √Q` grid of queries.
 
     `"pixels"`: a patchifying convolution (kernel = stride = the tower's patch size) on `pixel_values (B, 3, H, W)`;
-    `"features"`: a 1×1 convolution on the vision feature grid `(B, D_v, g, g)`. Then a 3×3 convolution, adaptive
-    average pooling to `√Q × √Q` (learnable convolutions instead of fixed pooling, paper §3.1) and a linear map to
-    the LM width. Output `(B, Q, D_l)`.
+    `"features"`: a 1×1 convolution on the vision feature grid `(B, D_v, g, g)`. Then a residual depth-wise 3×3
+    convolution (spatial mixing; the channels are mixed by the stem and the out-projection, as in a depth-wise
+    separable block: a full 3×3 convolution cost 6× the rest of the CNN in a training step, benchmarks/perf.py),
+    adaptive average pooling to `√Q × √Q` (learnable convolutions instead of fixed pooling, paper §3.1) and a linear
+    map to the LM width. Output `(B, Q, D_l)`.
     """
 
     def __init__(self, config: MageConfig):
@@ -71,7 +73,7 @@ class MageQueryCNN(nn.Module):
         else:
             self.stem = nn.Conv2d(config.vision_config.hidden_size, channels, kernel_size=1)
         self.act = ACT2FN[config.projector_hidden_act]
-        self.mixer = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.mixer = nn.Conv2d(channels, channels, kernel_size=3, padding=1, groups=channels)
         self.grid_size = math.isqrt(config.num_query_tokens)
         self.pool = nn.AdaptiveAvgPool2d(self.grid_size)
         self.out_proj = nn.Linear(channels, config.text_config.hidden_size)
