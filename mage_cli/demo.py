@@ -47,6 +47,16 @@ class DemoSettings:
     )
     num_query_tokens: int = 4
     model_overrides: dict = dataclasses.field(default_factory=dict)
+    # LLaVA's system prompt is ~40 of a ShapeWorld row's ~80 tokens; the tiny model learns from scratch, so a short
+    # one doubles the stage-2 samples per second (training and evaluation both read the processor's template).
+    system_prompt: str = "A chat about a picture of shapes."
+    # The stage-2 mix, weighted (a type listed k times is asked k times as often): more existence and multiple-choice
+    # turns, the formats of POPE/MME and MMBench/SEED, which a 4-turn row of all 14 types asks too rarely to learn.
+    question_types: tuple[str, ...] = (
+        ("existence",) * 3
+        + ("choice",) * 4
+        + ("count", "count_shape", "colour", "shape", "position", "relation", "side", "detail")
+    )
 
     @classmethod
     def preset(cls, size: str, quick: bool) -> DemoSettings:
@@ -147,6 +157,7 @@ def build_model(settings: DemoSettings, corpus: list[str], seed: int, out: Path)
         num_query_tokens=settings.num_query_tokens,
         seed=seed,
         vocab_size=settings.vocab_size,
+        system_prompt=settings.system_prompt,
         **settings.model_overrides,
     )
     model.save_pretrained(out)
@@ -323,7 +334,7 @@ def plot_table(rows: dict[str, dict[str, float]], path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from shapeworld import dataset_paths, generate_dataset, text_corpus
+    from shapeworld import dataset_paths, generate_dataset, get_difficulty, text_corpus
 
     torch.set_num_threads(max(1, args.threads))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, args.threads)))  # subprocesses (reload, agent) follow
@@ -349,13 +360,14 @@ def run(args: argparse.Namespace) -> int:
         f"generate ShapeWorld ({settings.n_train} train scenes, {settings.difficulty}, {settings.image_size} px)"
     )
     data = out / "data"
+    difficulty = dataclasses.replace(get_difficulty(settings.difficulty), question_types=settings.question_types)
     generate_dataset(
         str(data),
         settings.n_train,
         settings.n_eval,
         seed=args.seed,
         image_size=settings.image_size,
-        difficulty=settings.difficulty,
+        difficulty=difficulty,
     )
     paths = dataset_paths(str(data))
     text_path = data / "train" / "stage0_text.json"
@@ -363,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
     progress.done()
 
     progress.step("build a tiny MAGE (tiny CLIP + tiny Llama) and a tokenizer trained on ShapeWorld text")
-    corpus = list(text_corpus(num_scenes=400, seed=args.seed, difficulty=settings.difficulty))
+    corpus = list(text_corpus(num_scenes=400, seed=args.seed, difficulty=difficulty))
     init = build_model(settings, corpus, args.seed, models / "untrained")
     progress.done(f"→ {init}")
 
@@ -469,7 +481,7 @@ def run(args: argparse.Namespace) -> int:
 
     ok = verdict["trained_beats_baselines"] or not args.strict
     if not args.no_reload:
-        ok = _reload_and_agent(final, out, progress, args.seed) and ok
+        ok = _reload_and_agent(final, out, progress, args.seed, settings.image_size) and ok
     progress.say(f"\ntotal {progress.elapsed / 60:.1f} min; outputs in {out}")
     return 0 if ok else 1
 
@@ -570,7 +582,7 @@ def _publishable_copy(checkpoint: Path, final: Path, scores: dict, settings: Dem
     return final
 
 
-def _reload_and_agent(final: Path, out: Path, progress: Progress, seed: int) -> bool:
+def _reload_and_agent(final: Path, out: Path, progress: Progress, seed: int, image_size: int) -> bool:
     import subprocess
     import sys
 
@@ -588,7 +600,7 @@ def _reload_and_agent(final: Path, out: Path, progress: Progress, seed: int) -> 
         avoid_shapes=("circle",),
     )
     image_path = out / "new_scene.png"
-    image_path.write_bytes(scene_png(scene, 64))
+    image_path.write_bytes(scene_png(scene, image_size))
     report = reload_and_answer(final, [image_path] * len(NEW_SCENE_QUESTIONS), NEW_SCENE_QUESTIONS)
     progress.say(f"      new scene: {json.dumps(scene)[:160]}")
     for question, answer in zip(NEW_SCENE_QUESTIONS, report["answers"]):
