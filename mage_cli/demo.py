@@ -286,6 +286,7 @@ def evaluate_checkpoint(
 def headline(scores: dict) -> dict[str, float]:
     """The numbers of the demo table, all in percent (MME perception normalised by its maximum)."""
     row = {"MME^P": scores.get("MME^P", float("nan"))}
+    row["POPE acc"] = scores.get("pope_details", {}).get("accuracy_mean", float("nan"))
     row["POPE F1"] = scores.get("POPE", float("nan"))
     row["MMB"] = scores.get("MMB", float("nan"))
     row["MMB^cn"] = scores.get("MMB^cn", float("nan"))
@@ -315,7 +316,7 @@ def plot_table(rows: dict[str, dict[str, float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = [c for c in ("POPE F1", "MMB", "SEED", "plan valid %") if any(c in r for r in rows.values())]
+    columns = [c for c in ("POPE acc", "MMB", "SEED", "plan valid %") if any(c in r for r in rows.values())]
     figure, axis = plt.subplots(figsize=(9, 4))
     width = 0.8 / max(1, len(rows))
     for index, (name, row) in enumerate(rows.items()):
@@ -501,12 +502,15 @@ def _loss_summary(models: Path) -> str:
     return "(" + "; ".join(parts) + ")" if parts else ""
 
 
-IMAGE_DEPENDENT = ("POPE F1", "MMB", "SEED")
+# POPE accuracy, not F1: on POPE's balanced splits a constant answer scores 50 % accuracy but 66.7 F1 ("yes") or 0
+# ("no"), so F1 let an always-"yes" model beat an always-"no" one by 67 points (measured: a run whose stage 3 answered
+# "yes" to everything and whose grey-image baseline answered "no" passed the F1 verdict).
+IMAGE_DEPENDENT = ("POPE acc", "MMB", "SEED")
 
 
 def judge(rows: dict[str, dict[str, float]], margin: float = 5.0) -> dict:
     """Does the trained model beat the untrained model and the text-only baseline by `margin` points on the
-    image-dependent splits (mean of POPE F1, MMBench and SEED)?"""
+    image-dependent splits (mean of POPE accuracy, MMBench and SEED)?"""
 
     def mean(row):
         values = [row[c] for c in IMAGE_DEPENDENT if c in row and row[c] == row[c]]
@@ -515,7 +519,7 @@ def judge(rows: dict[str, dict[str, float]], margin: float = 5.0) -> dict:
     trained, untrained, blank = mean(rows["stage 3"]), mean(rows["untrained"]), mean(rows["text-only baseline"])
     wins = trained >= untrained + margin and trained >= blank + margin
     lines = [
-        f"image-dependent mean (POPE F1, MMBench, SEED): trained {trained:.1f}, untrained {untrained:.1f}, "
+        f"image-dependent mean (POPE accuracy, MMBench, SEED): trained {trained:.1f}, untrained {untrained:.1f}, "
         f"text-only baseline {blank:.1f}",
         f"the trained model beats both by ≥ {margin:.0f} points: {wins}",
     ]
@@ -538,7 +542,7 @@ def _markdown(table: str, verdict: dict, settings: DemoSettings, tower) -> str:
             "# MAGE demo on ShapeWorld",
             "",
             "All numbers in percent on held-out ShapeWorld benchmark splits written in the official formats "
-            "(MME perception normalised by its maximum over the subtasks present; POPE = mean F1 of the three splits; "
+            "(MME perception normalised by its maximum over the subtasks present; POPE = mean accuracy and mean F1 of the three splits; "
             "MMBench = CircularEval accuracy; SEED = accuracy). The text-only baseline is the stage-3 model with every "
             "image replaced by a grey one.",
             "",

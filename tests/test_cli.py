@@ -55,3 +55,20 @@ def test_mage_demo_quick_runs_end_to_end(tmp_path):
     assert (out / "final" / "README.md").is_file() and (out / "final" / "model.safetensors").is_file()
     assert (out / "demo_report.md").is_file() and (out / "demo_report.png").is_file()
     assert "[9/9] mage agent" in completed.stdout and "transformers_modules." in completed.stdout
+
+
+def test_demo_verdict_is_not_fooled_by_constant_yes_no_answers():
+    """A stage 3 that says "yes" to everything (POPE F1 66.7, accuracy 50) against a baseline that says "no" (F1 0,
+    accuracy 50) has learned nothing: the verdict must not pass it; a real gain on the same splits must pass."""
+    from mage_cli.demo import judge
+
+    constant = {"MMB": 0.0, "SEED": 25.0}
+    rows = {
+        "untrained": {"POPE acc": 50.0, "POPE F1": 66.7, **constant},
+        "stage 3": {"POPE acc": 50.0, "POPE F1": 66.7, **constant},
+        "text-only baseline": {"POPE acc": 50.0, "POPE F1": 0.0, **constant},
+    }
+    assert not judge(rows)["trained_beats_baselines"]
+    rows["stage 3"] = {"POPE acc": 80.0, "POPE F1": 78.0, "MMB": 10.0, "SEED": 40.0}
+    verdict = judge(rows)
+    assert verdict["trained_beats_baselines"] and verdict["trained"] == pytest.approx(130 / 3)
