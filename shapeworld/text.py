@@ -230,8 +230,8 @@ def _q_detail(rng, scene, d):
 
 
 def _choice_position(rng, scene, d):
-    obj = rng.choice(scene["objects"])
-    return f"Where is the {name(obj)}?", position(obj), [p for p, _ in POSITIONS.values()]
+    question, answer, _ = _q_position(rng, scene, d)
+    return question, answer, [p for p, _ in POSITIONS.values()]
 
 
 def _choice_colour(rng, scene, d):
@@ -241,11 +241,8 @@ def _choice_colour(rng, scene, d):
 
 
 def _choice_shape(rng, scene, d):
-    candidates = _unique(scene, "colour")
-    if not candidates:
-        return None
-    obj = rng.choice(candidates)
-    return f"What shape is the {obj['colour']} object?", obj["shape"], list(d.shapes)
+    made = _q_shape(rng, scene, d)
+    return None if made is None else (made[0], made[1], list(d.shapes))
 
 
 def _choice_count(rng, scene, d):
