@@ -15,13 +15,16 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import __version__ as transformers_version
-from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration_mage import MageConfig
 from .ian import build_projector
 from .projectors import PROJECTOR_REGISTRY  # noqa: F401  (4.57 copies only this file's direct relative imports)
 
 TRANSFORMERS_MAJOR = int(transformers_version.split(".")[0])
+# transformers 5.24 renamed the KV cache (argument and output field) `past_key_values` → `cache`; the old name only
+# warns there. Talk to the LM and build outputs with the name this version declares.
+CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 # Modules that must stay in full precision under bitsandbytes quantisation (prefixes from the model root, DESIGN §3).
 QUANTIZATION_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
@@ -50,25 +53,24 @@ class MageModelOutputWithPast(BaseModelOutputWithPast):
 
 
 @dataclass
-class MageCausalLMOutputWithPast(ModelOutput):
+class MageCausalLMOutputWithPast(CausalLMOutputWithPast):
     r"""
-    Outputs of [`MageForConditionalGeneration`].
+    Outputs of [`MageForConditionalGeneration`]: transformers' causal-LM outputs (`loss` = ITG when `labels` are
+    given, `logits (batch_size, sequence_length, vocab_size)`, the KV cache — `cache` from 5.24, `past_key_values`
+    before — `hidden_states`, `attentions`) plus:
 
-    loss (`torch.FloatTensor` of shape `(1,)`, *optional*): causal-LM cross-entropy (ITG), when `labels` are given.
-    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`): LM head scores.
-    past_key_values (`Cache`, *optional*): the KV cache.
-    hidden_states (`tuple(torch.FloatTensor)`, *optional*): LM hidden states per layer.
-    attentions (`tuple(torch.FloatTensor)`, *optional*): LM attention weights per layer.
     image_hidden_states (`torch.FloatTensor` of shape `(num_images, image_seq_length, hidden_size)`, *optional*):
         Projector output (`V''`). Its mean over queries is `d_ian` of the ITDM loss.
     """
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: object | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: torch.FloatTensor | None = None
+
+
+def _one_cache(cache, past_key_values):
+    """The KV cache whichever name it came under (`cache` from transformers 5.24, `past_key_values` before)."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise ValueError("Pass the KV cache once, as `cache` or as `past_key_values`, not both.")
+    return cache if cache is not None else past_key_values
 
 
 class MagePreTrainedModel(PreTrainedModel):
@@ -79,7 +81,7 @@ class MagePreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["MageIntelligentAlignmentNetwork", "CLIPEncoderLayer", "SiglipEncoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [CACHE_NAME]
     _supports_flash_attn = True
     _supports_flash_attn_2 = True
     _supports_sdpa = True
@@ -194,12 +196,12 @@ class MageModel(MagePreTrainedModel):
             )
         return special_image_mask.unsqueeze(-1).expand_as(inputs_embeds)
 
-    def _check_length(self, inputs: torch.Tensor, past_key_values) -> None:
+    def _check_length(self, inputs: torch.Tensor, cache) -> None:
         limit = getattr(self.config.text_config, "max_position_embeddings", None)
         rope = getattr(self.config.text_config, "rope_scaling", None) or {}
         if limit is None or rope.get("rope_type", rope.get("type", "default")) != "default":
             return  # scaled RoPE is meant to run past the trained length
-        total = inputs.shape[1] + _cache_length(past_key_values)
+        total = inputs.shape[1] + _cache_length(cache)
         if total > limit:
             raise ValueError(
                 f"The sequence is {total} tokens long (prompt + cache) but the language model was trained for at most "
@@ -216,16 +218,19 @@ class MageModel(MagePreTrainedModel):
         past_key_values=None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
+        cache=None,
         **kwargs,
     ) -> MageModelOutputWithPast:
         r"""
         input_ids (`torch.LongTensor` of shape `(B, L)`): token ids with Q placeholders per image.
         pixel_values (`torch.FloatTensor` of shape `(num_images, 3, H, W)`, *optional*): images in text order.
+        cache / past_key_values (`Cache`, *optional*): the KV cache, under either name (transformers 5.24 renamed it).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
         kwargs.pop("return_dict", None)
-        self._check_length(input_ids if input_ids is not None else inputs_embeds, past_key_values)
+        cache = _one_cache(cache, past_key_values)
+        self._check_length(input_ids if input_ids is not None else inputs_embeds, cache)
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
@@ -237,7 +242,7 @@ class MageModel(MagePreTrainedModel):
         elif (
             input_ids is not None
             and not torch.compiler.is_compiling()  # a data-dependent check would break the compiled decode graph
-            and (past_key_values is None or _cache_length(past_key_values) == 0)
+            and (cache is None or _cache_length(cache) == 0)
         ):
             n_placeholders = int((input_ids == self.config.image_token_id).sum())
             if n_placeholders:
@@ -248,29 +253,29 @@ class MageModel(MagePreTrainedModel):
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             return_dict=True,
+            **{CACHE_NAME: cache},
             **kwargs,
         )
         return MageModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=image_features,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
         )
 
 
-def _cache_length(past_key_values) -> int:
+def _cache_length(cache) -> int:
     # Static (compileable) caches are skipped: their length is a tensor op that would break a compiled graph, and
     # they enforce their own maximum length.
-    if past_key_values is None or getattr(past_key_values, "is_compileable", False):
+    if cache is None or getattr(cache, "is_compileable", False):
         return 0
-    if hasattr(past_key_values, "get_seq_length"):
-        return int(past_key_values.get_seq_length())
-    return int(past_key_values[0][0].shape[-2]) if len(past_key_values) else 0
+    if hasattr(cache, "get_seq_length"):
+        return int(cache.get_seq_length())
+    return int(cache[0][0].shape[-2]) if len(cache) else 0
 
 
 class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
@@ -349,6 +354,7 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         return_dict: bool | None = None,
         return_logits: bool = True,
+        cache=None,
         **kwargs,
     ) -> MageCausalLMOutputWithPast | tuple:
         r"""
@@ -367,7 +373,7 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
             pixel_values=pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=_one_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -386,10 +392,10 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
         output = MageCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
         )
         return output if return_dict is not False else output.to_tuple()
 
@@ -407,17 +413,20 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
             **kwargs,
         )
 
-    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, pixel_values=None, **kwargs):
+    def prepare_inputs_for_generation(self, input_ids, pixel_values=None, **kwargs):
         # Images enter only at prefill: afterwards the cache holds them and the new ids hold no placeholders.
         # 5.x passes `is_first_iteration` at prefill only; 4.x passes `cache_position`; else the cache length tells.
+        # The cache stays in `kwargs` under the name generate used (`cache` from 5.24, `past_key_values` before).
         is_first = kwargs.get("is_first_iteration")
-        model_inputs = super().prepare_inputs_for_generation(input_ids, past_key_values=past_key_values, **kwargs)
+        model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
         if is_first is None:
             cache_position = kwargs.get("cache_position", model_inputs.get("cache_position"))
             if cache_position is not None:
                 is_first = int(cache_position[0]) == 0
             else:
-                is_first = past_key_values is None or int(past_key_values.get_seq_length()) == 0
+                cache = _one_cache(kwargs.get("cache"), kwargs.get("past_key_values"))
+                # not `_cache_length`: that reads 0 for static caches (it must not break a compiled forward)
+                is_first = cache is None or int(cache.get_seq_length()) == 0
         if is_first or not kwargs.get("use_cache", True):
             model_inputs["pixel_values"] = pixel_values
         else:

@@ -98,3 +98,23 @@ def test_4bit_loading_keeps_tower_projector_and_head_unquantised(tiny_mage_dir, 
     batch = processor(images=_images()[:1], text=[_prompt(processor, QUESTIONS[0])])
     output = _greedy(model, batch)
     assert output.shape[1] == batch["input_ids"].shape[1] + 8
+
+
+def test_kv_cache_under_either_name_continues_the_prompt(tiny_mage):
+    """transformers 5.24 renamed `past_key_values` → `cache`: a manual prefill + one decode step gives the same next
+    logits as one forward over the whole sequence, with the cache passed under either name; both at once is refused."""
+    from modeling_mage.modeling_mage import CACHE_NAME
+
+    model, processor = tiny_mage
+    inputs = processor(images=_images()[:1], text=[_prompt(processor, QUESTIONS[0])], return_tensors="pt")
+    ids = inputs["input_ids"]
+    with torch.no_grad():
+        whole = model(**inputs).logits[:, -1]
+        for name in ("cache", "past_key_values"):
+            prefill = model(input_ids=ids[:, :-1], pixel_values=inputs["pixel_values"], use_cache=True)
+            cache = getattr(prefill, CACHE_NAME)
+            assert cache is not None and cache.get_seq_length() == ids.shape[1] - 1
+            step = model(input_ids=ids[:, -1:], use_cache=True, **{name: cache})
+            torch.testing.assert_close(step.logits[:, -1], whole, rtol=1e-4, atol=1e-5)
+        with pytest.raises(ValueError, match="not both"):
+            model(input_ids=ids[:, -1:], cache=cache, past_key_values=copy.deepcopy(cache))
