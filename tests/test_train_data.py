@@ -230,3 +230,26 @@ def test_modality_grouped_sampler():
 
 def test_skiplog_report_is_empty_when_clean():
     assert SkipLog().report() == "no rows skipped"
+
+
+def test_length_grouped_sampler_cuts_padding_and_keeps_modalities():
+    """group_factor > 1 sorts several megabatches together: every index once, batches still single-modality (but
+    the leftover), deterministic, and much less padding than LLaVA's grouping (factor 1) on mixed lengths."""
+    import random
+
+    rng = random.Random(0)
+    lengths = [rng.choice([1, -1]) * rng.randint(5, 120) for _ in range(640)]
+    batch = 8
+
+    def padding(order):
+        batches = [order[i : i + batch] for i in range(0, len(order), batch)]
+        return sum(max(abs(lengths[i]) for i in b) * len(b) for b in batches) / sum(abs(x) for x in lengths)
+
+    llava = list(ModalityLengthGroupedSampler(lengths, batch, seed=0))
+    sampler = ModalityLengthGroupedSampler(lengths, batch, seed=0, group_factor=8)
+    grouped = list(sampler)
+    assert sorted(grouped) == list(range(len(lengths)))
+    assert grouped == list(sampler)
+    full = [grouped[i : i + batch] for i in range(0, len(grouped) - 2 * batch * 8, batch)]
+    assert all(len({lengths[i] > 0 for i in b}) == 1 for b in full)
+    assert padding(grouped) < 1.15 < 1.5 < padding(llava)

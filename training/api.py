@@ -203,6 +203,7 @@ def train(
         callbacks=[RecipeSaver(recipe), *(callbacks or [])],
         projector_lr=recipe.projector_lr,
         group_by_modality_length=recipe.group_by_modality_length,
+        length_group_factor=recipe.length_group_factor,
     )
     result = trainer.train(resume_from_checkpoint=last_checkpoint if resume else None)
     trainer.save_model(str(output_dir))

@@ -84,25 +84,34 @@ class MageDataCollator:
 
 
 def modality_length_grouped_indices(
-    lengths: list[int], megabatch_size: int, generator: torch.Generator
+    lengths: list[int], megabatch_size: int, generator: torch.Generator, group_factor: int = 1
 ) -> list[int]:
     """LLaVA's `get_modality_length_grouped_indices`: image rows (length > 0) and text-only rows (< 0) are shuffled
     separately, cut into megabatches of `megabatch_size` (per-device batch × processes × accumulation), each sorted
-    longest first; megabatches are shuffled; the two leftover partial megabatches go last, merged."""
+    longest first; megabatches are shuffled; the two leftover partial megabatches go last, merged.
+
+    `group_factor` > 1 sorts `group_factor` megabatches at a time, then cuts them into megabatches and shuffles those
+    (transformers' `LengthGroupedSampler` sorts 50 at a time): rows of similar length share a batch, so padding
+    shrinks. 1 is LLaVA's order exactly."""
     image = [i for i, length in enumerate(lengths) if length > 0]
     text = [i for i, length in enumerate(lengths) if length <= 0]
+    group_size = megabatch_size * max(1, group_factor)
 
     def megabatches(indices: list[int]) -> list[list[int]]:
         order = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
-        chunks = [order[i : i + megabatch_size] for i in range(0, len(order), megabatch_size)]
+        chunks = [order[i : i + group_size] for i in range(0, len(order), group_size)]
         return [sorted(chunk, key=lambda i: -abs(lengths[i])) for chunk in chunks]
 
     image_chunks, text_chunks = megabatches(image), megabatches(text)
     leftovers = []
     for chunks in (image_chunks, text_chunks):
-        if chunks and len(chunks[-1]) < megabatch_size:
+        if chunks and len(chunks[-1]) < group_size:
             leftovers.extend(chunks.pop())
-    full = image_chunks + text_chunks
+    full = [
+        group[i : i + megabatch_size]
+        for group in image_chunks + text_chunks
+        for i in range(0, group_size, megabatch_size)
+    ]
     full = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
     if leftovers:
         full.append(sorted(leftovers, key=lambda i: -abs(lengths[i])))
@@ -110,12 +119,14 @@ def modality_length_grouped_indices(
 
 
 class ModalityLengthGroupedSampler(torch.utils.data.Sampler):
-    """Batches that are all-image or all-text (except the last), deterministic from `seed` and the epoch."""
+    """Batches that are all-image or all-text (except the last), deterministic from `seed` and the epoch;
+    `group_factor` as in `modality_length_grouped_indices`."""
 
-    def __init__(self, lengths: list[int], megabatch_size: int, seed: int = 0):
+    def __init__(self, lengths: list[int], megabatch_size: int, seed: int = 0, group_factor: int = 1):
         self.lengths = list(lengths)
         self.megabatch_size = megabatch_size
         self.seed = seed
+        self.group_factor = group_factor
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -126,7 +137,7 @@ class ModalityLengthGroupedSampler(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(modality_length_grouped_indices(self.lengths, self.megabatch_size, generator))
+        return iter(modality_length_grouped_indices(self.lengths, self.megabatch_size, generator, self.group_factor))
 
 
 __all__ = ["MageDataCollator", "ModalityLengthGroupedSampler", "modality_length_grouped_indices", "ITDM_KEYS"]

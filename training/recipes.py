@@ -62,6 +62,8 @@ class Recipe:
     replay_ratio: float = 0.1  # share of replay samples in the stage-3 mix (the paper's 10 %)
     max_samples: int | None = None  # keep the first N valid rows of the main data (smoke tests)
     group_by_modality_length: bool = True
+    # > 1: sort this many megabatches at a time by length before batching (less padding); 1 = LLaVA's grouping
+    length_group_factor: int = 1
     dataloader_num_workers: int = 0
     # --- checkpoints and logs
     logging_steps: int = 1
@@ -86,7 +88,13 @@ class Recipe:
             errors.append(f"itdm_reduction={self.itdm_reduction!r}: expected 'mean' or 'sum'")
         if self.itdm_text_source not in ("hidden", "embeddings"):
             errors.append(f"itdm_text_source={self.itdm_text_source!r}: expected 'hidden' or 'embeddings'")
-        for name in ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length"):
+        for name in (
+            "learning_rate",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "max_length",
+            "length_group_factor",
+        ):
             if getattr(self, name) <= 0:
                 errors.append(f"{name}={getattr(self, name)!r}: must be > 0")
         if self.projector_lr is not None and self.projector_lr <= 0:

@@ -79,15 +79,23 @@ class ItdmLossMixin:
     the `projector_lr` parameter group and the modality-grouped sampler. Mixed into `Trainer` and TRL's SFTTrainer.
 
     Extra constructor arguments (keyword-only): `itdm_weight` (default: the model config's), `projector_lr`
-    (None = the learning rate), `group_by_modality_length` (needs `train_dataset.lengths`).
+    (None = the learning rate), `group_by_modality_length` (needs `train_dataset.lengths`), `length_group_factor`
+    (megabatches sorted together by length; 1 = LLaVA's grouping).
     """
 
-    def _init_mage(self, itdm_weight: float | None, projector_lr: float | None, group_by_modality_length: bool):
+    def _init_mage(
+        self,
+        itdm_weight: float | None,
+        projector_lr: float | None,
+        group_by_modality_length: bool,
+        length_group_factor: int = 1,
+    ):
         config = self._mage_config()
         self.itdm_weight = float(config.itdm_weight if itdm_weight is None else itdm_weight)
         self.itdm_reduction = config.itdm_reduction
         self.projector_lr = projector_lr
         self.group_by_modality_length = group_by_modality_length
+        self.length_group_factor = length_group_factor
         self._itdm_num_items = None
         self._mage_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         self._mage_steps: dict[str, set[int]] = defaultdict(set)
@@ -206,7 +214,9 @@ class ItdmLossMixin:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.group_by_modality_length and hasattr(dataset, "lengths"):
             megabatch = self.args.train_batch_size * self.args.world_size * self.args.gradient_accumulation_steps
-            return ModalityLengthGroupedSampler(dataset.lengths, megabatch, seed=self.args.seed)
+            return ModalityLengthGroupedSampler(
+                dataset.lengths, megabatch, seed=self.args.seed, group_factor=self.length_group_factor
+            )
         return super()._get_train_sampler(*([train_dataset] if train_dataset is not None else []))
 
 
@@ -214,7 +224,8 @@ class MageTrainer(ItdmLossMixin, Trainer):
     """`Trainer` for MAGE: `compute_loss` returns ITG + `itdm_weight`·ITDM (see the module docstring).
 
     Args (besides `Trainer`'s, keyword-only): `itdm_weight` (default: `model.config.itdm_weight`),
-    `projector_lr` (LLaVA's `mm_projector_lr`; None = `args.learning_rate`), `group_by_modality_length`.
+    `projector_lr` (LLaVA's `mm_projector_lr`; None = `args.learning_rate`), `group_by_modality_length`,
+    `length_group_factor`.
     The data collator must be a `MageDataCollator` (it provides the ITDM text).
     """
 
@@ -224,10 +235,11 @@ class MageTrainer(ItdmLossMixin, Trainer):
         itdm_weight: float | None = None,
         projector_lr: float | None = None,
         group_by_modality_length: bool = False,
+        length_group_factor: int = 1,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        self._init_mage(itdm_weight, projector_lr, group_by_modality_length)
+        self._init_mage(itdm_weight, projector_lr, group_by_modality_length, length_group_factor)
 
 
 __all__ = ["MageTrainer", "ItdmLossMixin", "set_trainable_for_stage", "count_trainable"]
