@@ -15,6 +15,8 @@ Every cell (projector, query count, objective, seed) gets the same budget on the
    MME position, MMBench spatial relation / object localisation / physical relation, SEED spatial relation /
    instance location and their normalised average (Avg^N, as `evaluation.report.table4`).
 
+Stages 1 and 2 run through `training.api.train` with the `stage{1,2}_tiny` recipes and the cell's overrides (for
+`sea`: `alignment_objective=sea`, `sea_label_source=shapeworld`), the same path as `mage train`.
 `linear` and `mlp2x_gelu` emit one token per patch, so their query count is the patch count whatever `--queries`
 says (as Table 4's "Linear 576" row). Finished cells (`cells/<name>.json`) are never re-run: the runner resumes.
 Outputs: `cells/*.json`, `results.json`, `table.md` (mean ± std over seeds) and `ablation.png`.
@@ -130,24 +132,6 @@ def corpus(data: Path) -> list[str]:
     return texts
 
 
-def sea_labels(data: Path, grid: int, rows_file: str, top_n: int = 10) -> dict:
-    """`{row_id: (ids, scores)}` ShapeWorld oracle labels (SUBSTITUTE) on a `grid × grid` token grid."""
-    from .sea import shapeworld_patch_labels, shapeworld_words
-
-    words = shapeworld_words()
-    scenes = {}
-    with open(data / "train" / "scenes.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            entry = json.loads(line)
-            scenes[entry["image"]] = entry["scene"]
-    labels = {}
-    for row in json.loads((data / "train" / rows_file).read_text(encoding="utf-8")):
-        scene = scenes.get(row.get("image"))
-        if scene is not None:
-            labels[row["id"]] = shapeworld_patch_labels(scene, grid, words, image_size=64, top_n=top_n)
-    return labels
-
-
 # ---------------------------------------------------------------------------------------------------- stage 0
 def stage0_language_model(work: Path, texts: list[str], seed: int, steps: int, batch_size: int, image_size: int):
     """Text-only LM pre-training on ShapeWorld text; returns the LM + head state dict (cached per seed)."""
@@ -183,48 +167,24 @@ def stage0_language_model(work: Path, texts: list[str], seed: int, steps: int, b
 
 
 # -------------------------------------------------------------------------------------------------- one cell
-def _train_stage(stage: int, model_dir: Path, out_dir: Path, rows: Path, cell: Cell, args, labels: dict | None):
-    from training.api import load_model_and_processor, training_arguments
-    from training.collator import MageDataCollator
-    from training.data import build_dataset
+def _train_stage(stage: int, model_dir: Path, out_dir: Path, rows: Path, cell: Cell, args) -> dict:
+    """One stage of one cell through `training.api.train` (the path of `mage train`); SEA in stage 1 for `sea`
+    cells, with the ShapeWorld oracle labels (SUBSTITUTE) read from the data's `scenes.jsonl`."""
+    from training.api import REPORT_FILE, train
     from training.recipes import load_recipe
 
-    from .objective import AlignedMageTrainer, SEALabelCollator
-    from .sea import SEAObjective, tokenize_words
-
-    itdm = 1.0 if "itdm" in cell.objective else 0.0
     steps = args.stage1_steps if stage == 1 else args.stage2_steps
-    recipe = load_recipe(f"stage{stage}_tiny", {"max_steps": steps, "seed": cell.seed, "itdm_weight": itdm,
-                                                "per_device_train_batch_size": args.batch_size, "save_steps": 10**9,
-                                                "logging_steps": max(1, steps // 5), "group_by_modality_length": False})  # fmt: skip
-    model, processor = load_model_and_processor(model_dir, recipe)
-    dataset = build_dataset(rows, processor, recipe.template, recipe.max_length, seed=cell.seed)
-    collator = MageDataCollator.from_processor(processor)
-    objectives = {}
+    overrides = {"max_steps": steps, "seed": cell.seed, "itdm_weight": 1.0 if "itdm" in cell.objective else 0.0,
+                 "per_device_train_batch_size": args.batch_size, "save_steps": 10**9,
+                 "logging_steps": max(1, steps // 5), "group_by_modality_length": False}  # fmt: skip
     if stage == 1 and "sea" in cell.objective:
-        from .sea import shapeworld_words
-
-        grid = math.isqrt(cell.tokens)
-        collator = SEALabelCollator(collator, labels, grid, 10)
-        objective = SEAObjective(*tokenize_words(processor.tokenizer, shapeworld_words()),
-                                 temperature=args.sea_temperature, window=args.sea_window,
-                                 apply_to=getattr(args, "sea_apply_to", "tokens"))  # fmt: skip
-        objective.generator.manual_seed(cell.seed)
-        objectives["sea"] = (args.sea_weight, objective)
-    trainer = AlignedMageTrainer(
-        model=model,
-        args=training_arguments(recipe, out_dir / "run", save_strategy="no", disable_tqdm=True),
-        train_dataset=dataset,
-        data_collator=collator,
-        processing_class=processor,
-        projector_lr=recipe.projector_lr,
-        objectives=objectives,
-    )
-    trainer.train()
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    logs = [entry for entry in trainer.state.log_history if "itg_loss" in entry]
-    return {"first_log": logs[0] if logs else None, "last_log": logs[-1] if logs else None}
+        overrides.update(alignment_objective="sea", sea_label_source="shapeworld", sea_weight=args.sea_weight,
+                         sea_temperature=args.sea_temperature, sea_window=args.sea_window,
+                         sea_apply_to=getattr(args, "sea_apply_to", "tokens"))  # fmt: skip
+    recipe = load_recipe(f"stage{stage}_tiny", overrides)
+    train(recipe, model_dir, rows, out_dir, save_strategy="no", disable_tqdm=True)
+    report = json.loads((out_dir / REPORT_FILE).read_text(encoding="utf-8"))
+    return {"first_log": report["first_log"], "last_log": report["last_log"]}
 
 
 def run_cell(cell: Cell, args, data: Path, work: Path, image_size: int, texts: list[str]) -> dict:
@@ -250,13 +210,12 @@ def run_cell(cell: Cell, args, data: Path, work: Path, image_size: int, texts: l
     model.lm_head.load_state_dict({k[len("lm_head.") :]: v for k, v in state.items() if k.startswith("lm_head.")})
     model.save_pretrained(cell_dir / "init")
     processor.save_pretrained(cell_dir / "init")
-    labels = sea_labels(data, math.isqrt(cell.tokens), "stage1_captions.json") if "sea" in cell.objective else None
     logs = {
         "stage1": _train_stage(
-            1, cell_dir / "init", cell_dir / "stage1", data / "train" / "stage1_captions.json", cell, args, labels
+            1, cell_dir / "init", cell_dir / "stage1", data / "train" / "stage1_captions.json", cell, args
         ),
         "stage2": _train_stage(
-            2, cell_dir / "stage1", cell_dir / "stage2", data / "train" / "stage2_instructions.json", cell, args, None
+            2, cell_dir / "stage1", cell_dir / "stage2", data / "train" / "stage2_instructions.json", cell, args
         ),
     }
     from modeling_mage import MageForConditionalGeneration

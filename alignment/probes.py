@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    from .ablate import Cell, _train_stage, corpus, sea_labels, stage0_language_model
+    from .ablate import Cell, _train_stage, corpus, stage0_language_model
 
     apply_to = args.apply_to or ("vab" if args.projector == "ian" else "tokens")
     data, work = Path(args.data), Path(args.work)
@@ -110,7 +110,6 @@ def main(argv: list[str] | None = None) -> int:
         init = work / f"init_{args.projector}_{seed}"
         model.save_pretrained(init)
         processor.save_pretrained(init)
-        labels = sea_labels(data, grid, "stage1_captions.json")
         row = {"seed": seed, "projector": args.projector, "apply_to": apply_to}
         for objective in ("none", "sea"):
             ns = argparse.Namespace(stage1_steps=args.steps, stage2_steps=0, batch_size=args.batch_size, sea_weight=1.0,
@@ -123,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
                 data / "train" / "stage1_captions.json",
                 Cell(args.projector, grid * grid, objective, seed),
                 ns,
-                labels,
             )
             trained = MageForConditionalGeneration.from_pretrained(out, dtype=torch.float32).eval()
             row[objective] = measure_retrieval(trained, MageProcessor.from_pretrained(out), data, grid, apply_to)

@@ -1,6 +1,7 @@
-"""Python entry point: `train(recipe, model_path, data_path, output_dir, ...) -> Path` (used by `mage train` and the
-demo). Builds the data set, loads and freezes the model, runs `MageTrainer`, saves a complete MAGE folder and writes
-`training_report.json` (skips by reason and row id, trainable parameters, last ITG/ITDM) next to it.
+"""Python entry point: `train(recipe, model_path, data_path, output_dir, ...) -> Path` (used by `mage train`, the
+demo and `mage ablate`). Builds the data set, loads and freezes the model, runs `MageTrainer` (or, with
+`recipe.alignment_objective="sea"`, alignment/'s `AlignedMageTrainer` with SEA), saves a complete MAGE folder and
+writes `training_report.json` (skips by reason and row id, trainable parameters, last ITG/ITDM/SEA) next to it.
 """
 
 from __future__ import annotations
@@ -194,16 +195,23 @@ def train(
     )
     if resume:
         warn_on_recipe_change(Path(last_checkpoint), recipe)
-    trainer = MageTrainer(
+    trainer_class, collator, extra = MageTrainer, MageDataCollator.from_processor(processor), {}
+    if recipe.alignment_objective != "none":
+        # lazily: alignment/ imports training/ at import time, so training/ must not import it at module level
+        from alignment.recipe import alignment_trainer_parts
+
+        trainer_class, collator, extra = alignment_trainer_parts(recipe, model, processor, dataset, data_path, collator)
+    trainer = trainer_class(
         model=model,
         args=training_arguments(recipe, output_dir, **argument_overrides),
         train_dataset=dataset,
-        data_collator=MageDataCollator.from_processor(processor),
+        data_collator=collator,
         processing_class=processor,
         callbacks=[RecipeSaver(recipe), *(callbacks or [])],
         projector_lr=recipe.projector_lr,
         group_by_modality_length=recipe.group_by_modality_length,
         length_group_factor=recipe.length_group_factor,
+        **extra,
     )
     result = trainer.train(resume_from_checkpoint=last_checkpoint if resume else None)
     trainer.save_model(str(output_dir))

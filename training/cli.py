@@ -76,4 +76,6 @@ def _print_summary(output) -> None:
     if last:
         print(f"ITG  {first.get('itg_loss', float('nan')):.4f} → {last['itg_loss']:.4f}")
         print(f"ITDM {first.get('itdm_loss', float('nan')):.4f} → {last['itdm_loss']:.4f}")
+        if "sea_loss" in last:
+            print(f"SEA  {first.get('sea_loss', float('nan')):.4f} → {last['sea_loss']:.4f}")
     print(f"Samples: {report['num_samples']}; skipped: {report['skipped_report']}")

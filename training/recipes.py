@@ -18,6 +18,8 @@ from pathlib import Path
 RECIPE_DIR = Path(__file__).parent / "recipes"
 TEMPLATES = ("plain", "vicuna_v1")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+ALIGNMENT_OBJECTIVES = ("none", "sea")
+SEA_LABEL_SOURCES = ("auto", "shapeworld", "clip")
 
 
 class RecipeError(ValueError):
@@ -55,6 +57,18 @@ class Recipe:
     itdm_weight: float = 1.0  # L = L_ITG + itdm_weight * L_ITDM
     itdm_reduction: str = "mean"  # "mean" over features or "sum" (Eq. 2 as printed)
     itdm_text_source: str = "hidden"  # "hidden" (text-only LM forward) or "embeddings"
+    # --- alignment objective beside ITG/ITDM (alignment/; docs/alignment.md). SEA is stage-1 only (the paper).
+    alignment_objective: str = "none"  # "none" or "sea": L = ITG + itdm_weight·ITDM + sea_weight·L_a
+    sea_weight: float = 1.0  # λ of SEA's Eq. 11 (the paper does not state it)
+    sea_temperature: float = 0.07  # initial τ, learnable (the paper's "τ = 0" is ambiguous)
+    sea_window: int = 2  # k of the k×k localized sampling window on the label grid (paper: 2)
+    sea_top_n: int = 10  # labels kept per patch (paper: 10)
+    sea_apply_to: str = "tokens"  # "tokens" (projector output) or "vab" (the IAN's per-patch VAB output)
+    # "auto": exact ShapeWorld labels when a scenes.jsonl beside the data covers every image row, else CLIP;
+    # "shapeworld" (substitute for CLIP labels) or "clip" (Eqs. 4-6 with `sea_clip_model` and `sea_word_list`)
+    sea_label_source: str = "auto"
+    sea_clip_model: str | None = None  # folder of a transformers CLIPModel + its tokenizer and image processor
+    sea_word_list: str | None = None  # the word list W for CLIP labels, one word per line (paper: 2of12)
     # --- data
     max_length: int = 2048
     image_folder: str | None = None  # default: the data file's folder
@@ -107,8 +121,37 @@ class Recipe:
             errors.append(f"warmup_ratio={self.warmup_ratio!r}: expected 0 <= warmup_ratio < 1")
         if self.stage == 1 and self.template != "plain":
             errors.append(f"template={self.template!r} with stage=1: stage 1 uses the 'plain' template (LLaVA)")
+        errors.extend(self._alignment_errors())
         if self.report_to not in ("none", "tensorboard", "wandb", "all"):
             errors.append(f"report_to={self.report_to!r}: expected 'none', 'tensorboard', 'wandb' or 'all'")
+        return errors
+
+    def _alignment_errors(self) -> list[str]:
+        errors = []
+        if self.alignment_objective not in ALIGNMENT_OBJECTIVES:
+            errors.append(
+                f"alignment_objective={self.alignment_objective!r}: expected one of {list(ALIGNMENT_OBJECTIVES)}"
+            )
+        if self.alignment_objective == "sea" and self.stage != 1:
+            errors.append(
+                f"alignment_objective='sea' with stage={self.stage}: SEA aligns the projector in stage 1 only (the "
+                "paper); use stage=1 or alignment_objective=none"
+            )
+        if self.sea_weight < 0:
+            errors.append(f"sea_weight={self.sea_weight!r}: must be >= 0")
+        if self.sea_temperature <= 0:
+            errors.append(f"sea_temperature={self.sea_temperature!r}: must be > 0 (the paper's 'τ = 0' is ambiguous)")
+        for name in ("sea_window", "sea_top_n"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name}={getattr(self, name)!r}: must be >= 1")
+        if self.sea_apply_to not in ("tokens", "vab"):
+            errors.append(f"sea_apply_to={self.sea_apply_to!r}: expected 'tokens' or 'vab'")
+        if self.sea_label_source not in SEA_LABEL_SOURCES:
+            errors.append(f"sea_label_source={self.sea_label_source!r}: expected one of {list(SEA_LABEL_SOURCES)}")
+        if self.alignment_objective == "sea" and self.sea_label_source == "clip":
+            for name in ("sea_clip_model", "sea_word_list"):
+                if not getattr(self, name):
+                    errors.append(f"{name} is not set: sea_label_source='clip' needs sea_clip_model and sea_word_list")
         return errors
 
     def to_dict(self) -> dict:
