@@ -158,20 +158,48 @@ class MageModel(MagePreTrainedModel):
         return features
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected image tokens, `pixel_values (num_images, 3, H, W)` → `(num_images, image_seq_length, D_l)`."""
+        """Projected image tokens, `pixel_values (num_images, 3, H, W)` → `(num_images, image_seq_length, D_l)`.
+
+        H = W = the tower's image size S, or s·S for a projector with `hires_scale` s > 1 (VLSA's SA-Perceiver with
+        `sa_perceiver_hires_scale`): the tower then also encodes the s² tiles (`hires_features`) besides the S × S
+        snapshot.
+        """
         if pixel_values.ndim != 4:
             raise ValueError(
                 f"pixel_values must have shape (num_images, channels, height, width); got {tuple(pixel_values.shape)}."
             )
-        expected = self.config.vision_config.image_size
+        tower_size = self.config.vision_config.image_size
+        scale = getattr(self.multi_modal_projector, "hires_scale", 1)
+        expected = tower_size * scale
         if tuple(pixel_values.shape[-2:]) != (expected, expected):
-            raise ValueError(
-                f"pixel_values are {tuple(pixel_values.shape[-2:])} pixels but the vision tower expects "
-                f"{expected}x{expected}; preprocess images with the model's MageProcessor."
+            hires = (
+                f" (sa_perceiver_hires_scale={scale}: {scale}x{scale} tiles of the tower's {tower_size}x{tower_size})"
+                if scale > 1
+                else ""
             )
-        features = self.select_vision_features(pixel_values)
+            raise ValueError(
+                f"pixel_values are {tuple(pixel_values.shape[-2:])} pixels but the "
+                f"{'model' if hires else 'vision tower'} expects {expected}x{expected}{hires}; preprocess images "
+                "with the model's MageProcessor."
+            )
         projector_dtype = next(self.multi_modal_projector.parameters()).dtype
+        if scale > 1:
+            return self._hires_image_features(pixel_values, tower_size, scale, projector_dtype)
+        features = self.select_vision_features(pixel_values)
         return self.multi_modal_projector(features.to(projector_dtype), pixel_values.to(projector_dtype))
+
+    def _hires_image_features(self, pixel_values: torch.Tensor, tile: int, scale: int, dtype) -> torch.Tensor:
+        """VLSA §3.1 for square `(B, 3, s·S, s·S)` images: the area-downsampled S × S snapshot → V_Lo, the s² row-major
+        S × S tiles → V_Hi `(B, s²·N, D_v)`, both through the same tower, then the projector."""
+        batch, channels = pixel_values.shape[:2]
+        # area = the mean of each s×s pixel block; it commutes with the per-channel affine normalisation
+        snapshot = nn.functional.interpolate(pixel_values, size=(tile, tile), mode="area")
+        tiles = pixel_values.unfold(2, tile, tile).unfold(3, tile, tile)  # (B, 3, s, s, S, S)
+        tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(batch * scale * scale, channels, tile, tile)
+        features = self.select_vision_features(snapshot)
+        hires = self.select_vision_features(tiles)
+        hires = hires.reshape(batch, scale * scale * hires.shape[1], hires.shape[2])
+        return self.multi_modal_projector(features.to(dtype), snapshot.to(dtype), hires_features=hires.to(dtype))
 
     def get_placeholder_mask(
         self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor

@@ -72,6 +72,9 @@ class MageProjector(nn.Module):
 
     projector_type: ClassVar[str] = ""
     query_based: ClassVar[bool] = False
+    # > 1: the projector takes images of `hires_scale × tower size` and `MageModel.get_image_features` passes it the
+    # snapshot's features plus `hires_features` of the `hires_scale²` tiles (VLSA's SA-Perceiver only)
+    hires_scale: int = 1
     square_queries: ClassVar[bool] = True  # query count must be a perfect square
     max_queries_is_patches: ClassVar[bool] = True  # query count must be <= the patch count
 
@@ -444,14 +447,29 @@ class MageSAPerceiverProjector(MageProjector):
     reconstruction objective (alignment/vlsa.py).
 
     Extra config attributes: `sa_perceiver_attention` ("silu" as printed | "softmax"),
-    `sa_perceiver_self_attention` (True: apply Eq. 2).
+    `sa_perceiver_self_attention` (True: apply Eq. 2), `sa_perceiver_hires_scale` (s, default 1). With s > 1 the
+    model takes `pixel_values` of s·S × s·S pixels (S = the tower's image size; set the processor's image size to
+    s·S): `MageModel.get_image_features` area-downsamples them to the S × S snapshot (V_Lo) and cuts them into s²
+    row-major S × S tiles, all through the same tower, and passes the tiles' features as `hires_features` (V_Hi).
+    That is VLSA's compressive high-resolution encoding for square images of s·S pixels (m = s² tiles, no padding).
     """
 
     query_based = True
 
+    @classmethod
+    def check_config(cls, config: MageConfig) -> None:
+        super().check_config(config)
+        scale = _extra(config, "sa_perceiver_hires_scale", 1)
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise ValueError(
+                f"MageConfig.sa_perceiver_hires_scale={scale!r} must be an int >= 1 (1 = no high-resolution tiles; "
+                "s > 1 = s×s tiles of the tower's size)."
+            )
+
     def __init__(self, config: MageConfig):
         self.check_config(config)
         super().__init__()
+        self.hires_scale = int(_extra(config, "sa_perceiver_hires_scale", 1))
         vision_hidden, text_hidden = config.vision_config.hidden_size, config.text_config.hidden_size
         self.num_patches = config.num_patches
         self.grid_side = math.isqrt(config.num_query_tokens)
