@@ -46,7 +46,7 @@ def test_hires_shapes_and_named_size_error():
 def test_hires_features_are_the_snapshot_and_the_row_major_tiles():
     model, _ = _hires(2, q=16)
     model.eval()
-    pixels = torch.randn(2, 3, 128, 128)
+    pixels = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
     snapshot = torch.nn.functional.avg_pool2d(pixels, 2)  # area resize by an integer factor = block mean
     tiles = torch.stack([split_into_tiles(image, 64) for image in pixels])  # (2, 4, 3, 64, 64), independent code
     inner = model.model
@@ -62,14 +62,15 @@ def test_hires_features_are_the_snapshot_and_the_row_major_tiles():
 def test_hires_content_changes_the_output_when_the_snapshot_does_not():
     model, _ = _hires(2)
     model.eval()
-    image = torch.randn(1, 3, 128, 128)
+    image = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     detail = _checkerboard(128, 0.5)[None]
     with torch.no_grad():
         snap_a = torch.nn.functional.interpolate(image, size=(64, 64), mode="area")
         snap_b = torch.nn.functional.interpolate(image + detail, size=(64, 64), mode="area")
         torch.testing.assert_close(snap_a, snap_b)  # the snapshot cannot see the detail
         a, b = model.get_image_features(image), model.get_image_features(image + detail)
-    assert (a - b).abs().max() > 1e-3
+    # float noise alone gives exactly 0 (same input, same output); the detail moves the output by 2-8 % (5 seeds measured)
+    assert float((a - b).norm() / a.norm()) > 3e-3
     # and the gradient of the output reaches the tile-only detail direction
     pixels = image.clone().requires_grad_(True)
     model.get_image_features(pixels).square().sum().backward()
