@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -201,6 +202,15 @@ def alignment_trainer_parts(recipe: Recipe, model, processor, dataset, data_path
         raise RecipeError(
             f"sea_window={recipe.sea_window} must divide the {grid}×{grid} SEA label grid of this model "
             f"(sea_apply_to={recipe.sea_apply_to!r}); e.g. sea_window=1."
+        )
+    per_image = (grid // recipe.sea_window) ** 2
+    if per_image < 4:
+        warnings.warn(
+            f"sea_window={recipe.sea_window} on the {grid}×{grid} SEA label grid samples {per_image} patch(es) per "
+            "image: after de-duplication a batch may hold < 2 pairs, and then SEA's loss is 0 (no negatives). "
+            "A smaller sea_window (e.g. 1) samples more.",
+            UserWarning,
+            stacklevel=3,
         )
     labels, words, _ = sea_row_labels(recipe, dataset, data_path, grid)
     try:

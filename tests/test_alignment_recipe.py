@@ -149,6 +149,13 @@ def test_label_grid_and_window_errors_name_the_field(shapeworld, tmp_path):
         train(_recipe(sea_apply_to="vab"), model_dir, shapeworld, tmp_path / "out")
     with pytest.raises(RecipeError, match=r"sea_window=3 must divide the 4×4 SEA label grid"):
         train(_recipe(sea_window=3), model_dir, shapeworld, tmp_path / "out")
+    from training.fixtures import write_tiny_llava_dataset
+
+    no_scenes = write_tiny_llava_dataset(tmp_path / "data", 4, 0, stage=1)
+    ian_dir = _tiny_model(tmp_path / "ian")  # 4 queries: a 2×2 grid, one window of 2×2
+    with pytest.warns(UserWarning, match=r"sea_window=2 on the 2×2 SEA label grid samples 1 patch"):
+        with pytest.raises(RecipeError, match="sea_label_source='shapeworld'"):  # stops before training
+            train(_recipe(sea_window=2, sea_label_source="shapeworld"), ian_dir, no_scenes, tmp_path / "out")
 
 
 def _tiny_clip_folder(folder, words):
