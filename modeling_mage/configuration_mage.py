@@ -78,6 +78,10 @@ class MageConfig(PretrainedConfig):
             Attention heads of the SEB; must divide the LM hidden size.
         vab_depth (`int`, *optional*, defaults to 2):
             Linear layers of the VAB's MLP (2 = Linear → GELU → Linear).
+        seb_output_norm (`bool`, *optional*, defaults to `False`):
+            A LayerNorm on the SEB's output. The paper puts its learnable norms in the VAB only; with this norm the
+            tiny model's stage 1 collapsed the image tokens towards one vector (docs/DECISIONS.md), so it is off by
+            default. Checkpoints written before this option existed had it: load them with `seb_output_norm=True`.
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the projector MLPs.
         itdm_weight (`float`, *optional*, defaults to 1.0):
@@ -118,6 +122,7 @@ class MageConfig(PretrainedConfig):
         seb_num_layers: int = 1,
         seb_num_heads: int = 8,
         vab_depth: int = 2,
+        seb_output_norm: bool = False,
         projector_hidden_act: str = "gelu",
         itdm_weight: float = 1.0,
         itdm_text_source: str = "hidden",
@@ -138,6 +143,7 @@ class MageConfig(PretrainedConfig):
         self.seb_num_layers = seb_num_layers
         self.seb_num_heads = seb_num_heads
         self.vab_depth = vab_depth
+        self.seb_output_norm = seb_output_norm
         self.projector_hidden_act = projector_hidden_act
         self.itdm_weight = itdm_weight
         self.itdm_text_source = itdm_text_source

@@ -125,7 +125,8 @@ class MageCrossAttentionBlock(nn.Module):
 
 
 class MageSemanticEnhancementBlock(nn.Module):
-    """SEB: CNN queries (+ learnable 2-D position embedding) cross-attend to the VAB output.
+    """SEB: CNN queries (+ learnable 2-D position embedding) cross-attend to the VAB output (then a LayerNorm only
+    when `config.seb_output_norm`).
 
     Args to `forward`:
         aligned (`torch.Tensor` of shape `(B, N_p, D_l)`): the VAB output, used as keys and values.
@@ -141,7 +142,9 @@ class MageSemanticEnhancementBlock(nn.Module):
         self.query_cnn = MageQueryCNN(config)
         self.position_embedding = nn.Parameter(torch.zeros(1, config.num_query_tokens, hidden))
         self.layers = nn.ModuleList(MageCrossAttentionBlock(config) for _ in range(config.seb_num_layers))
-        self.final_norm = nn.LayerNorm(hidden)
+        # The output keeps the residual stream's scale: a LayerNorm here pinned every token to norm √D_l, and stage 1
+        # then shrank the image-dependent part to ~10 % of it (docs/DECISIONS.md).
+        self.final_norm = nn.LayerNorm(hidden) if config.seb_output_norm else nn.Identity()
 
     def forward(
         self,

@@ -109,6 +109,26 @@ def test_ian_is_vab_then_seb_with_pixel_queries(tokenizer):
         ian(features, None)
 
 
+def test_seb_output_norm_is_off_by_default_and_loads_old_checkpoints(tokenizer, tmp_path):
+    features, pixels = torch.randn(3, 16, 64), torch.randn(3, 3, 64, 64)
+    plain = MageIntelligentAlignmentNetwork(tiny_config(tokenizer, num_query_tokens=4))
+    assert not any("final_norm" in name for name, _ in plain.named_parameters())
+    tokens = plain(features, pixels)
+    # Without the norm each token keeps the residual stream's scale, which is not pinned to √D_l.
+    assert not torch.allclose(tokens.norm(dim=-1), torch.full(tokens.shape[:2], tokens.shape[-1] ** 0.5), rtol=0.05)
+    # The earlier layout (a LayerNorm on the SEB output) stays loadable with `seb_output_norm=True`.
+    config = tiny_config(tokenizer, num_query_tokens=4)
+    config.seb_output_norm = True
+    model = MageForConditionalGeneration(config)
+    seb = model.model.multi_modal_projector.seb
+    assert isinstance(seb.final_norm, torch.nn.LayerNorm)
+    normed = model.model.multi_modal_projector(features, pixels)
+    model.save_pretrained(tmp_path)
+    reloaded = MageForConditionalGeneration.from_pretrained(tmp_path)
+    assert reloaded.config.seb_output_norm is True
+    assert torch.equal(reloaded.model.multi_modal_projector(features, pixels), normed)
+
+
 # ------------------------------------------------------------------------------------------------------- forward
 def test_forward_shapes_loss_and_image_hidden_states(tiny_mage, shape_image):
     model, processor = tiny_mage
