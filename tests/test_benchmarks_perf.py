@@ -1,4 +1,5 @@
-"""Performance benchmark: the analytical FLOP model against torch's own FLOP counter, and a `--quick` run of
+"""Performance benchmark: the analytical FLOP model against torch's own FLOP counter, its element-wise traffic
+against a dispatch trace of the real kernels, and a `--quick` run of
 `python -m benchmarks.perf` at tiny shapes that goes through every measurement (training, profiler share, prefill,
 dynamic vs static+compiled decode, data pipeline, memory and LoRA/QLoRA subprocesses) and writes the table + JSON."""
 
@@ -71,6 +72,83 @@ def test_flop_model_matches_torch_flop_counter_part_by_part(tiny_pair):
     assert counted_lm == lm_flops(shapes, tokens) + causal_half
 
 
+_NO_TRAFFIC = {  # views and allocations move no data; matmul-class kernels are in the FLOP part of the model
+    "t", "view", "_unsafe_view", "transpose", "slice", "unsqueeze", "squeeze", "expand", "alias", "detach", "select",
+    "unbind", "lift_fresh", "_local_scalar_dense", "as_strided", "permute", "_reshape_alias", "split", "empty",
+    "empty_like", "new_empty_strided", "new_empty", "arange", "mm", "addmm", "bmm", "convolution",
+    "convolution_backward", "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_flash_attention_for_cpu_backward",
+}
+
+
+def _counted_traffic(fn) -> int:
+    """Elements read + written by every non-matmul kernel that `fn` dispatches (views excluded; a gather reads
+    only the rows it selects; in-place ops write into an input)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class Traffic(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func.overloadpacket.__name__
+            if name not in _NO_TRAFFIC:
+                reads = sum(t.numel() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor))
+                writes = sum(t.numel() for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
+                if name == "copy_":
+                    reads -= args[0].numel()
+                elif name.endswith("_"):
+                    writes = 0
+                if name == "embedding":
+                    reads = writes
+                if name == "nll_loss_forward":
+                    reads = args[1].numel()
+                Traffic.total += reads + writes
+            return out
+
+    with Traffic():
+        fn()
+    return Traffic.total
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+@pytest.mark.parametrize("spec", [ModelSpec("llava"), ModelSpec("ian", 4), ModelSpec("ian", 16)],
+                         ids=["llava", "mage4", "mage16"])
+def test_elementwise_traffic_matches_a_dispatch_trace(spec, stage):
+    """The element-wise part of the model (norms, activations, RoPE, residual adds, copies, scatter, loss) moves as
+    many elements as the kernels PyTorch really runs in a training forward + backward (SDPA, as benchmarked)."""
+    import dataclasses
+
+    from benchmarks.flops import Elementwise, train_step_elementwise
+    from benchmarks.perf import RunSettings, build_model, loss_of, make_batch, set_stage
+
+    shapes = dataclasses.replace(SHAPES["tiny"], batch_size=1)
+    model = build_model(shapes, spec, RunSettings())
+    set_stage(model, stage)
+    model.train()
+    batch = make_batch(shapes, spec, stage, 1, RunSettings())
+    loss_of(model, batch).backward()  # warm-up (lazy initialisations)
+    model.zero_grad(set_to_none=True)
+    counted = _counted_traffic(lambda: loss_of(model, batch).backward())
+    parts = train_step_elementwise(shapes, spec, stage)
+    modelled = sum((v for k, v in parts.items() if k != "optimizer"), Elementwise()).traffic
+    assert modelled == pytest.approx(counted, rel=0.06)
+    flops = train_step_flops(shapes, spec, stage)
+    assert flops["total"] == pytest.approx(flops["matmul"] + flops["elementwise"])
+    assert flops["elementwise"] > 0
+
+
+@pytest.mark.parametrize("name", ["small", "7b", "13b"])
+def test_elementwise_flops_are_about_one_percent_of_the_matmuls_or_less(name):
+    """As FLOPs, element-wise work hardly moves the predicted ratios (what it costs is memory traffic)."""
+    shapes = SHAPES[name]
+    for spec in [ModelSpec("llava")] + [ModelSpec("ian", q) for q in shapes.queries]:
+        for stage in (1, 2):
+            flops = train_step_flops(shapes, spec, stage)
+            assert 0 < flops["elementwise"] < 0.015 * flops["matmul"]
+
+
 def test_predicted_ratios_follow_the_token_counts():
     small = SHAPES["small"]
     assert small.num_patches == 256 and small.queries[0] == 64
@@ -138,6 +216,12 @@ def test_quick_run_writes_every_measurement(tmp_path):
     assert {row["shapes"] for row in results["predictions_paper_shapes"]} == {"7b", "13b"}
     for key in ("cpu_model", "cpu_count", "date_utc", "versions"):
         assert results["environment"][key]
+    assert results["environment"]["allocator"] == "retain"
+    assert results["output"]["json"] == str(output.resolve())
+    assert results["machine"]["gemm_flop_per_s"] > 0 and results["machine"]["bandwidth_bytes_per_s"] > 0
+    assert all("minor_faults_per_step" in row for row in results["training"]["stage2"].values())
+    assert "time_model" in results["model_vs_measured"]["MAGE-4"]["stage2_speedup"]
+    assert {"gemm", "attention", "other"} <= set(share["profiler_self_s_by_class"])
 
     table = output.with_suffix(".md").read_text()
     for needle in ("| stage2 samples/s |", "×)", "prefill latency", "static cache + compile",
