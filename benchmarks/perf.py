@@ -295,9 +295,10 @@ def configure_allocator(settings: RunSettings) -> dict:
 
     `"retain"` (default): glibc's `mallopt(M_MMAP_MAX, 0)` and `mallopt(M_TRIM_THRESHOLD, 1 GiB)`, so every tensor
     comes from the process heap and freed memory stays there for the next step. With glibc's defaults, blocks above
-    the mmap threshold (at most 32 MiB) are mmapped per allocation and unmapped on free, so every step touches fresh
-    pages again: LLaVA's 4 × 320 × 32 064 fp32 logits and their gradients (157 MiB each) cost ≈ 315 000 minor page
-    faults per stage-2 step on this VM and MAGE-64's step ≈ 0 (docs/performance.md) — an allocator/VM artefact
+    the mmap threshold (at most 32 MiB) that no free heap chunk holds are mmapped per allocation and unmapped on
+    free, so every step touches fresh pages again: LLaVA's 4 × 320 × 32 064 fp32 logits and their gradients
+    (157 MiB each) cost ≈ 315 000 minor page faults per stage-2 step on this VM and MAGE-64's step 0–51 000
+    (docs/performance.md) — an allocator/VM artefact
     that inflates LLaVA's time, which a GPU's caching allocator never pays. `"default"` leaves glibc alone (the
     behaviour of the runs before 2026-12). Memory subprocesses always use the default (their RSS peaks must not
     include retained free memory). No-op on CUDA and where glibc is not found.
