@@ -56,19 +56,32 @@ def score_predictions(
 
 
 def limit_records(records: Sequence[EvalRecord], limit: int | None) -> list[EvalRecord]:
-    """The first `limit` scoring units: images for MME (acc+ needs both questions), circular groups for MMBench."""
+    """`limit` scoring units — images for MME (acc+ needs both questions), circular groups for MMBench, questions
+    otherwise — taken round-robin over the subtasks (POPE splits, MME subtasks, SEED dimensions, …) in file order,
+    so a limited run still scores every subtask (the files are sorted by subtask: the first N units alone were all
+    POPE "adversarial"). Records keep their original order."""
     if limit is None:
         return list(records)
-    kept: dict = {}
-    out = []
+    units: dict = {}  # unit key -> subtask, in file order
     for record in records:
         key = (record.subtask, record.image_id) if record.benchmark == "mme" else record.group
-        if key not in kept:
-            if len(kept) >= limit:
-                continue
-            kept[key] = True
-        out.append(record)
-    return out
+        units.setdefault(key, record.subtask)
+    by_subtask: dict[str, list] = {}
+    for key, subtask in units.items():
+        by_subtask.setdefault(subtask, []).append(key)
+    queues = list(by_subtask.values())
+    kept: set = set()
+    depth = 0
+    while len(kept) < limit and any(depth < len(queue) for queue in queues):
+        for queue in queues:
+            if depth < len(queue) and len(kept) < limit:
+                kept.add(queue[depth])
+        depth += 1
+    return [
+        record
+        for record in records
+        if ((record.subtask, record.image_id) if record.benchmark == "mme" else record.group) in kept
+    ]
 
 
 def find_benchmark_data(data: str, benchmark: str) -> str | None:

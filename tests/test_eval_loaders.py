@@ -153,6 +153,18 @@ def test_limit_keeps_whole_images_and_groups(tmp_path):
     assert len(limit_records(load_benchmark("mmbench", path).records, 1)) == 4
 
 
+def test_limit_takes_every_subtask_round_robin(tmp_path):
+    fixtures.write_pope(str(tmp_path / "pope"), questions_per_split=4)
+    records = load_benchmark("pope", str(tmp_path / "pope")).records
+    splits = sorted({r.subtask for r in records})
+    assert len(splits) == 3
+    kept = limit_records(records, 7)
+    counts = {split: sum(r.subtask == split for r in kept) for split in splits}
+    assert sorted(counts.values()) == [2, 2, 3]  # not the first 7 questions of the first split
+    assert kept == [r for r in records if r in kept]  # file order kept
+    assert limit_records(records, 100) == list(records)
+
+
 def _png(colour):
     import io
 
