@@ -31,12 +31,17 @@ def measure(model_path: str, data: str, rows: int = 96) -> dict:
             "shuffled": model(**{**inputs, "pixel_values": pixels.roll(1, 0)}).loss.item(),
         }
         features = model.get_image_features(pixels[:16])
+    across = features.std(0).mean().item()
+    rms = features.pow(2).mean().sqrt().item()
     return {
         "model": model_path,
         "rows": len(batch["input_ids"]),
         "loss": losses,
-        "projector_std_across_images": features.std(0).mean().item(),
+        "projector_std_across_images": across,
         "projector_std_within_image": features.std(1).mean().item(),
+        "projector_rms": rms,
+        # the image-dependent share of the tokens, comparable across output scales (a LayerNorm pins RMS to 1)
+        "projector_std_across_images_over_rms": across / rms,
     }
 
 
