@@ -72,3 +72,25 @@ def test_demo_verdict_is_not_fooled_by_constant_yes_no_answers():
     rows["stage 3"] = {"POPE acc": 80.0, "POPE F1": 78.0, "MMB": 10.0, "SEED": 40.0}
     verdict = judge(rows)
     assert verdict["trained_beats_baselines"] and verdict["trained"] == pytest.approx(130 / 3)
+
+
+def test_stage0_text_holds_each_conversation_plain_and_with_its_caption_in_context(tmp_path):
+    import json
+
+    from mage_cli.demo import text_only_rows
+    from shapeworld import dataset_paths, generate_dataset
+
+    generate_dataset(str(tmp_path), 4, 2, seed=0, image_size=48, difficulty="easy", benchmarks=())
+    paths = dataset_paths(str(tmp_path))
+    stage1 = json.loads(open(paths["stage1"]).read())
+    stage2 = json.loads(open(paths["stage2"]).read())
+    rows = text_only_rows(paths)
+    assert len(rows) == len(stage1) + 2 * len(stage2)
+    assert all("<image>" not in turn["value"] for row in rows for turn in row["conversations"])
+    caption = {row["image"]: row["conversations"][1]["value"] for row in stage1}
+    in_context = {row["id"]: row for row in rows if row["id"].startswith("context-")}
+    for row in stage2:
+        first = in_context[f"context-{row['id']}"]["conversations"][0]["value"]
+        question = row["conversations"][0]["value"].replace("<image>\n", "")
+        assert first == f"In the picture: {caption[row['image']]}.\n{question}"
+        assert in_context[f"context-{row['id']}"]["conversations"][1:] == row["conversations"][1:]
