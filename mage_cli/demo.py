@@ -63,8 +63,8 @@ class DemoSettings:
     system_prompt: str = "A chat about a picture of shapes."
     # The stage-2 mix, weighted (a type listed k times is asked k times as often): more existence and multiple-choice
     # turns, the formats of POPE/MME and MMBench/SEED, which a 4-turn row of all 14 types asks too rarely to learn
-    # (measured from one stage-1 checkpoint, 900 stage-2 steps: held-out "Is there" 15/30 with existence × 3, 29/43
-    # with × 8).
+    # (one run each from one stage-1 checkpoint, 900 stage-2 steps: held-out "Is there" 15/30 with existence × 3,
+    # 29/43 with × 8; runs of one recipe spread over 19–29 of ~43, docs/demo_runs.md).
     question_types: tuple[str, ...] = (
         ("existence",) * 8
         + ("choice",) * 4
