@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 from collections.abc import Sequence
 
@@ -55,33 +56,30 @@ def score_predictions(
     return seed.score(records, predictions, rules)
 
 
+def _scoring_unit(record: EvalRecord):
+    """What a limit counts: an image for MME (acc+ needs both questions), the circular group for MMBench (`group`
+    equals `uid` elsewhere)."""
+    return (record.subtask, record.image_id) if record.benchmark == "mme" else record.group
+
+
 def limit_records(records: Sequence[EvalRecord], limit: int | None) -> list[EvalRecord]:
-    """`limit` scoring units — images for MME (acc+ needs both questions), circular groups for MMBench, questions
-    otherwise — taken round-robin over the subtasks (POPE splits, MME subtasks, SEED dimensions, …) in file order,
-    so a limited run still scores every subtask (the files are sorted by subtask: the first N units alone were all
-    POPE "adversarial"). Records keep their original order."""
+    """`limit` scoring units taken round-robin over the subtasks (POPE splits, MME subtasks, SEED dimensions, …) in
+    file order, so a limited run still scores every subtask (the files are sorted by subtask: the first N units alone
+    were all POPE "adversarial"). Records keep their original order."""
     if limit is None:
         return list(records)
-    units: dict = {}  # unit key -> subtask, in file order
+    by_subtask: dict[str, dict] = {}  # subtask -> its units in file order (a dict as an ordered set)
     for record in records:
-        key = (record.subtask, record.image_id) if record.benchmark == "mme" else record.group
-        units.setdefault(key, record.subtask)
-    by_subtask: dict[str, list] = {}
-    for key, subtask in units.items():
-        by_subtask.setdefault(subtask, []).append(key)
-    queues = list(by_subtask.values())
-    kept: set = set()
-    depth = 0
-    while len(kept) < limit and any(depth < len(queue) for queue in queues):
-        for queue in queues:
-            if depth < len(queue) and len(kept) < limit:
-                kept.add(queue[depth])
-        depth += 1
-    return [
-        record
-        for record in records
-        if ((record.subtask, record.image_id) if record.benchmark == "mme" else record.group) in kept
+        by_subtask.setdefault(record.subtask, {})[_scoring_unit(record)] = None
+    missing = object()
+    round_robin = [
+        unit
+        for layer in itertools.zip_longest(*by_subtask.values(), fillvalue=missing)
+        for unit in layer
+        if unit is not missing
     ]
+    kept = set(round_robin[:limit])
+    return [record for record in records if _scoring_unit(record) in kept]
 
 
 def find_benchmark_data(data: str, benchmark: str) -> str | None:
