@@ -17,6 +17,7 @@ PROJECTOR_TYPES = ("ian", "mlp2x_gelu", "linear", "resampler", "c_abstractor", "
 QUERY_PROJECTOR_TYPES = ("ian", "resampler", "c_abstractor", "sa_perceiver")
 FEATURE_SELECT_STRATEGIES = ("default", "full")
 SEB_QUERY_SOURCES = ("pixels", "features")
+SEB_ATTENTION_BIASES = ("gaussian", "none")
 ITDM_TEXT_SOURCES = ("hidden", "embeddings")
 ITDM_REDUCTIONS = ("mean", "sum")
 
@@ -82,6 +83,11 @@ class MageConfig(PretrainedConfig):
             A LayerNorm on the SEB's output. The paper puts its learnable norms in the VAB only; with this norm the
             tiny model's stage 1 collapsed the image tokens towards one vector (docs/DECISIONS.md), so it is off by
             default. Checkpoints written before this option existed had it: load them with `seb_output_norm=True`.
+        seb_attention_bias (`str`, *optional*, defaults to `"gaussian"`):
+            A fixed locality bias on the SEB's attention logits, `-d² / (2 σ_h²)` with `d` the distance from a query
+            cell to a patch and `σ_h` doubling per head from half a query cell: the first heads read the patches under
+            their cell, the last ones the whole image. `"none"` is plain content attention, the behaviour of
+            checkpoints written before this option existed (docs/DECISIONS.md).
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the projector MLPs.
         itdm_weight (`float`, *optional*, defaults to 1.0):
@@ -123,6 +129,7 @@ class MageConfig(PretrainedConfig):
         seb_num_heads: int = 8,
         vab_depth: int = 2,
         seb_output_norm: bool = False,
+        seb_attention_bias: str = "gaussian",
         projector_hidden_act: str = "gelu",
         itdm_weight: float = 1.0,
         itdm_text_source: str = "hidden",
@@ -144,6 +151,7 @@ class MageConfig(PretrainedConfig):
         self.seb_num_heads = seb_num_heads
         self.vab_depth = vab_depth
         self.seb_output_norm = seb_output_norm
+        self.seb_attention_bias = seb_attention_bias
         self.projector_hidden_act = projector_hidden_act
         self.itdm_weight = itdm_weight
         self.itdm_text_source = itdm_text_source
@@ -176,6 +184,8 @@ class MageConfig(PretrainedConfig):
             )
         if self.seb_query_source not in SEB_QUERY_SOURCES:
             raise _choice_error("seb_query_source", self.seb_query_source, SEB_QUERY_SOURCES)
+        if self.seb_attention_bias not in SEB_ATTENTION_BIASES:
+            raise _choice_error("seb_attention_bias", self.seb_attention_bias, SEB_ATTENTION_BIASES)
         if self.itdm_text_source not in ITDM_TEXT_SOURCES:
             raise _choice_error("itdm_text_source", self.itdm_text_source, ITDM_TEXT_SOURCES)
         if self.itdm_reduction not in ITDM_REDUCTIONS:

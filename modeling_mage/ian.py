@@ -86,6 +86,20 @@ class MageQueryCNN(nn.Module):
         return self.out_proj(hidden.flatten(2).transpose(1, 2))
 
 
+def grid_locality_bias(query_side: int, patch_side: int, num_heads: int) -> torch.Tensor:
+    """Additive attention bias `(num_heads, Q, N_p)`: `-d² / (2 σ_h²)`, with `d` the distance (in patches) from a query
+    cell's centre to a patch centre and `σ_h = cell · 2^(h-1)` for head `h` (half a cell, one cell, two, …), so the
+    first heads read the patches under their cell and the last ones the whole image."""
+    cell = patch_side / query_side
+    query_centres = (torch.arange(query_side, dtype=torch.float64) + 0.5) * cell
+    patch_centres = torch.arange(patch_side, dtype=torch.float64) + 0.5
+    query_rows, query_cols = (c.flatten() for c in torch.meshgrid(query_centres, query_centres, indexing="ij"))
+    patch_rows, patch_cols = (c.flatten() for c in torch.meshgrid(patch_centres, patch_centres, indexing="ij"))
+    squared = (query_rows[:, None] - patch_rows[None]) ** 2 + (query_cols[:, None] - patch_cols[None]) ** 2
+    sigma = cell * 2.0 ** (torch.arange(num_heads, dtype=torch.float64) - 1)
+    return (-squared[None] / (2 * sigma[:, None, None] ** 2)).float()
+
+
 class MageCrossAttentionBlock(nn.Module):
     """Pre-norm block: queries attend to the VAB output (keys/values), then an MLP; both residual.
 
@@ -112,12 +126,16 @@ class MageCrossAttentionBlock(nn.Module):
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, queries: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, queries: torch.Tensor, context: torch.Tensor, attention_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`attention_bias`: `None` or an additive bias broadcastable to `(B, heads, Q, N_p)`."""
         normed_queries, normed_context = self.query_norm(queries), self.context_norm(context)
         attended = F.scaled_dot_product_attention(
             self._heads(self.q_proj(normed_queries)),
             self._heads(self.k_proj(normed_context)),
             self._heads(self.v_proj(normed_context)),
+            attn_mask=attention_bias,
         )
         attended = attended.transpose(1, 2).reshape(queries.shape)
         queries = queries + self.o_proj(attended)
@@ -126,7 +144,8 @@ class MageCrossAttentionBlock(nn.Module):
 
 class MageSemanticEnhancementBlock(nn.Module):
     """SEB: CNN queries (+ learnable 2-D position embedding) cross-attend to the VAB output (then a LayerNorm only
-    when `config.seb_output_norm`).
+    when `config.seb_output_norm`). With `config.seb_attention_bias="gaussian"` each head's attention logits get a
+    fixed locality bias (`grid_locality_bias`; not learned, not saved).
 
     Args to `forward`:
         aligned (`torch.Tensor` of shape `(B, N_p, D_l)`): the VAB output, used as keys and values.
@@ -142,9 +161,20 @@ class MageSemanticEnhancementBlock(nn.Module):
         self.query_cnn = MageQueryCNN(config)
         self.position_embedding = nn.Parameter(torch.zeros(1, config.num_query_tokens, hidden))
         self.layers = nn.ModuleList(MageCrossAttentionBlock(config) for _ in range(config.seb_num_layers))
+        # The keys carry only the tower's weak position signal and the projections start near zero, so without a
+        # locality prior every query averaged the whole image, and which colour goes with which shape was lost
+        # (docs/DECISIONS.md).
+        self.attention_bias_kind = config.seb_attention_bias
+        self.grid_sides = (math.isqrt(config.num_query_tokens), math.isqrt(config.num_patches), config.seb_num_heads)
+        self.register_buffer("attention_bias", self.locality_bias(), persistent=False)
         # The output keeps the residual stream's scale: a LayerNorm here pinned every token to norm √D_l, and stage 1
         # then shrank the image-dependent part to ~10 % of it (docs/DECISIONS.md).
         self.final_norm = nn.LayerNorm(hidden) if config.seb_output_norm else nn.Identity()
+
+    def locality_bias(self) -> torch.Tensor | None:
+        """The `(heads, Q, N_p)` bias, or `None` when turned off. `_init_weights` calls it too: a non-persistent
+        buffer is not in the checkpoint, and transformers 5 builds the model on the meta device."""
+        return grid_locality_bias(*self.grid_sides) if self.attention_bias_kind == "gaussian" else None
 
     def forward(
         self,
@@ -154,8 +184,13 @@ class MageSemanticEnhancementBlock(nn.Module):
     ) -> torch.Tensor:
         queries = self.query_cnn(pixel_values, feature_grid).to(aligned.dtype)
         queries = queries + self.position_embedding.to(aligned.dtype)
+        bias = self.attention_bias
+        if bias is not None:
+            bias = bias.to(aligned.dtype)
+            extra = aligned.shape[1] - bias.shape[-1]  # a kept CLS token (strategy "full") gets no bias
+            bias = F.pad(bias, (extra, 0)) if extra else bias
         for layer in self.layers:
-            queries = layer(queries, aligned)
+            queries = layer(queries, aligned, bias)
         return self.final_norm(queries)
 
 

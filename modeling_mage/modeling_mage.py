@@ -18,7 +18,7 @@ from transformers import __version__ as transformers_version
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .configuration_mage import MageConfig
-from .ian import build_projector
+from .ian import MageSemanticEnhancementBlock, build_projector
 from .projectors import PROJECTOR_REGISTRY  # noqa: F401  (4.57 copies only this file's direct relative imports)
 
 TRANSFORMERS_MAJOR = int(transformers_version.split(".")[0])
@@ -120,6 +120,9 @@ class MagePreTrainedModel(PreTrainedModel):
             nn.init.normal_(module.weight, mean=0.0, std=std)
         if hasattr(module, "position_embedding") and isinstance(module.position_embedding, nn.Parameter):
             nn.init.normal_(module.position_embedding, mean=0.0, std=std)
+        if isinstance(module, MageSemanticEnhancementBlock) and module.attention_bias is not None:
+            with torch.no_grad():
+                module.attention_bias.copy_(module.locality_bias())
 
 
 def _unwrap_vision_tower(tower: nn.Module) -> nn.Module:

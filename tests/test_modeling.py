@@ -14,6 +14,7 @@ from modeling_mage import (
     MageIntelligentAlignmentNetwork,
     build_projector,
 )
+from modeling_mage.ian import grid_locality_bias
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def _inputs(processor, images, questions):
         ({"vision_feature_select_strategy": "cls"}, "vision_feature_select_strategy='cls'"),
         ({"projector_type": "qformer"}, "projector_type='qformer' is not supported; expected one of"),
         ({"seb_query_source": "text"}, "seb_query_source='text'"),
+        ({"seb_attention_bias": "alibi"}, "seb_attention_bias='alibi'"),
         ({"itdm_reduction": "max"}, "itdm_reduction='max'"),
         ({"itdm_text_source": "logits"}, "itdm_text_source='logits'"),
         ({"seb_num_heads": 3}, "seb_num_heads=3 must divide the LM hidden size (128)"),
@@ -127,6 +129,47 @@ def test_seb_output_norm_is_off_by_default_and_loads_old_checkpoints(tokenizer, 
     reloaded = MageForConditionalGeneration.from_pretrained(tmp_path)
     assert reloaded.config.seb_output_norm is True
     assert torch.equal(reloaded.model.multi_modal_projector(features, pixels), normed)
+
+
+def test_grid_locality_bias_by_hand():
+    # One query cell over a 2 × 2 patch grid: its centre (1, 1) is √0.5 from every patch centre; σ = cell / 2 = 1.
+    assert torch.allclose(grid_locality_bias(1, 2, 1), torch.full((1, 1, 4), -0.25))
+    # Q = N_p on a 3 × 3 grid, two heads: σ = 0.5 then 1 patch; the middle query's own patch 0, a side neighbour
+    # -1 / (2 σ²), a corner -2 / (2 σ²).
+    bias = grid_locality_bias(3, 3, 2)
+    assert bias.shape == (2, 9, 9)
+    assert bias[0, 4].tolist() == [-4.0, -2.0, -4.0, -2.0, 0.0, -2.0, -4.0, -2.0, -4.0]
+    assert bias[1, 4].tolist() == [-1.0, -0.5, -1.0, -0.5, 0.0, -0.5, -1.0, -0.5, -1.0]
+
+
+def test_seb_locality_bias_reads_the_patches_under_each_query_and_survives_save_load(tokenizer, tmp_path):
+    config = tiny_config(tokenizer, num_query_tokens=4)  # 4 × 4 patches, 2 × 2 queries
+    assert config.seb_attention_bias == "gaussian"
+    model = MageForConditionalGeneration(config)
+    seb = model.model.multi_modal_projector.seb
+    assert not any(key.endswith("attention_bias") for key in model.state_dict())  # computed, not saved
+    # At initialisation the content logits are ~0, so head 0 (σ = half a cell) puts most of each query's attention
+    # on the 2 × 2 patches of its own cell (0.68 of it; 0.25 without the bias).
+    weights = torch.softmax(seb.attention_bias[0], dim=-1).view(2, 2, 4, 4)
+    assert weights[0, 0, :2, :2].sum() > 0.6 and weights[1, 1, 2:, 2:].sum() > 0.6
+    features, pixels = torch.randn(2, 16, 64), torch.randn(2, 3, 64, 64)
+    tokens = model.model.multi_modal_projector(features, pixels)
+    model.save_pretrained(tmp_path)
+    # transformers 5 builds the model on the meta device: the non-persistent bias must be recomputed on load.
+    reloaded = MageForConditionalGeneration.from_pretrained(tmp_path)
+    assert torch.equal(reloaded.model.multi_modal_projector.seb.attention_bias, seb.attention_bias)
+    assert torch.equal(reloaded.model.multi_modal_projector(features, pixels), tokens)
+    # "none" is plain content attention, the layout of earlier checkpoints (same weights, no bias buffer).
+    plain = MageForConditionalGeneration.from_pretrained(tmp_path, seb_attention_bias="none")
+    assert plain.model.multi_modal_projector.seb.attention_bias is None
+    assert not torch.allclose(plain.model.multi_modal_projector(features, pixels), tokens)
+
+
+def test_seb_locality_bias_gives_a_kept_cls_token_no_bias(tokenizer):
+    config = tiny_config(tokenizer, num_query_tokens=4)
+    config.vision_feature_select_strategy, config.seb_query_source = "full", "features"
+    ian = MageIntelligentAlignmentNetwork(config)
+    assert ian(torch.randn(2, 17, 64)).shape == (2, 4, 128)
 
 
 # ------------------------------------------------------------------------------------------------------- forward
