@@ -165,7 +165,7 @@ class MageSemanticEnhancementBlock(nn.Module):
         # locality prior every query averaged the whole image, and which colour goes with which shape was lost
         # (docs/DECISIONS.md).
         self.attention_bias_kind = config.seb_attention_bias
-        self.grid_sides = (math.isqrt(config.num_query_tokens), math.isqrt(config.num_patches), config.seb_num_heads)
+        self.bias_arguments = (math.isqrt(config.num_query_tokens), math.isqrt(config.num_patches), config.seb_num_heads)
         self.register_buffer("attention_bias", self.locality_bias(), persistent=False)
         # The output keeps the residual stream's scale: a LayerNorm here pinned every token to norm √D_l, and stage 1
         # then shrank the image-dependent part to ~10 % of it (docs/DECISIONS.md).
@@ -174,7 +174,7 @@ class MageSemanticEnhancementBlock(nn.Module):
     def locality_bias(self) -> torch.Tensor | None:
         """The `(heads, Q, N_p)` bias, or `None` when turned off. `_init_weights` calls it too: a non-persistent
         buffer is not in the checkpoint, and transformers 5 builds the model on the meta device."""
-        return grid_locality_bias(*self.grid_sides) if self.attention_bias_kind == "gaussian" else None
+        return grid_locality_bias(*self.bias_arguments) if self.attention_bias_kind == "gaussian" else None
 
     def forward(
         self,
