@@ -186,7 +186,7 @@ class MageSemanticEnhancementBlock(nn.Module):
         queries = queries + self.position_embedding.to(aligned.dtype)
         bias = self.attention_bias
         if bias is not None:
-            bias = bias.to(aligned.dtype)
+            bias = bias.to(aligned.dtype)[None]  # 4-D: CPU SDPA keeps its flash kernel (a 3-D mask ran the math path)
             extra = aligned.shape[1] - bias.shape[-1]  # a kept CLS token (strategy "full") gets no bias
             bias = F.pad(bias, (extra, 0)) if extra else bias
         for layer in self.layers:
