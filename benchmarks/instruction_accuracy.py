@@ -2,6 +2,9 @@
 words of the question), greedy, first turn of each row.
 
     python -m benchmarks.instruction_accuracy --model runs/stage2 --data data/eval/stage2_instructions.json [--rows 120]
+
+`--caption-in-context` asks the same questions without the image, the scene's caption in front of them ("In the
+picture: …", as in the demo's stage-0 text): how well a text-only LM answers from its context.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import json
 from pathlib import Path
 
 
-def measure(model_path: str, data: str, rows: int = 120, batch_size: int = 24) -> dict[str, list[int]]:
+def measure(
+    model_path: str, data: str, rows: int = 120, batch_size: int = 24, caption_in_context: bool = False
+) -> dict[str, list[int]]:
     import torch
     from PIL import Image
 
@@ -24,17 +29,23 @@ def measure(model_path: str, data: str, rows: int = 120, batch_size: int = 24) -
     processor.tokenizer.padding_side = "left"
     folder = Path(data).parent
     items = json.loads(Path(data).read_text())[:rows]
+    captions = _scene_captions(folder) if caption_in_context else {}
     stats: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
-        images = [Image.open(folder / row["image"]).convert("RGB") for row in batch]
         questions = [row["conversations"][0]["value"].replace("<image>\n", "") for row in batch]
+        if caption_in_context:
+            contents = [
+                [{"type": "text", "text": f"In the picture: {captions[row['image']]}.\n{q}"}]
+                for row, q in zip(batch, questions)
+            ]
+            images = None
+        else:
+            contents = [[{"type": "image"}, {"type": "text", "text": q}] for q in questions]
+            images = [Image.open(folder / row["image"]).convert("RGB") for row in batch]
         prompts = [
-            processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
-                add_generation_prompt=True,
-            )
-            for q in questions
+            processor.apply_chat_template([{"role": "user", "content": c}], add_generation_prompt=True)
+            for c in contents
         ]
         inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt")
         with torch.no_grad():
@@ -47,16 +58,25 @@ def measure(model_path: str, data: str, rows: int = 120, batch_size: int = 24) -
     return dict(stats)
 
 
+def _scene_captions(folder: Path) -> dict[str, str]:
+    """Image path (as the instruction rows name it) → the scene's caption, from the split's `scenes.jsonl`."""
+    from shapeworld import caption
+
+    rows = [json.loads(line) for line in (folder / "scenes.jsonl").read_text().splitlines() if line.strip()]
+    return {row["image"]: caption(row["scene"]) for row in rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--rows", type=int, default=120)
+    parser.add_argument("--caption-in-context", action="store_true", help="no image: the caption in the prompt")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    for key, (correct, total) in sorted(measure(args.model, args.data, args.rows).items(), key=lambda kv: -kv[1][1]):
+    for key, (correct, total) in sorted(measure(args.model, args.data, args.rows, caption_in_context=args.caption_in_context).items(), key=lambda kv: -kv[1][1]):
         print(f"{key:<24} {correct:>4}/{total:<4}")
 
 

@@ -1,5 +1,5 @@
-"""Stage 1 → 2 → 3 with `mage train` on the tiny model and a tiny shapes world (CPU, ~45 s): ITG and ITDM fall in
-every stage and the final checkpoint answers held-out colour questions better than its stage-0 self."""
+"""Stage 1 → 2 → 3 with `mage train` on the tiny model and a tiny shapes world (CPU, ~70 s): ITG and ITDM fall in
+every stage, stage 2 learns to answer held-out colour questions and stage 3 keeps that skill."""
 
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ def test_three_stages_on_cpu(tmp_path):
     processor.save_pretrained(tmp_path / "stage0")
     data = {
         1: write_tiny_llava_dataset(tmp_path / "d1", 512, 0, stage=1, seed=1),
-        2: write_tiny_llava_dataset(tmp_path / "d2", 512, 64, stage=2, seed=2),
+        # 2,048 images: on 512, 200 steps (12 epochs) answered held-out colours at 0.2–0.58 over seeds 0–2; on
+        # 2,048, 1.0 for seeds 0 and 1
+        2: write_tiny_llava_dataset(tmp_path / "d2", 2048, 64, stage=2, seed=2),
         3: write_tiny_llava_dataset(tmp_path / "d3", 128, 0, stage=3, seed=3),
     }
     previous = tmp_path / "stage0"
@@ -61,7 +63,9 @@ def test_three_stages_on_cpu(tmp_path):
                 "--output-dir", str(output), "--set", f"max_steps={STEPS[stage]}", "--set", "logging_steps=10",
                 "--no-progress"]
         if stage == 3:
-            argv += ["--set", f"replay_data={data[2]}"]
+            # half the stage-3 mix replayed: at the paper's 10 % (14 rows beside 128 plans) stage 3 took held-out
+            # colour accuracy from 1.0 after stage 2 to 0.28–0.38 (seeds 0, 1); at 50 % it kept 0.98–1.0
+            argv += ["--set", f"replay_data={data[2]}", "--set", "replay_ratio=0.5"]
         assert mage(argv) == 0
         report = json.loads((output / "training_report.json").read_text())
         first, last = report["first_log"], report["last_log"]
@@ -69,5 +73,5 @@ def test_three_stages_on_cpu(tmp_path):
         previous = output
     config = json.loads((previous / "config.json").read_text())
     assert config["mage_trained_stages"] == [1, 2, 3]
-    before, after = colour_accuracy(tmp_path / "stage0"), colour_accuracy(previous)
-    assert after > before and after >= 0.5, (before, after)
+    before, stage2, after = (colour_accuracy(tmp_path / name) for name in ("stage0", "stage2", "stage3"))
+    assert stage2 >= 0.8 and after >= 0.8 and before <= 0.5, (before, stage2, after)
