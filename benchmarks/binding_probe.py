@@ -17,8 +17,10 @@ from pathlib import Path
 
 
 def _scenes(folder: Path, limit: int) -> list[dict]:
-    lines = (folder / "scenes.jsonl").read_text().splitlines()[:limit]
-    return [json.loads(line) for line in lines]
+    """The first `limit` `{"image": absolute path, "scene": …}` entries of the split's `scenes.jsonl`."""
+    from alignment.recipe import read_scenes
+
+    return [{"image": path, "scene": scene} for path, scene in itertools.islice(read_scenes([folder]).items(), limit)]
 
 
 def _pair_labels(scenes: list[dict], pairs: list[tuple[str, str]]):
@@ -32,7 +34,7 @@ def _pair_labels(scenes: list[dict], pairs: list[tuple[str, str]]):
     return labels
 
 
-def _layer_outputs(model, processor, folder: Path, scenes: list[dict], batch_size: int = 128) -> dict:
+def _layer_outputs(model, processor, scenes: list[dict], batch_size: int = 128) -> dict:
     import torch
     from PIL import Image
 
@@ -40,7 +42,7 @@ def _layer_outputs(model, processor, folder: Path, scenes: list[dict], batch_siz
     projector = model.model.multi_modal_projector
     with torch.no_grad():
         for start in range(0, len(scenes), batch_size):
-            images = [Image.open(folder / s["image"]).convert("RGB") for s in scenes[start : start + batch_size]]
+            images = [Image.open(s["image"]).convert("RGB") for s in scenes[start : start + batch_size]]
             pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
             features = model.model.select_vision_features(pixels)
             outputs["tower"].append(features)
@@ -79,13 +81,12 @@ def measure(model_path: str, data: str, scenes: int = 3000, steps: int = 1500, s
     torch.manual_seed(seed)
     model = MageForConditionalGeneration.from_pretrained(model_path).eval()
     processor = MageProcessor.from_pretrained(model_path)
-    train_folder, test_folder = Path(data) / "train", Path(data) / "eval"
-    train_scenes, test_scenes = _scenes(train_folder, scenes), _scenes(test_folder, scenes)
+    train_scenes, test_scenes = _scenes(Path(data) / "train", scenes), _scenes(Path(data) / "eval", scenes)
     objects = [o for s in train_scenes for o in s["scene"]["objects"]]
     pairs = list(itertools.product(sorted({o["colour"] for o in objects}), sorted({o["shape"] for o in objects})))
     train_y, test_y = _pair_labels(train_scenes, pairs), _pair_labels(test_scenes, pairs)
-    train_x = _layer_outputs(model, processor, train_folder, train_scenes)
-    test_x = _layer_outputs(model, processor, test_folder, test_scenes)
+    train_x = _layer_outputs(model, processor, train_scenes)
+    test_x = _layer_outputs(model, processor, test_scenes)
     balanced = {name: _probe(train_x[name], train_y, test_x[name], test_y, steps, seed) for name in train_x}
     return {
         "model": model_path,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 from pathlib import Path
 
 
@@ -59,11 +60,12 @@ def measure(
 
 
 def _scene_captions(folder: Path) -> dict[str, str]:
-    """Image path (as the instruction rows name it) → the scene's caption, from the split's `scenes.jsonl`."""
+    """Image path (as the instruction rows name it, relative to `folder`) → the caption of its scene in the split's
+    `scenes.jsonl`."""
+    from alignment.recipe import read_scenes
     from shapeworld import caption
 
-    rows = [json.loads(line) for line in (folder / "scenes.jsonl").read_text().splitlines() if line.strip()]
-    return {row["image"]: caption(row["scene"]) for row in rows}
+    return {os.path.relpath(path, folder): caption(scene) for path, scene in read_scenes([folder]).items()}
 
 
 def main() -> None:
@@ -76,7 +78,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    for key, (correct, total) in sorted(measure(args.model, args.data, args.rows, caption_in_context=args.caption_in_context).items(), key=lambda kv: -kv[1][1]):
+    stats = measure(args.model, args.data, args.rows, caption_in_context=args.caption_in_context)
+    for key, (correct, total) in sorted(stats.items(), key=lambda kv: -kv[1][1]):
         print(f"{key:<24} {correct:>4}/{total:<4}")
 
 
