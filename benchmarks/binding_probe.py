@@ -20,7 +20,10 @@ def _scenes(folder: Path, limit: int) -> list[dict]:
     """The first `limit` `{"image": absolute path, "scene": …}` entries of the split's `scenes.jsonl`."""
     from alignment.recipe import read_scenes
 
-    return [{"image": path, "scene": scene} for path, scene in itertools.islice(read_scenes([folder]).items(), limit)]
+    scenes = [{"image": path, "scene": scene} for path, scene in itertools.islice(read_scenes([folder]).items(), limit)]
+    if not scenes:
+        raise FileNotFoundError(f"no scenes in {folder / 'scenes.jsonl'}: the probe needs ShapeWorld splits with their scenes")
+    return scenes
 
 
 def _pair_labels(scenes: list[dict], pairs: list[tuple[str, str]]):

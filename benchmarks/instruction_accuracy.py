@@ -31,6 +31,12 @@ def measure(
     folder = Path(data).parent
     items = json.loads(Path(data).read_text())[:rows]
     captions = _scene_captions(folder) if caption_in_context else {}
+    missing = [row.get("id", index) for index, row in enumerate(items) if caption_in_context and row["image"] not in captions]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of {len(items)} rows of {data} have no scene in {folder / 'scenes.jsonl'} "
+            f"(e.g. row {missing[0]!r}): --caption-in-context reads the caption from the split's scenes"
+        )
     stats: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]

@@ -47,3 +47,14 @@ def test_instruction_accuracy_counts_every_row_with_and_without_the_image(world,
     shutil.rmtree(data.parent / "images")
     stats = measure(str(tmp_path / "model"), str(data), rows=len(items), batch_size=5, caption_in_context=True)
     assert set(stats) == kinds and sum(total for _, total in stats.values()) == len(items)
+    # without the split's scenes there is no caption: a clear error naming the file, not a KeyError mid-run
+    (data.parent / "scenes.jsonl").unlink()
+    with pytest.raises(ValueError, match="scenes.jsonl"):
+        measure(str(tmp_path / "model"), str(data), rows=len(items), batch_size=5, caption_in_context=True)
+
+
+def test_binding_probe_names_the_missing_scenes_file(tmp_path):
+    from benchmarks.binding_probe import _scenes
+
+    with pytest.raises(FileNotFoundError, match="scenes.jsonl"):
+        _scenes(tmp_path / "train", limit=10)
