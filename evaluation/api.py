@@ -102,7 +102,7 @@ def evaluate(
     output_dir: str,
     batch_size: int = 8,
     limit: int | None = None,
-    scoring: str = "generate",
+    scoring: str = "official",
     blank_images: bool = False,
     max_new_tokens: int = 16,
     rules: str = mmbench.DEFAULT_RULES,
@@ -118,7 +118,9 @@ def evaluate(
 
     Args:
         benchmark: one of `BENCHMARKS` or `"all"` (then `data_dir` holds one sub-folder per benchmark).
-        scoring: `"generate"` (greedy answers) or `"likelihood"` (option ranking; SEED/MMBench only, others generate).
+        scoring: `"official"` (each benchmark's own protocol: option likelihood for SEED-Bench, greedy answers for
+            the rest), `"generate"` (greedy answers everywhere) or `"likelihood"` (option ranking for SEED and
+            MMBench, the others generate).
         blank_images: replace every image by a grey one (the text-only baseline).
         limit: evaluate only the first `limit` images (MME), circular groups (MMBench) or questions (others).
         overwrite: discard earlier predictions in `output_dir` instead of resuming them.
@@ -193,6 +195,22 @@ def _carry_over(results: dict, path: str) -> None:
         results["benchmarks"].setdefault(name, bench)
 
 
+# The protocol each benchmark's own evaluation uses (DESIGN §4): SEED-Bench ranks the options by likelihood; MME, POPE
+# and MMBench read a generated answer.
+OFFICIAL_SCORING = {"seed": "likelihood"}
+SCORING_CHOICES = ("official", "generate", "likelihood")
+
+
+def resolve_scoring(scoring: str, benchmark: str) -> str:
+    """The scoring one benchmark runs with: `"official"` picks its own protocol; likelihood ranking exists only for
+    the multiple-choice benchmarks (SEED, MMBench), so the others always generate."""
+    if scoring not in SCORING_CHOICES:
+        raise ValueError(f"scoring must be one of {SCORING_CHOICES}, got {scoring!r}")
+    if scoring == "official":
+        return OFFICIAL_SCORING.get(benchmark, "generate")
+    return scoring if benchmark in ("seed", "mmbench", "mmbench_cn") else "generate"
+
+
 def run_benchmark(
     model,
     processor,
@@ -217,7 +235,7 @@ def run_benchmark(
 
     loaded = load_benchmark(name, path, circular=circular, strict=strict, split=split)
     records = limit_records(loaded.records, limit)
-    used_scoring = scoring if name in ("seed", "mmbench", "mmbench_cn") else "generate"
+    used_scoring = resolve_scoring(scoring, name)
     settings = RunSettings(name, used_scoring, max_new_tokens, blank_images, model=model_path)
     predictions_path = os.path.join(output_dir, f"predictions_{name}.jsonl")
     if overwrite and os.path.exists(predictions_path):

@@ -39,9 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--scoring",
-        choices=("generate", "likelihood"),
-        default="generate",
-        help="SEED/MMBench: greedy answer + letter extraction, or option likelihood ranking",
+        choices=("official", "generate", "likelihood"),
+        default="official",
+        help="official (default): each benchmark's own protocol (SEED: option likelihood; MME, POPE, MMBench: "
+        "generated answer); generate: greedy answer + letter extraction everywhere; likelihood: option ranking "
+        "for SEED and MMBench",
     )
     parser.add_argument(
         "--max-new-tokens",

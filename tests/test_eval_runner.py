@@ -293,7 +293,26 @@ def test_one_benchmark_per_call_adds_up_to_one_report(mage, data, tmp_path):
     evaluate(model, processor, "pope", data["pope"], str(tmp_path), **kwargs)
     both = evaluate(model, processor, "seed", data["seed"], str(tmp_path), **kwargs)
     assert set(both["benchmarks"]) == {"pope", "seed"} and {"POPE", "SEED^I"} <= set(both["summary"])
+    # the default scoring is each benchmark's own protocol: SEED-Bench ranks options by likelihood, POPE generates
+    assert both["benchmarks"]["seed"]["scoring"] == "likelihood" and both["benchmarks"]["pope"]["scoring"] == "generate"
     other = evaluate(
         model, processor, "seed", data["seed"], str(tmp_path), **{**kwargs, "max_new_tokens": 3}, overwrite=True
     )
     assert set(other["benchmarks"]) == {"seed"}  # the POPE numbers were made with other settings: not carried over
+
+
+def test_resolve_scoring_picks_each_benchmarks_protocol():
+    from evaluation.api import resolve_scoring
+
+    assert [resolve_scoring("official", b) for b in ("seed", "mmbench", "mme", "pope")] == [
+        "likelihood",
+        "generate",
+        "generate",
+        "generate",
+    ]
+    assert (
+        resolve_scoring("likelihood", "mmbench") == "likelihood" and resolve_scoring("likelihood", "pope") == "generate"
+    )
+    assert resolve_scoring("generate", "seed") == "generate"
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        resolve_scoring("ppl", "seed")
