@@ -565,7 +565,8 @@ def _markdown(table: str, verdict: dict, settings: DemoSettings, tower) -> str:
             "",
             "All numbers in percent on held-out ShapeWorld benchmark splits written in the official formats "
             "(MME perception normalised by its maximum over the subtasks present; POPE = mean accuracy and mean F1 of the three splits; "
-            "MMBench = CircularEval accuracy; SEED = accuracy). The text-only baseline is the stage-3 model with every "
+            "MMBench = CircularEval accuracy; SEED = accuracy, options ranked by likelihood as SEED-Bench's own "
+            "evaluation does). The text-only baseline is the stage-3 model with every "
             "image replaced by a grey one.",
             "",
             table,
