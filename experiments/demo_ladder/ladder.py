@@ -1,0 +1,615 @@
+"""The demo-learning ladder: from the known-good tiny LLaVA toward the demo, one factor at a time (issue 23).
+
+One run = one rung × one seed, counted in optimizer updates with one torch thread:
+
+  S0  text-only LM on captions + QA text               (plain loop, as the reference; cached per seed/template)
+  SC  CLIP-style contrastive pretraining of the tower  (plain loop, as the reference; cached with S0)
+  S1  projector only on captions                       (--path plain: the reference loop on transformers' LLaVA;
+  S2  projector + LLM on single questions               --path trainer: `training.api.train`, i.e. `mage train`'s
+                                                         MageTrainer + LlavaDataset + MageDataCollator + processor)
+
+The world, tower, LM sizes, batch, optimiser (AdamW betas 0.9/0.98, no decay, clip 1.0, 3 % warm-up, cosine) and
+the evaluation are the reference's (`../shared/reference/tiny_llava/`, its `shapes.py` copied as `ref_shapes.py`).
+Evaluation: held-out scenes, 400 questions per type, argmax of the first answer token at the last prompt position,
+with the real image and with a blank one.
+
+Factors (each rung changes one): --path, --projector (mlp | ian) with --q, --template (ref | vicuna), --itdm.
+
+    python experiments/demo_ladder/ladder.py --seed 0 --path trainer --projector mlp --out experiments/demo_ladder/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+import ref_shapes as S  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+SPECIALS = S.SPECIALS  # <pad> <unk> <image> <s> </s> = ids 0..4
+PAD, UNK, IMG, BOS, EOS = range(5)
+SHORT_SYSTEM_PROMPT = "A chat about a picture of shapes."  # the demo's
+
+
+# ---------------------------------------------------------------------------------------------------------- worlds
+PROJECT_QUESTIONS = {"exist": "_q_exists", "colour": "_q_colour", "count": "_q_count_shape", "position": "_q_relation"}
+
+
+def make_project_dataset(n: int, seed: int, image_size: int, qtypes, difficulty: str = "easy"):
+    """The project's ShapeWorld (`shapeworld.world` scenes and renderer, `shapeworld.text` captions and question
+    phrasings) in the reference's shape: one question per example, types in turn; `position` is the relation
+    question ("Is the X to the left of the Y?"). Returns (examples, uint8 images (n, 3, H, W), blank image)."""
+    import numpy as np
+
+    from shapeworld import text as T
+    from shapeworld.world import get_difficulty, item_rng, render_scene, sample_scene
+
+    d = get_difficulty(difficulty)
+    exs, imgs = [], []
+    for i in range(n):
+        qtype = qtypes[i % len(qtypes)]
+        rng = item_rng(seed, "ladder", i)
+        while True:
+            scene = sample_scene(rng, d, f"s{i}")
+            made = getattr(T, PROJECT_QUESTIONS[qtype])(rng, scene, d)
+            if made is not None:
+                break
+        question, answer, _ = made
+        exs.append({"caption": T.caption(scene), "question": question, "answer": answer, "qtype": qtype})
+        imgs.append(np.asarray(render_scene(scene, image_size)))
+    blank = np.asarray(render_scene({"objects": [], "label": None, "marks": []}, image_size))
+    images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()  # (n, 3, H, W) as the reference's
+    return exs, images, torch.from_numpy(blank).permute(2, 0, 1).contiguous()
+
+
+# ------------------------------------------------------------------------------------------------------ templates
+def ref_chat_template() -> str:
+    """The reference's row `<s> <image>×Q question : … ? answer : X </s>` as a chat template: the user turn renders
+    `<image> question : q`, the generation prompt ` answer :`, the assistant ` X </s>`."""
+    return (
+        "{%- for message in messages -%}"
+        "{%- if message['role'] == 'user' -%}"
+        "{%- for item in message['content'] if item['type'] == 'image' -%}{{- '<image>' -}}{%- endfor -%}"
+        "{{- ' question : ' + (message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text')"
+        " | join(' ')) -}}"
+        "{%- else -%}"
+        "{{- ' answer : ' + (message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text')"
+        " | join(' ')) + ' </s>' -}}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- ' answer :' -}}{%- endif -%}"
+    )
+
+
+def chat_template(name: str) -> str:
+    from processing_mage import vicuna_v1_chat_template
+
+    return ref_chat_template() if name == "ref" else vicuna_v1_chat_template(SHORT_SYSTEM_PROMPT)
+
+
+def render_qa(template: str, question: str, answer: str | None, image: bool = True) -> str:
+    """The text of one QA row (answer None: the prompt up to the generation prompt), for S0 and the tokenizer."""
+    from jinja2 import Template
+
+    user = {"role": "user", "content": ([{"type": "image"}] if image else []) + [{"type": "text", "text": question}]}
+    messages = [user] + ([{"role": "assistant", "content": [{"type": "text", "text": answer}]}] if answer else [])
+    return Template(chat_template(template)).render(messages=messages, add_generation_prompt=answer is None)
+
+
+# ---------------------------------------------------------------------------------------------------------- setup
+def build_tokenizer(texts):
+    """The reference's word-level tokenizer (ids 0..4 special), as a `PreTrainedTokenizerFast` with BOS added."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok = S.build_tokenizer(texts)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", BOS)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        additional_special_tokens=["<image>"],
+        model_max_length=512,
+    )
+
+
+def pix(u8: torch.Tensor) -> torch.Tensor:
+    return (u8.float() / 255.0 - 0.5) / 0.5
+
+
+def pad_batch(seqs, labs):
+    L = max(len(s) for s in seqs)
+    x = torch.full((len(seqs), L), PAD)
+    y = torch.full((len(seqs), L), -100)
+    m = torch.zeros((len(seqs), L), dtype=torch.long)
+    for i, (s, lab) in enumerate(zip(seqs, labs)):
+        x[i, : len(s)] = torch.tensor(s)
+        y[i, : len(lab)] = torch.tensor(lab)
+        m[i, : len(s)] = 1
+    return x, y, m
+
+
+def lr_at(base: float, frac: float) -> float:
+    """The reference's schedule: 3 % warm-up, cosine to 5 %."""
+    return base * min(1.0, frac / 0.03 + 0.01) * (0.5 * (1 + math.cos(math.pi * frac)) * 0.95 + 0.05)
+
+
+def plain_loop(name, steps, lr, step_fn, params, n, bs, log, record, on_step=None):
+    """The reference's training loop, counted in optimizer steps."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    t0, losses, paused = time.time(), [], 0.0
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(lr, step / steps)
+        loss = step_fn(random.sample(range(n), bs))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if (step + 1) % 500 == 0:
+            log(f"{name} step {step + 1} loss {sum(losses[-100:]) / 100:.4f}")
+        if on_step is not None:
+            t = time.time()
+            on_step(step + 1)
+            paused += time.time() - t  # evaluation does not count as training time
+    wall = time.time() - t0 - paused
+    record[name] = {
+        "steps": steps,
+        "wall_s": round(wall, 1),
+        "steps_per_s": round(steps / wall, 2),
+        "loss_first100": round(sum(losses[:100]) / max(1, len(losses[:100])), 4),
+        "loss_last100": round(sum(losses[-100:]) / max(1, len(losses[-100:])), 4),
+    }
+    log(name, record[name])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--path", choices=("plain", "trainer"), default="trainer")
+    p.add_argument("--projector", choices=("mlp", "ian"), default="mlp")
+    p.add_argument("--q", type=int, default=16, help="IAN query tokens (a square <= 16 patches)")
+    p.add_argument("--template", choices=("ref", "vicuna"), default="ref")
+    p.add_argument("--world", choices=("ref", "project"), default="ref", help="the reference's shapes or ShapeWorld")
+    p.add_argument("--itdm", type=float, default=0.0, help="ITDM weight in S1 and S2 (trainer path)")
+    p.add_argument("--itdm-source", choices=("hidden", "embeddings"), default="hidden")
+    p.add_argument("--s0", type=int, default=1200)
+    p.add_argument("--sc", type=int, default=1350)
+    p.add_argument("--s1", type=int, default=1600)
+    p.add_argument("--s2", type=int, default=5000)
+    p.add_argument("--eval-every", type=int, default=2500)
+    p.add_argument("--ntrain", type=int, default=20000)
+    p.add_argument("--workers", type=int, default=0, help="trainer path: dataloader workers")
+    p.add_argument("--name", default=None)
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--cache", type=Path, default=HERE / "cache", help="S0+SC checkpoints, reused per seed/template")
+    args = p.parse_args()
+
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    name = args.name or (
+        ("" if args.world == "ref" else "sw_")
+        + f"{args.path}_{args.projector}{args.q if args.projector == 'ian' else ''}_{args.template}"
+        f"_itdm{args.itdm:g}" + (f"{args.itdm_source[0]}" if args.itdm else "") + f"_seed{args.seed}"
+    )
+    T0 = time.time()
+    R: dict = {
+        "name": name,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "stages": {},
+        "eval": {},
+    }
+    R["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    def log(*a):
+        print(f"[{time.time() - T0:7.1f}s]", *a, flush=True)
+
+    # ---------------- data (the reference's world and held-out set) ----------------
+    QT = ["exist", "colour", "count", "position"]
+    if args.world == "ref":
+        train, train_img = S.make_dataset(args.ntrain, 1000 + args.seed, 4, 64, QT)
+        evl, eval_img = S.make_dataset(1600, 999999, 4, 64, QT)
+        blank = torch.full((3, 64, 64), 255, dtype=torch.uint8)
+    else:
+        train, train_img, blank = make_project_dataset(args.ntrain, 1000 + args.seed, 64, QT)
+        evl, eval_img, _ = make_project_dataset(1600, 999999, 64, QT)
+    texts = []
+    for e in train:
+        texts += [e["caption"], render_qa(args.template, e["question"], e["answer"])]
+    tokenizer = build_tokenizer(texts)
+    for i, sp in enumerate(SPECIALS):
+        assert tokenizer.convert_tokens_to_ids(sp) == i, sp
+
+    def ids(text):
+        out = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert UNK not in out, text
+        return out
+
+    for e in train + evl:
+        e["cap_ids"] = ids(e["caption"])
+        e["a_ids"] = ids(e["answer"])
+        assert len(e["a_ids"]) == 1
+    n_img = 16 if args.projector == "mlp" else args.q
+    log(f"data: vocab {len(tokenizer)}, image tokens {n_img}")
+
+    # ---------------- model: transformers' LLaVA as the reference builds it ----------------
+    from transformers import (
+        CLIPConfig,
+        CLIPModel,
+        CLIPTextConfig,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
+
+    vcfg = CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=64,
+        patch_size=16,
+        projection_dim=64,
+    )
+    tcfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        tie_word_embeddings=False,
+    )
+    llava = LlavaForConditionalGeneration(
+        LlavaConfig(
+            vision_config=vcfg,
+            text_config=tcfg,
+            image_token_index=IMG,
+            image_seq_length=16,
+            vision_feature_layer=-2,
+            vision_feature_select_strategy="default",
+        )
+    )
+
+    def qa_prompt_ids(e, with_image=True):
+        return [BOS] + ids(
+            render_qa(args.template, e["question"], None, with_image).replace("<image>", "<image>" * n_img)
+        )
+
+    # ---------------- S0 + SC, cached per seed and template ----------------
+    cache = (
+        args.cache
+        / f"s0sc_{'' if args.world == 'ref' else 'sw_'}{args.template}_seed{args.seed}_{args.s0}_{args.sc}_{args.ntrain}"
+    )
+    if (cache / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        llava.load_state_dict(load_file(str(cache / "model.safetensors")))
+        R["stages"].update(json.loads((cache / "stages.json").read_text()))
+        log("S0+SC from cache", cache)
+    else:
+        llava.train()
+        for prm in llava.parameters():
+            prm.requires_grad = False
+        lm_params = list(llava.model.language_model.parameters()) + list(llava.lm_head.parameters())
+        for prm in lm_params:
+            prm.requires_grad = True
+        text_rows = [
+            (ids(render_qa(args.template, e["question"], e["answer"], image=False)), e["cap_ids"]) for e in train
+        ]
+
+        def s0_step(idx):
+            seqs = [[BOS] + (text_rows[i][1] + [EOS] if random.random() < 0.5 else text_rows[i][0]) for i in idx]
+            x, _, m = pad_batch(seqs, seqs)
+            y = x.masked_fill(m == 0, -100)
+            y[:, 0] = -100
+            return llava(input_ids=x, attention_mask=m, labels=y).loss
+
+        plain_loop("S0_text_lm", args.s0, 2e-3, s0_step, lm_params, len(train), 32, log, R["stages"])
+        ccfg = CLIPConfig(
+            text_config=CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                max_position_embeddings=64,
+                pad_token_id=PAD,
+                bos_token_id=BOS,
+                eos_token_id=EOS,
+                projection_dim=64,
+            ),
+            vision_config=vcfg.to_dict(),
+            projection_dim=64,
+        )
+        clip = CLIPModel(ccfg)
+        clip.vision_model.load_state_dict(llava.model.vision_tower.state_dict())
+        cap_key: dict = {}
+
+        def clip_step(idx):
+            seqs = [[BOS] + train[i]["cap_ids"] + [EOS] for i in idx]
+            x, _, m = pad_batch(seqs, seqs)
+            out = clip(input_ids=x, attention_mask=m, pixel_values=pix(train_img[idx]))
+            keys = torch.tensor([cap_key.setdefault(train[i]["caption"], len(cap_key)) for i in idx])
+            tgt = (keys[:, None] == keys[None, :]).float()
+            tgt = tgt / tgt.sum(1, keepdim=True)
+            li = out.logits_per_image
+            return 0.5 * (-(tgt * F.log_softmax(li, 1)).sum(1).mean() - (tgt * F.log_softmax(li.t(), 1)).sum(1).mean())
+
+        plain_loop("SC_clip", args.sc, 2e-3, clip_step, list(clip.parameters()), len(train), 128, log, R["stages"])
+        llava.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
+        del clip
+        from safetensors.torch import save_file
+
+        cache.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in llava.state_dict().items()}, str(cache / "model.safetensors"))
+        (cache / "stages.json").write_text(json.dumps({k: R["stages"][k] for k in ("S0_text_lm", "SC_clip")}))
+
+    # ---------------- evaluation (held out, 400 per type, real vs blank image) ----------------
+    @torch.no_grad()
+    def evaluate(model, tag, blank_image=False, pixels=None):
+        was_training = model.training
+        model.eval()
+        correct = {q: 0 for q in QT}
+        total = {q: 0 for q in QT}
+        for b in range(0, len(evl), 200):
+            chunk = evl[b : b + 200]
+            pres = [qa_prompt_ids(e) for e in chunk]
+            x, _, m = pad_batch(pres, pres)
+            imgs = blank.expand(len(chunk), -1, -1, -1) if blank_image else eval_img[b : b + len(chunk)]
+            logits = model(input_ids=x, attention_mask=m, pixel_values=pixels(imgs)).logits
+            pred = logits[torch.arange(len(chunk)), m.sum(1) - 1].argmax(-1)
+            for e, pr in zip(chunk, pred.tolist()):
+                total[e["qtype"]] += 1
+                correct[e["qtype"]] += int(pr == e["a_ids"][0])
+        model.train(was_training)
+        acc = {q: round(correct[q] / total[q], 4) for q in QT}
+        acc["mean"] = round(sum(acc[q] for q in QT) / len(QT), 4)
+        R["eval"][tag] = acc
+        log("eval", tag, acc)
+        return acc
+
+    # ---------------- S1 + S2 ----------------
+    if args.path == "plain":
+        if args.projector != "mlp" or args.template != "ref" or args.itdm:
+            raise SystemExit("--path plain is the reference loop: --projector mlp --template ref --itdm 0 only")
+        model = llava
+        model.train()
+
+        def set_trainable(proj, llm):
+            for prm in model.parameters():
+                prm.requires_grad = False
+            for prm in model.model.multi_modal_projector.parameters():
+                prm.requires_grad = proj
+            for prm in list(model.model.language_model.parameters()) + list(model.lm_head.parameters()):
+                prm.requires_grad = llm
+
+        def s1_step(idx):
+            seqs, labs = [], []
+            for i in idx:
+                c = train[i]["cap_ids"] + [EOS]
+                seqs.append([BOS] + [IMG] * n_img + c)
+                labs.append([-100] * (1 + n_img) + c)
+            x, y, m = pad_batch(seqs, labs)
+            return model(input_ids=x, attention_mask=m, pixel_values=pix(train_img[idx]), labels=y).loss
+
+        def s2_step(idx):
+            seqs, labs = [], []
+            for i in idx:
+                pre = qa_prompt_ids(train[i])
+                ans = train[i]["a_ids"] + [EOS]
+                seqs.append(pre + ans)
+                labs.append([-100] * len(pre) + ans)
+            x, y, m = pad_batch(seqs, labs)
+            return model(input_ids=x, attention_mask=m, pixel_values=pix(train_img[idx]), labels=y).loss
+
+        set_trainable(True, False)
+        plain_loop(
+            "S1_projector",
+            args.s1,
+            2e-3,
+            s1_step,
+            list(model.model.multi_modal_projector.parameters()),
+            len(train),
+            32,
+            log,
+            R["stages"],
+        )
+        set_trainable(True, True)
+
+        def on_step(step):
+            if step % args.eval_every == 0 and step < args.s2:
+                evaluate(model, f"S2@{step}", pixels=pix)
+
+        plain_loop(
+            "S2_proj_llm",
+            args.s2,
+            1e-3,
+            s2_step,
+            [q for q in model.parameters() if q.requires_grad],
+            len(train),
+            32,
+            log,
+            R["stages"],
+            on_step=on_step,
+        )
+        pixels = pix
+    else:
+        model, pixels = run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, log, R)
+
+    evaluate(model, "final_image", pixels=pixels)
+    evaluate(model, "final_blank_image", blank_image=True, pixels=pixels)
+    R["total_s"] = round(time.time() - T0, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps(R, indent=1))
+    log("total", R["total_s"], "->", args.out / f"{name}.json")
+
+
+def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, log, R):
+    """S1 and S2 through `training.api.train` (`mage train`'s code path) on a MAGE copy of the S0+SC model."""
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+    from transformers import CLIPImageProcessor, TrainerCallback
+
+    from modeling_mage import MageConfig, MageForConditionalGeneration
+    from processing_mage import MageProcessor
+    from training.api import train as mage_train
+    from training.recipes import load_recipe
+
+    projector = "mlp2x_gelu" if args.projector == "mlp" else "ian"
+    config = MageConfig(
+        vision_config=llava.config.vision_config.to_dict(),
+        text_config=llava.config.text_config.to_dict(),
+        image_token_id=IMG,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_type=projector,
+        num_query_tokens=n_img,
+        projector_hidden_act="gelu",
+        tie_word_embeddings=False,
+        seb_num_heads=4,
+        seb_hidden_size=64,
+        seb_num_layers=1,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        model = MageForConditionalGeneration(config)  # the projector as MAGE initialises it
+    state = {k: v for k, v in llava.state_dict().items() if ".multi_modal_projector." not in k}
+    if projector == "mlp2x_gelu":  # the same initial MLP as the plain path: only the training path differs
+        state.update({k: v for k, v in llava.state_dict().items() if ".multi_modal_projector." in k})
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(".multi_modal_projector." in k for k in missing), (missing, unexpected)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": 64},
+        crop_size={"height": 64, "width": 64},
+        do_center_crop=True,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    )
+    processor = MageProcessor(
+        image_processor, tokenizer, num_image_tokens=n_img, chat_template=chat_template(args.template)
+    )
+
+    def pixels(u8):  # the processor's own preprocessing, as training sees it
+        return processor.image_processor(
+            [Image.fromarray(a) for a in u8.permute(0, 2, 3, 1).numpy()], return_tensors="pt"
+        )["pixel_values"]
+
+    check = pixels(train_img[:4])
+    R["processor_vs_reference_pixels_maxdiff"] = round(float((check - pix(train_img[:4])).abs().max()), 5)
+
+    work = Path(tempfile.mkdtemp(prefix=f"ladder_{args.seed}_", dir=args.cache))
+    (work / "images").mkdir()
+    for i in range(len(train)):
+        Image.fromarray(np.ascontiguousarray(train_img[i].permute(1, 2, 0).numpy())).save(work / "images" / f"{i}.png")
+    s1_rows = [
+        {
+            "id": f"cap{i}",
+            "image": f"images/{i}.png",
+            "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": e["caption"]}],
+        }
+        for i, e in enumerate(train)
+    ]
+    s2_rows = [
+        {
+            "id": f"qa{i}",
+            "image": f"images/{i}.png",
+            "conversations": [
+                {"from": "human", "value": "<image>\n" + e["question"]},
+                {"from": "gpt", "value": e["answer"]},
+            ],
+        }
+        for i, e in enumerate(train)
+    ]
+    (work / "s1.json").write_text(json.dumps(s1_rows))
+    (work / "s2.json").write_text(json.dumps(s2_rows))
+    model.config.mage_trained_stages = []
+    model.save_pretrained(work / "m0")
+    processor.save_pretrained(work / "m0")
+    common = {
+        "per_device_train_batch_size": 32,
+        "weight_decay": 0.0,
+        "warmup_ratio": 0.03,
+        "lr_scheduler_type": "cosine",
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "max_length": 256,
+        "group_by_modality_length": False,
+        "logging_steps": 100,
+        "save_steps": 10**9,
+        "seed": args.seed,
+        "dataloader_num_workers": args.workers,
+        "projector_lr": None,
+        "itdm_weight": args.itdm,
+        "itdm_text_source": args.itdm_source,
+        "num_train_epochs": 1000,
+    }
+    extra = {"adam_beta2": 0.98, "disable_tqdm": True}
+
+    class Timer(TrainerCallback):
+        def __init__(self, stage, every=0, evaluate_fn=None):
+            self.stage, self.every, self.evaluate_fn = stage, every, evaluate_fn
+
+        def on_train_begin(self, a, state, control, **kw):
+            self.t0, self.pause = time.time(), 0.0
+
+        def on_step_end(self, a, state, control, model=None, **kw):
+            if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+                t = time.time()
+                evaluate(model, f"S2@{state.global_step}", pixels=pixels)
+                self.pause += time.time() - t
+
+        def on_train_end(self, a, state, control, **kw):
+            wall = time.time() - self.t0 - self.pause
+            logs = [h for h in state.log_history if "loss" in h]
+            R["stages"][self.stage] = {
+                "steps": state.global_step,
+                "wall_s": round(wall, 1),
+                "steps_per_s": round(state.global_step / wall, 2),
+                "loss_first_log": logs[0]["loss"] if logs else None,
+                "loss_last_log": logs[-1]["loss"] if logs else None,
+                "log": [{k: h[k] for k in ("step", "loss", "itg_loss", "itdm_loss") if k in h} for h in logs],
+            }
+            log(self.stage, {k: v for k, v in R["stages"][self.stage].items() if k != "log"})
+
+    r1 = load_recipe("stage1_tiny", {**common, "learning_rate": 2e-3, "max_steps": args.s1})
+    mage_train(r1, work / "m0", work / "s1.json", work / "s1", callbacks=[Timer("S1_projector")], **extra)
+    r2 = load_recipe("stage2_tiny", {**common, "learning_rate": 1e-3, "max_steps": args.s2})
+    mage_train(
+        r2, work / "s1", work / "s2.json", work / "s2", callbacks=[Timer("S2_proj_llm", args.eval_every)], **extra
+    )
+    model = MageForConditionalGeneration.from_pretrained(work / "s2")
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    return model, pixels
+
+
+if __name__ == "__main__":
+    main()
