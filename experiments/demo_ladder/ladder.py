@@ -21,6 +21,7 @@ Factors (each rung changes one): --path, --projector (mlp | ian) with --q, --tem
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import random
@@ -101,11 +102,16 @@ def chat_template(name: str) -> str:
 
 def render_qa(template: str, question: str, answer: str | None, image: bool = True) -> str:
     """The text of one QA row (answer None: the prompt up to the generation prompt), for S0 and the tokenizer."""
-    from jinja2 import Template
-
     user = {"role": "user", "content": ([{"type": "image"}] if image else []) + [{"type": "text", "text": question}]}
     messages = [user] + ([{"role": "assistant", "content": [{"type": "text", "text": answer}]}] if answer else [])
-    return Template(chat_template(template)).render(messages=messages, add_generation_prompt=answer is None)
+    return compiled_template(template).render(messages=messages, add_generation_prompt=answer is None)
+
+
+@functools.lru_cache
+def compiled_template(name: str):
+    from jinja2 import Template
+
+    return Template(chat_template(name))
 
 
 # ---------------------------------------------------------------------------------------------------------- setup
@@ -292,7 +298,13 @@ def main() -> None:
         )
     )
 
-    def qa_prompt_ids(e, with_image=True):
+    def qa_prompt_ids(e, with_image=True):  # cached: the reference pre-tokenises its rows
+        key = "p_ids" if with_image else "p_ids_text"
+        if key not in e:
+            e[key] = _qa_prompt_ids(e, with_image)
+        return e[key]
+
+    def _qa_prompt_ids(e, with_image):
         return [BOS] + ids(
             render_qa(args.template, e["question"], None, with_image).replace("<image>", "<image>" * n_img)
         )
