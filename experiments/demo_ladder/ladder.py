@@ -378,6 +378,10 @@ def main() -> None:
         save_file({k: v.contiguous() for k, v in llava.state_dict().items()}, str(cache / "model.safetensors"))
         (cache / "stages.json").write_text(json.dumps({k: R["stages"][k] for k in ("S0_text_lm", "SC_clip")}))
 
+    # S1 onwards starts from the same RNG state whether S0+SC ran or came from the cache
+    torch.manual_seed(10_000 + args.seed)
+    random.seed(10_000 + args.seed)
+
     # ---------------- evaluation (held out, 400 per type, real vs blank image) ----------------
     @torch.no_grad()
     def evaluate(model, tag, blank_image=False, pixels=None):
