@@ -10,7 +10,8 @@ One run = one rung × one seed, counted in optimizer updates with one torch thre
 
 The world, tower, LM sizes, batch, optimiser (AdamW betas 0.9/0.98, no decay, clip 1.0, 3 % warm-up, cosine) and
 the evaluation are the reference's (`../shared/reference/tiny_llava/`, its `shapes.py` copied as `ref_shapes.py`).
-Evaluation: held-out scenes, 400 questions per type, argmax of the first answer token at the last prompt position,
+Evaluation: held-out scenes, 400 questions per type, greedy (teacher-forced argmax) match of the answer's tokens
+(one token for every word-level answer: the argmax at the last prompt position, as the reference),
 with the real image and with a blank one.
 
 Factors (each rung changes one): --path, --projector (mlp | ian) with --q, --template (ref | vicuna), --itdm.
@@ -115,12 +116,28 @@ def compiled_template(name: str):
 
 
 # ---------------------------------------------------------------------------------------------------------- setup
-def build_tokenizer(texts):
-    """The reference's word-level tokenizer (ids 0..4 special), as a `PreTrainedTokenizerFast` with BOS added."""
+def build_tokenizer(texts, kind: str = "word"):
+    """The reference's word-level tokenizer (`kind="word"`), or the demo's byte-level BPE of 2,000 tokens
+    (`mage_cli.tiny.train_tokenizer`'s settings, `"bpe"`), as a `PreTrainedTokenizerFast` that adds BOS; the
+    special tokens keep the reference's ids 0..4 either way."""
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = S.build_tokenizer(texts)
+    if kind == "word":
+        tok = S.build_tokenizer(texts)
+    else:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=2000,
+            special_tokens=SPECIALS,
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", BOS)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -192,6 +209,8 @@ def main() -> None:
     p.add_argument("--q", type=int, default=16, help="IAN query tokens (a square <= 16 patches)")
     p.add_argument("--template", choices=("ref", "vicuna"), default="ref")
     p.add_argument("--world", choices=("ref", "project"), default="ref", help="the reference's shapes or ShapeWorld")
+    p.add_argument("--tokenizer", choices=("word", "bpe"), default="word", help="word-level or the demo's BPE")
+    p.add_argument("--image-size", type=int, default=64, help="pixels (patch 16): 64 = 4x4 patches, 48 = 3x3")
     p.add_argument("--itdm", type=float, default=0.0, help="ITDM weight in S1 and S2 (trainer path)")
     p.add_argument("--itdm-source", choices=("hidden", "embeddings"), default="hidden")
     p.add_argument("--s0", type=int, default=1200)
@@ -211,6 +230,8 @@ def main() -> None:
     random.seed(args.seed)
     name = args.name or (
         ("" if args.world == "ref" else "sw_")
+        + ("" if args.tokenizer == "word" else "bpe_")
+        + ("" if args.image_size == 64 else f"px{args.image_size}_")
         + f"{args.path}_{args.projector}{args.q if args.projector == 'ian' else ''}_{args.template}"
         f"_itdm{args.itdm:g}" + (f"{args.itdm_source[0]}" if args.itdm else "") + f"_seed{args.seed}"
     )
@@ -229,16 +250,16 @@ def main() -> None:
     # ---------------- data (the reference's world and held-out set) ----------------
     QT = ["exist", "colour", "count", "position"]
     if args.world == "ref":
-        train, train_img = S.make_dataset(args.ntrain, 1000 + args.seed, 4, 64, QT)
-        evl, eval_img = S.make_dataset(1600, 999999, 4, 64, QT)
-        blank = torch.full((3, 64, 64), 255, dtype=torch.uint8)
+        train, train_img = S.make_dataset(args.ntrain, 1000 + args.seed, 4, args.image_size, QT)
+        evl, eval_img = S.make_dataset(1600, 999999, 4, args.image_size, QT)
+        blank = torch.full((3, args.image_size, args.image_size), 255, dtype=torch.uint8)
     else:
-        train, train_img, blank = make_project_dataset(args.ntrain, 1000 + args.seed, 64, QT)
-        evl, eval_img, _ = make_project_dataset(1600, 999999, 64, QT)
+        train, train_img, blank = make_project_dataset(args.ntrain, 1000 + args.seed, args.image_size, QT)
+        evl, eval_img, _ = make_project_dataset(1600, 999999, args.image_size, QT)
     texts = []
     for e in train:
         texts += [e["caption"], render_qa(args.template, e["question"], e["answer"])]
-    tokenizer = build_tokenizer(texts)
+    tokenizer = build_tokenizer(texts, args.tokenizer)
     for i, sp in enumerate(SPECIALS):
         assert tokenizer.convert_tokens_to_ids(sp) == i, sp
 
@@ -249,9 +270,16 @@ def main() -> None:
 
     for e in train + evl:
         e["cap_ids"] = ids(e["caption"])
-        e["a_ids"] = ids(e["answer"])
-        assert len(e["a_ids"]) == 1
-    n_img = 16 if args.projector == "mlp" else args.q
+        # the answer's tokens as they stand in the row (after the generation prompt), `</s>` last
+        prompt = render_qa(args.template, e["question"], None, image=False)
+        whole = render_qa(args.template, e["question"], e["answer"], image=False)
+        prompt_ids, whole_ids = ids(prompt), ids(whole)
+        assert whole.startswith(prompt) and whole_ids[: len(prompt_ids)] == prompt_ids, whole
+        e["ans_ids"] = whole_ids[len(prompt_ids) :]
+        e["a_ids"] = e["ans_ids"][:-1]
+        assert e["ans_ids"][-1] == EOS and e["a_ids"], (whole, e["ans_ids"])
+    n_patches = (args.image_size // 16) ** 2
+    n_img = n_patches if args.projector == "mlp" else args.q
     log(f"data: vocab {len(tokenizer)}, image tokens {n_img}")
 
     # ---------------- model: transformers' LLaVA as the reference builds it ----------------
@@ -270,7 +298,7 @@ def main() -> None:
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=2,
-        image_size=64,
+        image_size=args.image_size,
         patch_size=16,
         projection_dim=64,
     )
@@ -292,7 +320,7 @@ def main() -> None:
             vision_config=vcfg,
             text_config=tcfg,
             image_token_index=IMG,
-            image_seq_length=16,
+            image_seq_length=n_patches,
             vision_feature_layer=-2,
             vision_feature_select_strategy="default",
         )
@@ -311,8 +339,8 @@ def main() -> None:
 
     # ---------------- S0 + SC, cached per seed and template ----------------
     cache = (
-        args.cache
-        / f"s0sc_{'' if args.world == 'ref' else 'sw_'}{args.template}_seed{args.seed}_{args.s0}_{args.sc}_{args.ntrain}"
+        args.cache / f"s0sc_{'' if args.world == 'ref' else 'sw_'}{'' if args.tokenizer == 'word' else 'bpe_'}"
+        f"{'' if args.image_size == 64 else f'px{args.image_size}_'}{args.template}_seed{args.seed}_{args.s0}_{args.sc}_{args.ntrain}"
     )
     if (cache / "model.safetensors").is_file():
         from safetensors.torch import load_file
@@ -391,14 +419,15 @@ def main() -> None:
         total = {q: 0 for q in QT}
         for b in range(0, len(evl), 200):
             chunk = evl[b : b + 200]
-            pres = [qa_prompt_ids(e) for e in chunk]
-            x, _, m = pad_batch(pres, pres)
+            # teacher-forced greedy match of every answer token (one token: the argmax after the prompt)
+            seqs = [qa_prompt_ids(e) + e["a_ids"] for e in chunk]
+            x, _, m = pad_batch(seqs, seqs)
             imgs = blank.expand(len(chunk), -1, -1, -1) if blank_image else eval_img[b : b + len(chunk)]
-            logits = model(input_ids=x, attention_mask=m, pixel_values=pixels(imgs)).logits
-            pred = logits[torch.arange(len(chunk)), m.sum(1) - 1].argmax(-1)
-            for e, pr in zip(chunk, pred.tolist()):
+            pred = model(input_ids=x, attention_mask=m, pixel_values=pixels(imgs)).logits.argmax(-1)
+            for row, e in enumerate(chunk):
+                start = len(qa_prompt_ids(e)) - 1
                 total[e["qtype"]] += 1
-                correct[e["qtype"]] += int(pr == e["a_ids"][0])
+                correct[e["qtype"]] += int(pred[row, start : start + len(e["a_ids"])].tolist() == e["a_ids"])
         model.train(was_training)
         acc = {q: round(correct[q] / total[q], 4) for q in QT}
         acc["mean"] = round(sum(acc[q] for q in QT) / len(QT), 4)
@@ -434,7 +463,7 @@ def main() -> None:
             seqs, labs = [], []
             for i in idx:
                 pre = qa_prompt_ids(train[i])
-                ans = train[i]["a_ids"] + [EOS]
+                ans = train[i]["ans_ids"]
                 seqs.append(pre + ans)
                 labs.append([-100] * len(pre) + ans)
             x, y, m = pad_batch(seqs, labs)
@@ -522,8 +551,8 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and all(".multi_modal_projector." in k for k in missing), (missing, unexpected)
     image_processor = CLIPImageProcessor(
-        size={"shortest_edge": 64},
-        crop_size={"height": 64, "width": 64},
+        size={"shortest_edge": args.image_size},
+        crop_size={"height": args.image_size, "width": args.image_size},
         do_center_crop=True,
         image_mean=[0.5] * 3,
         image_std=[0.5] * 3,
