@@ -34,8 +34,9 @@ def sp_processor(tiny_mage, tmp_path_factory):
     from processing_mage import MageProcessor, prepare_tokenizer
 
     folder = tmp_path_factory.mktemp("sp")
-    shutil.copy(os.path.join(os.path.dirname(mistral_common.__file__), "data", "tokenizer.model.v1"),
-                folder / "tokenizer.model")
+    shutil.copy(
+        os.path.join(os.path.dirname(mistral_common.__file__), "data", "tokenizer.model.v1"), folder / "tokenizer.model"
+    )
     tokenizer = LlamaTokenizer.from_pretrained(folder)
     prepare_tokenizer(tokenizer)
     return MageProcessor(tiny_mage[1].image_processor, tokenizer, num_image_tokens=Q)
@@ -81,8 +82,11 @@ def test_vicuna_targets_are_the_answers_with_eos(processor):
     assert sample.input_ids[: len(prompt_ids)] == prompt_ids
     assert sample.labels[len(prompt_ids) - 1] == IGNORE_INDEX and sample.labels[len(prompt_ids)] != IGNORE_INDEX
     assert sample.input_ids.count(processor.image_token_id) == Q
-    assert all(label == IGNORE_INDEX for token, label in zip(sample.input_ids, sample.labels)
-               if token == processor.image_token_id)
+    assert all(
+        label == IGNORE_INDEX
+        for token, label in zip(sample.input_ids, sample.labels)
+        if token == processor.image_token_id
+    )
 
 
 def test_plain_template_targets_caption_and_newline(processor):
@@ -167,6 +171,36 @@ def test_bad_rows_are_skipped_counted_and_reported(tmp_path, tiny_mage):
     assert items[3]["skipped"] == [("corrupt", "corrupt image")]  # travels with the batch (worker processes)
     batch = MageDataCollator.from_processor(tiny_mage[1])(items)
     assert batch["mage_data_events"] == [("corrupt", "corrupt image")]
+
+
+def test_pretokenized_data_set_gives_the_lazy_samples_and_skips_at_build_time(tmp_path, tiny_mage):
+    path = write_dataset(tmp_path, GOOD + BAD)
+    (tmp_path / "corrupt.png").write_bytes(b"not a png")
+    long_answer = [CONVERSATION[0], {"from": "gpt", "value": "red " * 300}]
+    rows = json.loads(path.read_text()) + [{"id": "long", "image": "a.png", "conversations": long_answer}]
+    rows.append(
+        {
+            "id": "cut_answer",
+            "image": "a.png",
+            "conversations": [{"from": "human", "value": "x " * 200 + "<image>"}, {"from": "gpt", "value": "y"}],
+        }
+    )
+    path.write_text(json.dumps(rows))
+    lazy = build_dataset(path, tiny_mage[1], "vicuna_v1", 128)
+    eager = build_dataset(path, tiny_mage[1], "vicuna_v1", 128, pretokenize=True)
+    # refused rows are found while building, before any sample is read
+    assert eager.skips.counts()["no answer tokens"] == 1 and eager.skips.truncated == {"long"}
+    assert len(eager) == len(lazy) - 1
+    lazy_items = {item["id"]: item for item in (lazy[i] for i in range(len(lazy)))}
+    for index in range(len(eager)):
+        item = eager[index]
+        reference = lazy_items[item["id"]]
+        assert item["input_ids"].tolist() == reference["input_ids"].tolist()
+        assert item["labels"].tolist() == reference["labels"].tolist()
+        assert item["truncated"] == reference["truncated"]
+        assert (item["pixel_values"] is None) == (reference["pixel_values"] is None)
+    assert eager.skips.counts()["corrupt image"] == 1  # images stay lazy: a corrupt file is found when read
+    assert eager.lengths == [length for length, row in zip(lazy.lengths, lazy.rows) if row["id"] != "cut_answer"]
 
 
 def test_jsonl_with_broken_line(tmp_path, tiny_mage):

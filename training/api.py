@@ -192,6 +192,7 @@ def train(
         replay_ratio=recipe.replay_ratio,
         max_samples=recipe.max_samples,
         seed=recipe.seed,
+        pretokenize=recipe.pretokenize,
     )
     if resume:
         warn_on_recipe_change(Path(last_checkpoint), recipe)

@@ -171,18 +171,49 @@ class LlavaDataset(torch.utils.data.Dataset):
     Each item: `{"input_ids": (L,), "labels": (L,), "pixel_values": (1, 3, H, W) or None, "id": str,
     "truncated": bool, "skipped": [(row_id, reason), ...]}` (rows skipped to reach this one).
     `lengths` (for `group_by_modality_length`) are LLaVA's word-count estimates, negative for text-only rows.
+
+    `pretokenize=True` encodes every row's text once, here (as TRL's SFTTrainer tokenises its data set before
+    training): rows that cannot be masked are skipped and counted now, and reading a sample later only opens its
+    image. Otherwise text is encoded on access, in whichever process reads the sample (a dataloader worker or the
+    training loop), every epoch.
     """
 
-    def __init__(self, rows: list[dict], processor, template: str, max_length: int, skips: SkipLog | None = None):
+    def __init__(
+        self,
+        rows: list[dict],
+        processor,
+        template: str,
+        max_length: int,
+        skips: SkipLog | None = None,
+        pretokenize: bool = False,
+    ):
         import datasets
 
         self.skips = skips if skips is not None else SkipLog()
+        self.processor = processor
+        self.encoder = ConversationEncoder(processor, template, max_length)
+        if pretokenize:
+            rows = self._pretokenize(rows)
         if not rows:
             raise DataError(f"No usable rows left after skipping. Skipped:\n{self.skips.report()}")
         self.rows = datasets.Dataset.from_list(rows)
-        self.processor = processor
-        self.encoder = ConversationEncoder(processor, template, max_length)
         self.lengths = [modality_length(row, processor.num_image_tokens) for row in rows]
+
+    def _pretokenize(self, rows: list[dict]) -> list[dict]:
+        """`rows` with their `input_ids`, `labels` and `truncated` added; rows that fail to encode are skipped."""
+        encoded = []
+        for row in rows:
+            try:
+                sample = self.encoder.encode(row["conversations"], row["image"] is not None)
+            except SampleError as error:
+                self.skips.add(row["id"], error.reason)
+                continue
+            if sample.truncated:
+                self.skips.truncated.add(row["id"])
+            encoded.append(
+                {**row, "input_ids": sample.input_ids, "labels": sample.labels, "truncated": sample.truncated}
+            )
+        return encoded
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -220,16 +251,20 @@ class LlavaDataset(torch.utils.data.Dataset):
     def encode_row(self, row: dict) -> dict:
         """One training sample; raises `SampleError` (corrupt image, masking or truncation failure)."""
         has_image = row["image"] is not None
-        sample = self.encoder.encode(row["conversations"], has_image)
-        if sample.truncated:
-            self.skips.truncated.add(row["id"])
+        if "input_ids" in row:  # encoded when the data set was built (`pretokenize=True`)
+            input_ids, labels, truncated = row["input_ids"], row["labels"], row["truncated"]
+        else:
+            sample = self.encoder.encode(row["conversations"], has_image)
+            if sample.truncated:
+                self.skips.truncated.add(row["id"])
+            input_ids, labels, truncated = sample.input_ids, sample.labels, sample.truncated
         pixel_values = self._load_image(row["image"]) if has_image else None
         return {
-            "input_ids": torch.tensor(sample.input_ids, dtype=torch.long),
-            "labels": torch.tensor(sample.labels, dtype=torch.long),
+            "input_ids": torch.tensor(input_ids, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
             "pixel_values": pixel_values,
             "id": row["id"],
-            "truncated": sample.truncated,
+            "truncated": truncated,
         }
 
     def _load_image(self, path: str) -> torch.Tensor:
@@ -253,11 +288,14 @@ def build_dataset(
     replay_ratio: float = 0.0,
     max_samples: int | None = None,
     seed: int = 42,
+    pretokenize: bool = False,
 ) -> LlavaDataset:
     """Load, validate and (stage 3) mix LLaVA-format data into a `LlavaDataset`.
 
     `max_samples` keeps the first N usable rows of `data_path`; replay rows are then added so that they make up
     `replay_ratio` of the mix.
+
+    `pretokenize`: encode every row's text now rather than on each access (see `LlavaDataset`).
 
     Raises `DataError` for a missing/unreadable file or when nothing usable is left; skips are in `dataset.skips`.
     """
@@ -267,7 +305,7 @@ def build_dataset(
         rows = rows[:max_samples]
     if replay_data is not None:  # replay rows are resolved against their own file's folder
         rows = mix_replay(rows, load_rows(replay_data, None, skips), replay_ratio, seed)
-    return LlavaDataset(rows, processor, template, max_length, skips)
+    return LlavaDataset(rows, processor, template, max_length, skips, pretokenize=pretokenize)
 
 
 __all__ = [

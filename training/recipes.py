@@ -79,6 +79,9 @@ class Recipe:
     # > 1: sort this many megabatches at a time by length before batching (less padding); 1 = LLaVA's grouping
     length_group_factor: int = 1
     dataloader_num_workers: int = 0
+    # encode every row's text once before training (TRL-style) instead of on each access, every epoch: for data
+    # that fits in memory and is read for several epochs; large sets encode lazily in dataloader workers
+    pretokenize: bool = False
     # --- checkpoints and logs
     logging_steps: int = 1
     save_steps: int = 500
