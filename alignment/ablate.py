@@ -182,7 +182,8 @@ def _train_stage(stage: int, model_dir: Path, out_dir: Path, rows: Path, cell: C
                          sea_temperature=args.sea_temperature, sea_window=args.sea_window,
                          sea_apply_to=getattr(args, "sea_apply_to", "tokens"))  # fmt: skip
     recipe = load_recipe(f"stage{stage}_tiny", overrides)
-    train(recipe, model_dir, rows, out_dir, save_strategy="no", disable_tqdm=True)
+    # the cell's own scratch folders (a rerun of the probes replaces its earlier one)
+    train(recipe, model_dir, rows, out_dir, save_strategy="no", disable_tqdm=True, overwrite=True)
     report = json.loads((out_dir / REPORT_FILE).read_text(encoding="utf-8"))
     return {"first_log": report["first_log"], "last_log": report["last_log"]}
 

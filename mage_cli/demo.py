@@ -13,10 +13,12 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+OWNER_MARK = ".mage-demo"  # marks an output folder as the demo's own
 # Questions the reloaded model answers about a new scene (step 9).
 NEW_SCENE_QUESTIONS = ["What colour is the circle?", "How many shapes are there?"]
 AGENT_REQUEST = "Draw a red circle to the left of a blue square, then describe the picture."
@@ -108,6 +110,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="stage-2 optimizer steps (others scale with it)")
     parser.add_argument("--device", default=None, help="cpu, cuda, … (default: what transformers picks)")
     parser.add_argument("--no-reload", action="store_true", help="skip the fresh-process reload and agent steps")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --output-dir that an earlier `mage demo` did not make (a demo's own folder is "
+        "reused without it)",
+    )
     parser.add_argument("--itdm-weight", type=float, default=None, help="ITDM weight in stages 1-3 (default 0.0)")
     parser.add_argument(
         "--strict",
@@ -213,7 +221,8 @@ def train_stage(
     }
     recipe = load_recipe(recipe_name, overrides)
     extra = {"use_cpu": True} if device == "cpu" else {}
-    return train(recipe, model_path, data, out, disable_tqdm=False, **extra)
+    # the demo's own folder (`OWNER_MARK`): a second `mage demo` into it replaces its stages
+    return train(recipe, model_path, data, out, disable_tqdm=False, overwrite=True, **extra)
 
 
 def pretrain_tower(model_path: Path, paths: dict[str, str], settings: DemoSettings, seed: int, out: Path):
@@ -284,6 +293,7 @@ def evaluate_checkpoint(
             model_path=str(model_path),
             progress=False,
             plots=False,
+            overwrite=True,  # the demo's own folder: an earlier demo's predictions are not this model's
         )
         scores.update(results["summary"])
         scores[f"{key}_details"] = results["benchmarks"][key]["scores"]
@@ -373,7 +383,15 @@ def run(args: argparse.Namespace) -> int:
     if args.itdm_weight is not None:
         settings = dataclasses.replace(settings, itdm_weight=args.itdm_weight)
     out = args.output_dir.resolve()
+    if out.is_dir() and any(out.iterdir()) and not (out / OWNER_MARK).is_file() and not args.overwrite:
+        print(
+            f"mage demo: error: {out} is not empty and was not made by `mage demo`; pass --overwrite to write into it "
+            "or choose another --output-dir (nothing was written).",
+            file=sys.stderr,
+        )
+        return 2
     out.mkdir(parents=True, exist_ok=True)
+    (out / OWNER_MARK).write_text("made by `mage demo`; a later `mage demo` may replace what this folder holds\n")
     models, evals = out / "models", out / "eval"
     progress = Progress(total=9 if not args.no_reload else 7, log_path=out / "demo.log")
     progress.say(f"MAGE demo: {json.dumps(dataclasses.asdict(settings))}")

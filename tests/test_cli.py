@@ -28,6 +28,16 @@ def test_demo_help_is_useful():
     assert "--output-dir" in help_text and "--seed" in help_text
 
 
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys):
+    from mage_cli.main import main
+
+    (tmp_path / "mine.txt").write_text("not the demo's")
+    assert main(["demo", "--quick", "--output-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "was not made by `mage demo`" in error[0] and "--overwrite" in error[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
 @pytest.mark.slow
 def test_mage_demo_quick_runs_end_to_end(tmp_path):
     """The shortened demo runs every step: data, stage 0-3 through `mage train`'s code path, evaluation of five
@@ -55,6 +65,15 @@ def test_mage_demo_quick_runs_end_to_end(tmp_path):
     assert (out / "final" / "README.md").is_file() and (out / "final" / "model.safetensors").is_file()
     assert (out / "demo_report.md").is_file() and (out / "demo_report.png").is_file()
     assert "[9/9] mage agent" in completed.stdout and "transformers_modules." in completed.stdout
+    # a second demo into its own folder replaces the first one's stages (no --overwrite needed)
+    again = subprocess.run(
+        command + ["demo", "--quick", "--no-reload", "--output-dir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
 
 
 def test_demo_verdict_is_not_fooled_by_constant_yes_no_answers():

@@ -235,6 +235,44 @@ def test_named_errors(workspace, tmp_path):
         train(load_recipe("stage1_tiny"), workspace["model"], workspace["data"], tmp_path / "o5", mode="lora")
 
 
+def test_a_folder_holding_a_model_is_refused_unless_overwrite(workspace, tmp_path):
+    import hashlib
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(workspace["model"], folder)
+    (folder / "README.md").write_text("the old model's card")
+
+    def digest():
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+    before = digest()
+    with pytest.raises(FileExistsError, match="is not empty .*pass --overwrite"):
+        train(recipe("max_steps=1", "save_steps=10"), folder, workspace["data"], folder, disable_tqdm=True)
+    assert digest() == before  # refused before anything was written
+    (folder / "checkpoint-7").mkdir()  # an older run's checkpoint in the same folder
+    out = train(recipe("max_steps=2", "save_steps=10"), folder, workspace["data"], folder, disable_tqdm=True,
+                overwrite=True)
+    names = {p.name for p in out.iterdir()}
+    assert "README.md" not in names and "checkpoint-7" not in names and ".final-model.partial" not in names
+    assert load_file(out / "model.safetensors").keys() == load_file(workspace["model"] / "model.safetensors").keys()
+    assert digest()["model.safetensors"] != before["model.safetensors"]  # trained from the model it replaced
+    assert json.loads((out / "config.json").read_text())["mage_trained_stages"] == [1, 2]
+
+
+def test_mage_train_cli_refuses_a_model_folder_as_output(workspace, tmp_path, capsys):
+    import shutil
+
+    from mage_cli.main import main
+
+    shutil.copytree(workspace["model"], tmp_path / "model")
+    code = main(["train", "--recipe", "stage2_tiny", "--model", str(tmp_path / "model"), "--data",
+                 str(workspace["data"]), "--output-dir", str(tmp_path / "model"), "--threads", "1"])
+    assert code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "is not empty" in error[0] and "--overwrite" in error[0]
+
+
 def test_resume_with_changed_recipe_warns(workspace, tmp_path):
     train(recipe("max_steps=2", "save_steps=2"), workspace["model"], workspace["data"], tmp_path / "o",
           disable_tqdm=True)

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -152,6 +153,7 @@ def train(
     resume: bool = False,
     mode: str = "full",
     callbacks: list | None = None,
+    overwrite: bool = False,
     **argument_overrides,
 ) -> Path:
     """Train one stage and return the folder of the final checkpoint (`output_dir`).
@@ -165,8 +167,14 @@ def train(
         mode: `"full"` (stage freezing), `"lora"` or `"qlora"` (the final folder then holds the adapter; merge it
             with `mage merge-lora`).
         callbacks: extra `TrainerCallback`s; `argument_overrides`: extra `TrainingArguments` fields.
+        overwrite: allow an `output_dir` that already holds files (another run's checkpoints or model, possibly the
+            model being trained). Its checkpoints are removed before training; its model stays until the new one
+            is complete and then replaces it. Without it, a non-empty `output_dir` is refused (nothing written).
+
+    The final model is written to a hidden folder inside `output_dir` and then moved into place file by file,
+    `config.json` last, so a crash while saving never leaves a loadable half model.
     """
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
     from .collator import MageDataCollator
     from .data import build_dataset
@@ -176,10 +184,17 @@ def train(
     last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     if resume and last_checkpoint is None:
         raise FileNotFoundError(f"--resume: {output_dir} holds no checkpoint-N folder to resume from.")
-    if not resume and last_checkpoint is not None:
+    existing = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() and not resume else []
+    if existing and not overwrite:
+        if last_checkpoint is not None:
+            raise FileExistsError(
+                f"{output_dir} already holds {Path(last_checkpoint).name}; pass --resume to continue that run, "
+                "--overwrite to replace it, or choose another --output-dir (nothing is overwritten)."
+            )
+        shown = ", ".join(existing[:4]) + (", …" if len(existing) > 4 else "")
         raise FileExistsError(
-            f"{output_dir} already holds {Path(last_checkpoint).name}; pass --resume to continue that run or choose "
-            "another --output-dir (nothing is overwritten)."
+            f"{output_dir} is not empty ({shown}); pass --overwrite to replace what it holds or choose another "
+            "--output-dir (nothing is overwritten)."
         )
     model, processor = load_model_and_processor(model_path, recipe, mode)
     dataset = build_dataset(
@@ -214,13 +229,39 @@ def train(
         length_group_factor=recipe.length_group_factor,
         **extra,
     )
+    if existing and trainer.args.should_save:  # --overwrite: the replaced run's checkpoints go now, its model later
+        for name in existing:
+            if name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and (output_dir / name).is_dir():
+                shutil.rmtree(output_dir / name)
     result = trainer.train(resume_from_checkpoint=last_checkpoint if resume else None)
-    trainer.save_model(str(output_dir))
+    save_final_model(trainer, output_dir)
     if trainer.args.should_save:
         (output_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the report holds the recipe as JSON
         write_report(output_dir, recipe, trainer, dataset, count_trainable(model), result.metrics)
     logger.info("Skipped rows:\n%s", dataset.skips.report())
     return output_dir
+
+
+PARTIAL_DIR = ".final-model.partial"  # inside output_dir while the final model is written
+
+
+def save_final_model(trainer, output_dir: Path) -> None:
+    """`trainer.save_model` into a hidden folder of `output_dir`, then the files moved into `output_dir` (replacing
+    the top-level files of a model already there; `config.json` last). Checkpoint folders are left alone."""
+    partial = output_dir / PARTIAL_DIR
+    if trainer.args.should_save:
+        shutil.rmtree(partial, ignore_errors=True)
+    trainer.save_model(str(partial))
+    if not trainer.args.should_save:
+        return
+    written = {p.name for p in partial.iterdir()}
+    for old in output_dir.iterdir():  # a replaced model's files the new one does not have (shards, a model card)
+        if old.is_file() and old.name not in written:
+            old.unlink()
+    (output_dir / "config.json").unlink(missing_ok=True)  # the folder is not loadable until the move is complete
+    for name in sorted(written, key=lambda n: n == "config.json"):
+        os.replace(partial / name, output_dir / name)
+    partial.rmdir()
 
 
 def warn_on_recipe_change(checkpoint: Path, recipe: Recipe) -> None:

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe field (repeatable), e.g. --set learning_rate=1e-3")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow a non-empty --output-dir: its checkpoints are deleted, its model replaced once the "
+                        "new one is saved (without this flag such a folder is refused and nothing is written)")
     adapters = parser.add_mutually_exclusive_group()
     adapters.add_argument("--lora", action="store_true", help="LoRA on the LLM (projector fully trained)")
     adapters.add_argument("--qlora", action="store_true", help="as --lora on a 4-bit LLM (bitsandbytes)")
@@ -54,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe, args.overrides)
         mode = "qlora" if args.qlora else "lora" if args.lora else "full"
         output = train(recipe, args.model, args.data, args.output_dir, resume=args.resume, mode=mode,
-                       disable_tqdm=args.no_progress)
+                       disable_tqdm=args.no_progress, overwrite=args.overwrite)
     except (RecipeError, DataError, ModelError, FileNotFoundError, FileExistsError) as error:
         print(f"mage train: error: {error}", file=sys.stderr)
         return 2
