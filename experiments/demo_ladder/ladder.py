@@ -213,6 +213,12 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=64, help="pixels (patch 16): 64 = 4x4 patches, 48 = 3x3")
     p.add_argument("--itdm", type=float, default=0.0, help="ITDM weight in S1 and S2 (trainer path)")
     p.add_argument("--itdm-source", choices=("hidden", "embeddings"), default="hidden")
+    p.add_argument("--seb-query-source", choices=("pixels", "features"), default="pixels", help="IAN: SEB queries from")
+    p.add_argument(
+        "--zero-query-proj",
+        action="store_true",
+        help="IAN: start the query CNN's output projection at zero (the VAB path alone at first)",
+    )
     p.add_argument("--s0", type=int, default=1200)
     p.add_argument("--sc", type=int, default=1350)
     p.add_argument("--s1", type=int, default=1600)
@@ -232,7 +238,10 @@ def main() -> None:
         ("" if args.world == "ref" else "sw_")
         + ("" if args.tokenizer == "word" else "bpe_")
         + ("" if args.image_size == 64 else f"px{args.image_size}_")
-        + f"{args.path}_{args.projector}{args.q if args.projector == 'ian' else ''}_{args.template}"
+        + f"{args.path}_{args.projector}{args.q if args.projector == 'ian' else ''}"
+        + ("" if args.seb_query_source == "pixels" else "feat")
+        + ("zq" if args.zero_query_proj else "")
+        + f"_{args.template}"
         f"_itdm{args.itdm:g}" + (f"{args.itdm_source[0]}" if args.itdm else "") + f"_seed{args.seed}"
     )
     T0 = time.time()
@@ -538,6 +547,7 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
         seb_num_heads=4,
         seb_hidden_size=64,
         seb_num_layers=1,
+        seb_query_source=args.seb_query_source,
         pad_token_id=PAD,
         bos_token_id=BOS,
         eos_token_id=EOS,
@@ -548,6 +558,9 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
     state = {k: v for k, v in llava.state_dict().items() if ".multi_modal_projector." not in k}
     if projector == "mlp2x_gelu":  # the same initial MLP as the plain path: only the training path differs
         state.update({k: v for k, v in llava.state_dict().items() if ".multi_modal_projector." in k})
+    if args.zero_query_proj:
+        with torch.no_grad():
+            model.model.multi_modal_projector.seb.query_cnn.out_proj.weight.zero_()
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and all(".multi_modal_projector." in k for k in missing), (missing, unexpected)
     image_processor = CLIPImageProcessor(
