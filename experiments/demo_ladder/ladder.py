@@ -215,6 +215,12 @@ def main() -> None:
     p.add_argument("--itdm-source", choices=("hidden", "embeddings"), default="hidden")
     p.add_argument("--seb-query-source", choices=("pixels", "features"), default="pixels", help="IAN: SEB queries from")
     p.add_argument(
+        "--seb-vab-residual",
+        action="store_true",
+        help="IAN (experiment, patched in this process only): the VAB output, average-pooled onto the query grid, "
+        "added to the SEB queries before they cross-attend",
+    )
+    p.add_argument(
         "--zero-query-proj",
         action="store_true",
         help="IAN: start the query CNN's output projection at zero (the VAB path alone at first)",
@@ -241,6 +247,7 @@ def main() -> None:
         + f"{args.path}_{args.projector}{args.q if args.projector == 'ian' else ''}"
         + ("" if args.seb_query_source == "pixels" else "feat")
         + ("zq" if args.zero_query_proj else "")
+        + ("vres" if args.seb_vab_residual else "")
         + f"_{args.template}"
         f"_itdm{args.itdm:g}" + (f"{args.itdm_source[0]}" if args.itdm else "") + f"_seed{args.seed}"
     )
@@ -520,6 +527,33 @@ def main() -> None:
     log("total", R["total_s"], "->", args.out / f"{name}.json")
 
 
+def patch_seb_with_vab_residual() -> None:
+    """Experiment: every SEB in this process adds the VAB output, average-pooled onto its query grid, to its queries
+    (full per-patch content in the residual stream; cross-attention then adds context)."""
+    from modeling_mage import ian
+
+    seb_class = ian.MageSemanticEnhancementBlock
+    original = seb_class.forward
+
+    def forward(self, aligned, pixel_values=None, feature_grid=None):
+        batch, count, width = aligned.shape
+        side, grid = math.isqrt(count), self.query_cnn.grid_size
+        pooled = F.adaptive_avg_pool2d(aligned.transpose(1, 2).reshape(batch, width, side, side), grid)
+        cnn = self.query_cnn
+
+        class WithResidual(torch.nn.Module):
+            def forward(self, pixels, features):
+                return cnn(pixels, features) + pooled.flatten(2).transpose(1, 2)
+
+        self.query_cnn = WithResidual()
+        try:
+            return original(self, aligned, pixel_values, feature_grid)
+        finally:
+            self.query_cnn = cnn
+
+    seb_class.forward = forward
+
+
 def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, log, R):
     """S1 and S2 through `training.api.train` (`mage train`'s code path) on a MAGE copy of the S0+SC model."""
     import tempfile
@@ -534,6 +568,8 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
     from training.recipes import load_recipe
 
     projector = "mlp2x_gelu" if args.projector == "mlp" else "ian"
+    if args.seb_vab_residual:
+        patch_seb_with_vab_residual()
     config = MageConfig(
         vision_config=llava.config.vision_config.to_dict(),
         text_config=llava.config.text_config.to_dict(),
