@@ -217,6 +217,9 @@ def train_stage(
         "logging_steps": max(1, steps // 10),
         "save_steps": max(steps, 1),
         "dataloader_num_workers": settings.dataloader_num_workers,
+        # text encoded once, before training (its ShapeWorld rows are read for several epochs); the data worker then
+        # only opens images (benchmarks/trainer_overhead.py)
+        "pretokenize": True,
         **recipe_overrides,
     }
     recipe = load_recipe(recipe_name, overrides)
