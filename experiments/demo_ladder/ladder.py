@@ -225,6 +225,7 @@ def main() -> None:
         action="store_true",
         help="IAN: start the query CNN's output projection at zero (the VAB path alone at first)",
     )
+    p.add_argument("--seb-heads", type=int, default=4, help="IAN: SEB attention heads (the demo's 4)")
     p.add_argument("--s0", type=int, default=1200)
     p.add_argument("--sc", type=int, default=1350)
     p.add_argument("--s1", type=int, default=1600)
@@ -248,6 +249,7 @@ def main() -> None:
         + ("" if args.seb_query_source == "pixels" else "feat")
         + ("zq" if args.zero_query_proj else "")
         + ("vres" if args.seb_vab_residual else "")
+        + ("" if args.seb_heads == 4 else f"h{args.seb_heads}")
         + f"_{args.template}"
         f"_itdm{args.itdm:g}" + (f"{args.itdm_source[0]}" if args.itdm else "") + f"_seed{args.seed}"
     )
@@ -580,7 +582,7 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
         num_query_tokens=n_img,
         projector_hidden_act="gelu",
         tie_word_embeddings=False,
-        seb_num_heads=4,
+        seb_num_heads=args.seb_heads,
         seb_hidden_size=64,
         seb_num_layers=1,
         seb_query_source=args.seb_query_source,
