@@ -1,6 +1,8 @@
 """The ladder table: mean ± std over seeds of every rung in results/*.json (markdown, printed).
 
-python experiments/demo_ladder/aggregate.py [--results DIR] [--json OUT]
+python experiments/demo_ladder/aggregate.py [--results DIR] [--json OUT] [--readme README.md]
+
+With --readme the table is also written into that file between its `<!-- table -->` and `<!-- /table -->` lines.
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", type=Path, default=HERE / "results")
     p.add_argument("--json", type=Path, default=None, help="also write the aggregated numbers here")
+    p.add_argument("--readme", type=Path, default=None, help="also put the table into this markdown file")
     args = p.parse_args()
     rungs: dict[str, list[dict]] = defaultdict(list)
     for path in sorted(args.results.glob("*.json")):
         run = json.loads(path.read_text())
         rungs[re.sub(r"_seed\d+$", "", run["name"])].append(run)
     out = {}
-    print("| rung | seeds | " + " | ".join(TYPES) + " | blank-image mean | curve (mean) | S2 steps/s |")
-    print("|---|---|" + "---|" * (len(TYPES) + 3))
+    lines = ["| rung | seeds | " + " | ".join(TYPES) + " | blank-image mean | curve (mean) | S2 steps/s |"]
+    lines.append("|---|---|" + "---|" * (len(TYPES) + 3))
     for rung, runs in rungs.items():
         final = {t: [r["eval"]["final_image"][t] for r in runs] for t in TYPES}
         blank = [r["eval"]["final_blank_image"]["mean"] for r in runs]
@@ -49,7 +52,7 @@ def main() -> None:
             + (f"{statistics.fmean(final['mean']):.2f}")
         )
         seeds = ",".join(str(r["args"]["seed"]) for r in runs)
-        print(
+        lines.append(
             f"| {rung} | {seeds} | "
             + " | ".join(fmt(final[t]) for t in TYPES)
             + f" | {fmt(blank)} | {curve_text} | {fmt(speed, 1)} |"
@@ -62,8 +65,13 @@ def main() -> None:
             "s2_steps_per_s": speed,
             "commits": sorted({r.get("commit", "") for r in runs}),
         }
+    print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
+    if args.readme:
+        text = args.readme.read_text()
+        start, end = text.index("<!-- table -->\n"), text.index("<!-- /table -->")
+        args.readme.write_text(text[: start + len("<!-- table -->\n")] + "\n".join(lines) + "\n" + text[end:])
 
 
 if __name__ == "__main__":
