@@ -4,6 +4,9 @@
         [--projector ian --num-query-tokens 144] [--dtype bfloat16] [--max-shard-size 5GB]
     mage convert llava-hf llava-hf/llava-1.5-7b-hf --out mage-from-llava [--projector mlp2x_gelu|ian]
 
+An `--out` folder that already holds files is refused unless `--overwrite` is given; the checkpoint is written to a
+hidden folder beside it and renamed into place at the end, so a crash never leaves half a model.
+
 `init` is the stage-1 starting point (pretrained tower + pretrained LM + a fresh projector). `llava-hf` turns a
 transformers LLaVA checkpoint into a MAGE checkpoint: with `--projector mlp2x_gelu` (default) the LLaVA projector is
 copied and the outputs are identical; with `--projector ian` the tower and the LM are kept and a fresh IAN starts.
@@ -12,6 +15,10 @@ copied and the outputs are identical; with `--projector ian` the tower and the L
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -34,6 +41,24 @@ def _common(parser: argparse.ArgumentParser, default_projector: str) -> None:
     parser.add_argument("--num-query-tokens", type=int, default=144, help="Q for the IAN (a perfect square)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the saved weights")
     parser.add_argument("--max-shard-size", default="5GB", help="safetensors shard size, e.g. 2GB")
+    parser.add_argument("--overwrite", action="store_true", help="replace what an existing --out folder holds")
+
+
+class ConvertError(ValueError):
+    """A source that cannot be converted, or an output folder that must not be written; the message says which."""
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an `out` that is a file, or a folder that holds anything, unless `overwrite`."""
+    if out.exists() and not out.is_dir():
+        raise ConvertError(f"--out {out} is a file, not a folder.")
+    existing = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if existing and not overwrite:
+        shown = ", ".join(existing[:4]) + (", …" if len(existing) > 4 else "")
+        raise ConvertError(
+            f"--out {out} is not empty ({shown}); pass --overwrite to replace it or choose another folder "
+            "(nothing was written)."
+        )
 
 
 def _dtype(name: str):
@@ -50,8 +75,11 @@ def convert_init(
     num_query_tokens: int = 144,
     dtype: str = "float32",
     max_shard_size: str = "5GB",
+    overwrite: bool = False,
 ) -> Path:
-    """Stage-1 starting point from a pretrained tower and LM; writes model + processor + remote code to `out`."""
+    """Stage-1 starting point from a pretrained tower and LM; writes model + processor + remote code to `out`
+    (refused when `out` holds files, unless `overwrite`)."""
+    check_output_dir(out, overwrite)
     from modeling_mage import MageForConditionalGeneration
     from processing_mage import MageProcessor
 
@@ -66,7 +94,7 @@ def convert_init(
         num_query_tokens=num_query_tokens,
     )
     processor.num_image_tokens = model.config.image_seq_length
-    return _save(model, processor, out, max_shard_size)
+    return _save(model, processor, out, max_shard_size, overwrite)
 
 
 def _probe_processor_tokens(vision: str, text: str, projector: str, num_query_tokens: int) -> int:
@@ -90,22 +118,42 @@ def convert_llava_hf(
     num_query_tokens: int = 144,
     dtype: str = "float32",
     max_shard_size: str = "5GB",
+    overwrite: bool = False,
 ) -> Path:
-    """A transformers `LlavaForConditionalGeneration` checkpoint → MAGE (same outputs with `mlp2x_gelu`)."""
+    """A transformers `LlavaForConditionalGeneration` checkpoint → MAGE (same outputs with `mlp2x_gelu`).
+
+    Refuses a source whose `model_type` is not `"llava"` or whose weights do not all load into LLaVA (a weight left
+    at its random initialisation would be reported as converted), and an `out` that holds files unless `overwrite`.
+    """
     import torch
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    from transformers import AutoProcessor, LlavaForConditionalGeneration, PretrainedConfig
 
     from modeling_mage import MageConfig, MageForConditionalGeneration
     from processing_mage import MageProcessor
 
-    llava = LlavaForConditionalGeneration.from_pretrained(source, dtype=_dtype(dtype))
+    check_output_dir(out, overwrite)
+    if not Path(source).exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
+        raise ConvertError(f"{source}: no such folder.")
+    model_type = PretrainedConfig.get_config_dict(source)[0].get("model_type")
+    if model_type != "llava":
+        raise ConvertError(
+            f"{source}: config.json has model_type {model_type!r}; `convert llava-hf` reads transformers LLaVA "
+            "checkpoints (model_type 'llava')."
+        )
+    llava, info = LlavaForConditionalGeneration.from_pretrained(source, dtype=_dtype(dtype), output_loading_info=True)
+    problems = {kind: sorted(info.get(kind) or []) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if any(problems.values()):
+        details = "; ".join(f"{kind.replace('_', ' ')}: {keys[:6]}" for kind, keys in problems.items() if keys)
+        raise ConvertError(
+            f"{source}: its weights do not load into LLaVA as they are ({details}); nothing was written."
+        )
     llava_config = llava.config
     if not isinstance(llava_config.vision_feature_layer, int):
-        raise ValueError(
+        raise ConvertError(
             f"{source}: vision_feature_layer={llava_config.vision_feature_layer!r}; MAGE supports one layer (an int)."
         )
     if projector == "mlp2x_gelu" and not getattr(llava_config, "multimodal_projector_bias", True):
-        raise ValueError(f"{source}: a LLaVA projector without bias cannot be copied; use --projector ian.")
+        raise ConvertError(f"{source}: a LLaVA projector without bias cannot be copied; use --projector ian.")
     config = MageConfig(
         vision_config=llava_config.vision_config.to_dict(),
         text_config=llava_config.text_config.to_dict(),
@@ -126,20 +174,37 @@ def convert_llava_hf(
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if projector == "mlp2x_gelu" or ".multi_modal_projector." not in k]
     if missing or unexpected:
-        raise ValueError(f"{source}: weights do not map onto MAGE. Missing: {missing[:8]} Unexpected: {unexpected[:8]}")
+        raise ConvertError(
+            f"{source}: weights do not map onto MAGE. Missing: {missing[:8]} Unexpected: {unexpected[:8]}"
+        )
     with torch.no_grad():
         model.generation_config = llava.generation_config
     llava_processor = AutoProcessor.from_pretrained(source)
     processor = MageProcessor(
         llava_processor.image_processor, llava_processor.tokenizer, num_image_tokens=config.image_seq_length
     )
-    return _save(model, processor, out, max_shard_size)
+    return _save(model, processor, out, max_shard_size, overwrite)
 
 
-def _save(model, processor, out: Path, max_shard_size: str) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, max_shard_size=max_shard_size)
-    processor.save_pretrained(out)
+def _save(model, processor, out: Path, max_shard_size: str, overwrite: bool) -> Path:
+    """Write into a hidden folder beside `out`, then rename it to `out` (an existing `out` is moved aside first and
+    deleted only once the new one is in place)."""
+    check_output_dir(out, overwrite)  # again: the folder may have been filled while the model loaded
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        model.save_pretrained(partial, max_shard_size=max_shard_size)
+        processor.save_pretrained(partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if not out.exists():
+        os.replace(partial, out)
+        return out
+    replaced = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
+    os.replace(out, replaced / out.name)
+    os.replace(partial, out)
+    shutil.rmtree(replaced)
     return out
 
 
@@ -149,13 +214,19 @@ def run(args: argparse.Namespace) -> int:
         num_query_tokens=args.num_query_tokens,
         dtype=args.dtype,
         max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite,
     )
-    if args.conversion == "init":
-        out = convert_init(args.vision, args.text, args.out, **options)
-    else:
-        out = convert_llava_hf(args.source, args.out, **options)
+    try:
+        if args.conversion == "init":
+            out = convert_init(args.vision, args.text, args.out, **options)
+        else:
+            out = convert_llava_hf(args.source, args.out, **options)
+    except (ValueError, OSError) as error:  # ConvertError, MageConfig's checks, a missing or unreadable source
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"mage convert: error: {message}", file=sys.stderr)
+        return 2
     print(f"wrote {out} (safetensors + remote code + processor); load it with trust_remote_code=True")
     return 0
 
 
-__all__ = ["convert_init", "convert_llava_hf"]
+__all__ = ["ConvertError", "check_output_dir", "convert_init", "convert_llava_hf"]

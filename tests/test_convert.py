@@ -67,6 +67,64 @@ def test_llava_hf_converts_with_identical_outputs(tiny_llava_dir, tmp_path, shap
     assert a.tolist() == b.tolist()
 
 
+def _error_lines(capsys) -> list[str]:
+    """The CLI's own lines on stderr (transformers' loading progress bars aside)."""
+    return [line for line in capsys.readouterr().err.split("\n") if line.startswith("mage convert")]
+
+
+def _tree(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_llava_hf_refuses_a_non_empty_out_and_overwrite_replaces_it(tiny_llava_dir, tmp_path, capsys):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "README.md").write_text("an older model's card")
+    (out / "model.safetensors").write_bytes(b"older weights")
+    before = _tree(out)
+    assert main(["convert", "llava-hf", str(tiny_llava_dir), "--out", str(out)]) == 2
+    err = _error_lines(capsys)
+    assert len(err) == 1 and err[0].startswith("mage convert: error:") and "--overwrite" in err[0], err
+    assert _tree(out) == before  # nothing written
+    assert main(["convert", "llava-hf", str(tiny_llava_dir), "--out", str(out), "--overwrite"]) == 0
+    assert not (out / "README.md").exists(), "the replaced model's card must not stay beside the new weights"
+    MageForConditionalGeneration.from_pretrained(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"], "no partial or replaced folder is left behind"
+
+
+def test_llava_hf_refuses_a_checkpoint_that_is_not_llava(tiny_mage_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["convert", "llava-hf", str(tiny_mage_dir), "--out", str(out)]) == 2
+    err = _error_lines(capsys)
+    assert len(err) == 1 and "model_type 'mage'" in err[0], err
+    assert not out.exists()
+
+
+def test_llava_hf_refuses_weights_that_do_not_load(tiny_llava_dir, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    source = tmp_path / "llava-without-projector"
+    source.mkdir()
+    for path in tiny_llava_dir.iterdir():
+        (source / path.name).write_bytes(path.read_bytes())
+    state = load_file(source / "model.safetensors")
+    save_file(
+        {k: v for k, v in state.items() if "multi_modal_projector" not in k},
+        source / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    assert main(["convert", "llava-hf", str(source), "--out", str(tmp_path / "out")]) == 2
+    err = _error_lines(capsys)
+    assert len(err) == 1 and "missing keys" in err[0] and "multi_modal_projector" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_llava_hf_missing_source_is_one_line(tmp_path, capsys):
+    assert main(["convert", "llava-hf", str(tmp_path / "nonexistent"), "--out", str(tmp_path / "out")]) == 2
+    err = _error_lines(capsys)
+    assert len(err) == 1 and "no such folder" in err[0], err
+
+
 def test_llava_hf_with_a_fresh_ian_keeps_tower_and_lm(tiny_llava_dir, tmp_path):
     out = tmp_path / "mage-ian"
     main(
