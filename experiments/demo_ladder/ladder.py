@@ -226,6 +226,8 @@ def main() -> None:
         help="IAN: start the query CNN's output projection at zero (the VAB path alone at first)",
     )
     p.add_argument("--seb-heads", type=int, default=4, help="IAN: SEB attention heads (the demo's 4)")
+    p.add_argument("--lr2", type=float, default=1e-3, help="S2 peak learning rate (trainer path)")
+    p.add_argument("--projector-lr2", type=float, default=None, help="S2 projector learning rate (trainer path)")
     p.add_argument("--s0", type=int, default=1200)
     p.add_argument("--sc", type=int, default=1350)
     p.add_argument("--s1", type=int, default=1600)
@@ -251,7 +253,11 @@ def main() -> None:
         + ("vres" if args.seb_vab_residual else "")
         + ("" if args.seb_heads == 4 else f"h{args.seb_heads}")
         + f"_{args.template}"
-        f"_itdm{args.itdm:g}" + (f"{args.itdm_source[0]}" if args.itdm else "") + f"_seed{args.seed}"
+        + f"_itdm{args.itdm:g}"
+        + (f"{args.itdm_source[0]}" if args.itdm else "")
+        + ("" if args.lr2 == 1e-3 else f"_lr{args.lr2:g}")
+        + ("" if args.projector_lr2 is None else f"_plr{args.projector_lr2:g}")
+        + f"_seed{args.seed}"
     )
     T0 = time.time()
     R: dict = {
@@ -455,8 +461,10 @@ def main() -> None:
 
     # ---------------- S1 + S2 ----------------
     if args.path == "plain":
-        if args.projector != "mlp" or args.template != "ref" or args.itdm:
-            raise SystemExit("--path plain is the reference loop: --projector mlp --template ref --itdm 0 only")
+        if args.projector != "mlp" or args.template != "ref" or args.itdm or args.lr2 != 1e-3 or args.projector_lr2:
+            raise SystemExit(
+                "--path plain is the reference loop: --projector mlp --template ref --itdm 0, default learning rates"
+            )
         model = llava
         model.train()
 
@@ -696,7 +704,10 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
 
     r1 = load_recipe("stage1_tiny", {**common, "learning_rate": 2e-3, "max_steps": args.s1})
     mage_train(r1, work / "m0", work / "s1.json", work / "s1", callbacks=[Timer("S1_projector")], **extra)
-    r2 = load_recipe("stage2_tiny", {**common, "learning_rate": 1e-3, "max_steps": args.s2})
+    r2 = load_recipe(
+        "stage2_tiny",
+        {**common, "learning_rate": args.lr2, "projector_lr": args.projector_lr2, "max_steps": args.s2},
+    )
     mage_train(
         r2, work / "s1", work / "s2.json", work / "s2", callbacks=[Timer("S2_proj_llm", args.eval_every)], **extra
     )
