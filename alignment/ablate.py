@@ -154,7 +154,7 @@ def stage0_language_model(work: Path, texts: list[str], seed: int, steps: int, b
             texts[int(i)] + tokenizer.eos_token
             for i in torch.randint(0, len(texts), (batch_size,), generator=generator)
         ]
-        enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=96)
+        enc = tokenizer(batch, return_tensors="pt", padding=True, padding_side="right", truncation=True, max_length=96)
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
         loss = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).loss
         optimizer.zero_grad()

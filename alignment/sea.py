@@ -73,7 +73,9 @@ class ClipPatchLabeller:
         self.words = list(words)
         self.top_n, self.negate = top_n, negate
         with torch.no_grad():
-            batch = tokenizer([prompt.format(w) for w in self.words], padding=True, return_tensors="pt")
+            batch = tokenizer(
+                [prompt.format(w) for w in self.words], padding=True, padding_side="right", return_tensors="pt"
+            )
             pooled = clip_model.text_model(
                 input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")
             ).pooler_output

@@ -94,7 +94,9 @@ def pretrain_vision_tower(
     width = model.config.vision_config.hidden_size
     pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]
     tokenizer = processor.tokenizer
-    caption_tensor = tokenizer(captions, padding=True, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    caption_tensor = tokenizer(
+        captions, padding=True, padding_side="right", return_tensors="pt", add_special_tokens=False
+    )["input_ids"]
     unique = {caption: index for index, caption in enumerate(dict.fromkeys(captions))}
     caption_ids = [unique[c] for c in captions]
 

@@ -53,6 +53,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1000):
         pad_token="<pad>",
         additional_special_tokens=[IMAGE_TOKEN],
         model_max_length=1024,
+        padding_side="left",  # batched generation, as llava-hf saves it; training pads on its own
     )
 
 

@@ -231,8 +231,11 @@ def prepare_tokenizer(tokenizer) -> None:
     - add `<image>` as a special token (one id, never split);
     - set a pad token when missing (the unk token, else eos);
     - prepend BOS to every encoded text when the tokenizer has one (some 5.x Llama tokenizers do not by default):
-      prompts then start with `<s>` exactly as in LLaVA's training and evaluation.
+      prompts then start with `<s>` exactly as in LLaVA's training and evaluation;
+    - pad on the left, as llava-hf's saved tokenizers do: batched `generate` needs it, and MAGE's training collator
+      pads on its own.
     """
+    tokenizer.padding_side = "left"
     if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) in (None, tokenizer.unk_token_id):
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     if tokenizer.pad_token is None:

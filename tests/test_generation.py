@@ -8,6 +8,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from modeling_mage import MageForConditionalGeneration
+from processing_mage import MageProcessor
+
 QUESTIONS = ["What is it?", "Which colour is the big square in the middle?", "Count."]
 
 
@@ -118,3 +121,17 @@ def test_kv_cache_under_either_name_continues_the_prompt(tiny_mage):
             torch.testing.assert_close(step.logits[:, -1], whole, rtol=1e-4, atol=1e-5)
         with pytest.raises(ValueError, match="not both"):
             model(input_ids=ids[:, -1:], cache=cache, past_key_values=copy.deepcopy(cache))
+
+
+def test_saved_processor_pads_left_so_batched_generation_equals_single(tiny_mage_dir):
+    """The processor as a user loads it, with no padding side set by hand (llava-hf saves "left" too)."""
+    model = MageForConditionalGeneration.from_pretrained(tiny_mage_dir).eval()
+    processor = MageProcessor.from_pretrained(tiny_mage_dir)
+    assert processor.tokenizer.padding_side == "left"
+    images, prompts = _images()[:2], [_prompt(processor, q) for q in QUESTIONS[:2]]
+    batch = processor(images=images, text=prompts, padding=True, return_tensors="pt")
+    assert (batch["attention_mask"][:, 0] == 0).any(), "the prompts must differ in length for this test"
+    batched = _greedy(model, batch)[:, batch["input_ids"].shape[1] :]
+    for row, (image, prompt) in enumerate(zip(images, prompts)):
+        single = processor(images=[image], text=[prompt], return_tensors="pt")
+        assert batched[row].tolist() == _greedy(model, single)[0, single["input_ids"].shape[1] :].tolist(), row
