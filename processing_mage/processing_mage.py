@@ -80,6 +80,9 @@ def _to_rgb(image):
     return image
 
 
+OTHER_MODALITIES = ("videos", "video", "audio", "audios")
+
+
 class MageProcessor(ProcessorMixin):
     r"""
     Builds MAGE inputs: each `<image>` in the text becomes `num_image_tokens` placeholder tokens (Q for the IAN),
@@ -141,6 +144,11 @@ class MageProcessor(ProcessorMixin):
         """
         if text is None:
             raise ValueError("MageProcessor needs `text` (use '<image>' where each image goes).")
+        # transformers' chat-template and pipeline code pass every modality it knows (4.57: `videos=None`, 5.x:
+        # `audio`, …); MAGE reads images only, so empty ones are dropped and given ones refused.
+        for modality in OTHER_MODALITIES:
+            if kwargs.pop(modality, None) is not None:
+                raise ValueError(f"MageProcessor takes images and text only; `{modality}` was given.")
         texts = [text] if isinstance(text, str) else list(text)
         flat_images, per_text_counts = _flatten_images(images, len(texts))
         marker_counts = [t.count(self.image_token) for t in texts]

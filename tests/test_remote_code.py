@@ -1,7 +1,8 @@
 """A saved checkpoint loads with trust_remote_code in a fresh process that never imports this project.
 
 transformers 5.x: AutoModelForImageTextToText + AutoProcessor + pipeline("image-text-to-text").
-transformers 4.57: AutoModelForVision2Seq, in the virtualenv named by MAGE_TF4_PYTHON (created by .ci/run).
+transformers 4.57: AutoModelForVision2Seq + AutoProcessor + pipeline, in the virtualenv named by MAGE_TF4_PYTHON
+(created by .ci/run). On both, `apply_chat_template(tokenize=True)` gives the processor's own inputs.
 Both must give the logits of the in-process model.
 """
 
@@ -29,6 +30,10 @@ LOAD_SCRIPT = textwrap.dedent(
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(images=[image], text=[prompt], return_tensors="pt")
+    image_messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What is it?"}]}]
+    templated = processor.apply_chat_template(
+        image_messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
     with torch.no_grad():
         logits = model(**inputs).logits
         generated = model.generate(**inputs, max_new_tokens=5, do_sample=False)
@@ -40,6 +45,7 @@ LOAD_SCRIPT = textwrap.dedent(
         "input_keys": sorted(inputs.keys()),
         "logits": logits[0].tolist(),
         "generated": generated[0].tolist(),
+        "templated_equal": all(torch.equal(templated[k], inputs[k]) for k in inputs),
     }
     if with_pipeline:
         pipe = transformers.pipeline("image-text-to-text", model=path, trust_remote_code=True)
@@ -88,6 +94,7 @@ def _check(result, tiny_mage):
     assert result["input_keys"] == ["attention_mask", "input_ids", "pixel_values"]
     torch.testing.assert_close(torch.tensor(result["logits"]), logits, rtol=1e-5, atol=1e-5)
     assert result["generated"] == generated
+    assert result["templated_equal"], "apply_chat_template(tokenize=True) must give the processor's own inputs"
 
 
 def test_fresh_process_loads_remote_code_on_this_transformers(tiny_mage, tiny_mage_dir, tmp_path):
@@ -97,12 +104,13 @@ def test_fresh_process_loads_remote_code_on_this_transformers(tiny_mage, tiny_ma
         result = _run_fresh(sys.executable, tiny_mage_dir, "AutoModelForImageTextToText", tmp_path, with_pipeline=True)
         assert result["pipeline_text_type"] == "str"
     else:
-        result = _run_fresh(sys.executable, tiny_mage_dir, "AutoModelForVision2Seq", tmp_path, with_pipeline=False)
+        result = _run_fresh(sys.executable, tiny_mage_dir, "AutoModelForVision2Seq", tmp_path, with_pipeline=True)
     _check(result, tiny_mage)
 
 
 @pytest.mark.skipif(not os.environ.get("MAGE_TF4_PYTHON"), reason="MAGE_TF4_PYTHON (a transformers 4.57 venv) not set")
 def test_transformers_4_57_loads_the_checkpoint_through_vision2seq(tiny_mage, tiny_mage_dir, tmp_path):
-    result = _run_fresh(os.environ["MAGE_TF4_PYTHON"], tiny_mage_dir, "AutoModelForVision2Seq", tmp_path, False)
+    result = _run_fresh(os.environ["MAGE_TF4_PYTHON"], tiny_mage_dir, "AutoModelForVision2Seq", tmp_path, True)
     assert result["version"].startswith("4.57")
+    assert result["pipeline_text_type"] == "str"
     _check(result, tiny_mage)
