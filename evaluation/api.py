@@ -113,6 +113,7 @@ def evaluate(
     progress: bool = True,
     plots: bool = True,
     split: str | None = None,
+    model_sha256: str | None = None,
 ) -> dict:
     """Evaluate `model` on one benchmark (or `"all"`), write the report into `output_dir`, return the results dict.
 
@@ -125,13 +126,17 @@ def evaluate(
         limit: evaluate only the first `limit` images (MME), circular groups (MMBench) or questions (others).
         overwrite: discard earlier predictions in `output_dir` instead of resuming them.
         split: split of an lmms-eval parquet folder (default: test, dev for MMBench).
+        model_sha256: the model's content hash if already computed (`provenance.model_fingerprint`).
     Returns:
         `{"model", "git_commit", "created", "settings", "benchmarks": {name: {...scores...}}, "summary"}`.
     """
+    from .provenance import model_fingerprint
+
     names = list(BENCHMARKS) if benchmark == "all" else [benchmark]
     os.makedirs(output_dir, exist_ok=True)
     results = {
         "model": model_path or getattr(getattr(model, "config", None), "_name_or_path", "") or "(in-memory model)",
+        "model_sha256": model_sha256 or model_fingerprint(model, model_path),
         "git_commit": git_commit(),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "settings": {
@@ -164,6 +169,7 @@ def evaluate(
             max_new_tokens,
             rules,
             results["model"],
+            results["model_sha256"],
             circular,
             strict,
             overwrite,
@@ -189,7 +195,8 @@ def _carry_over(results: dict, path: str) -> None:
             earlier = json.load(handle)
     except (OSError, ValueError):
         return
-    if earlier.get("model") != results["model"] or earlier.get("settings") != results["settings"]:
+    same_model = (earlier.get("model"), earlier.get("model_sha256")) == (results["model"], results["model_sha256"])
+    if not same_model or earlier.get("settings") != results["settings"]:
         return
     for name, bench in (earlier.get("benchmarks") or {}).items():
         results["benchmarks"].setdefault(name, bench)
@@ -224,6 +231,7 @@ def run_benchmark(
     max_new_tokens,
     rules,
     model_path,
+    model_sha256,
     circular,
     strict,
     overwrite,
@@ -236,7 +244,9 @@ def run_benchmark(
     loaded = load_benchmark(name, path, circular=circular, strict=strict, split=split)
     records = limit_records(loaded.records, limit)
     used_scoring = resolve_scoring(scoring, name)
-    settings = RunSettings(name, used_scoring, max_new_tokens, blank_images, model=model_path)
+    settings = RunSettings(
+        name, used_scoring, max_new_tokens, blank_images, model=model_path, model_sha256=model_sha256
+    )
     predictions_path = os.path.join(output_dir, f"predictions_{name}.jsonl")
     if overwrite and os.path.exists(predictions_path):
         os.remove(predictions_path)
@@ -252,6 +262,7 @@ def run_benchmark(
         "samples": len(records),
         "skipped": loaded.skipped,
         "image_errors": sum(1 for r in records if "error" in rows[r.uid]),
+        "unreadable_images": len({r.image_path or r.uid for r in records if "error" in rows[r.uid]}),
         "timing": timing,
         "conventions": CONVENTIONS[name],
         "scores": scores,

@@ -80,6 +80,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+class EvalUsageError(ValueError):
+    """Bad `mage eval` input, reported as one line and exit code 2 before anything is loaded or written."""
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse numbers out of range and a `--model`/`--data` that cannot be what they claim, before loading torch."""
+    for flag in ("batch_size", "limit", "max_new_tokens", "threads"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise EvalUsageError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    check_model_folder(args.model)
+    if not os.path.exists(args.data):
+        raise EvalUsageError(f"--data {args.data!r} does not exist")
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise EvalUsageError(f"--output-dir {args.output_dir!r} is a file, not a folder")
+
+
+def check_model_folder(path: str) -> None:
+    """A MAGE checkpoint folder: exists, holds `config.json` with `model_type: "mage"`."""
+    if not os.path.isdir(path):
+        raise EvalUsageError(f"--model {path!r} is not a folder; expected a checkpoint saved with save_pretrained")
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise EvalUsageError(f"--model {path!r} holds no config.json; expected a checkpoint saved with save_pretrained")
+    try:
+        with open(config_path, encoding="utf-8") as handle:
+            model_type = json.load(handle).get("model_type")
+    except (OSError, ValueError, AttributeError) as error:
+        raise EvalUsageError(f"{config_path}: not a JSON object ({error})") from error
+    if model_type != "mage":
+        raise EvalUsageError(
+            f"{config_path}: model_type is {model_type!r}, expected 'mage' (convert a LLaVA checkpoint first: "
+            "mage convert llava-hf)"
+        )
+
+
 def load_model(path: str, device: str = "auto", dtype: str = "auto"):
     """`(model, processor)` from a MAGE checkpoint folder, in eval mode on `device`."""
     import torch
@@ -133,15 +169,37 @@ def run_plans(model, processor, args: argparse.Namespace) -> dict:
     return result
 
 
+def _error(message: str) -> int:
+    print(f"mage eval: error: {message}", file=sys.stderr)
+    return 2
+
+
 def run(args: argparse.Namespace) -> int:
+    try:
+        check_arguments(args)
+    except EvalUsageError as error:
+        return _error(str(error))
     from .api import evaluate
+    from .provenance import model_fingerprint
     from .records import BenchmarkFormatError
+    from .runner import SettingsMismatch, check_same_model
+
+    model_sha256 = model_fingerprint(None, args.model)
+    if not args.overwrite and args.benchmark != "plans":
+        try:
+            check_same_model(args.output_dir, model_sha256)
+        except SettingsMismatch as error:
+            return _error(str(error))
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    model, processor = load_model(args.model, args.device, args.dtype)
+    try:
+        model, processor = load_model(args.model, args.device, args.dtype)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return _error(f"cannot load --model {args.model!r}: {first_line}")
     if args.benchmark == "plans":
         result = run_plans(model, processor, args)
         print(json.dumps(result, indent=2, default=str))
@@ -166,17 +224,20 @@ def run(args: argparse.Namespace) -> int:
             split=args.split,
             progress=not args.no_progress,
             plots=not args.no_plots,
+            model_sha256=model_sha256,
         )
-    except BenchmarkFormatError as error:
-        print(f"mage eval: {error}", file=sys.stderr)
-        return 2
+    except (BenchmarkFormatError, SettingsMismatch) as error:
+        return _error(str(error))
     with open(results["files"]["markdown"], encoding="utf-8") as handle:
         print(handle.read())
     for name, bench in results["benchmarks"].items():
         rate = bench["timing"]["samples_per_second"]
-        print(f"{name}: {bench['samples']} samples" + (f", {rate:.2f} samples/s" if rate else " (all resumed)"))
+        timing = bench["timing"]
+        redone = timing.get("retried_failed", 0) + timing.get("redone_changed_input", 0)
+        note = f" ({timing['resumed']} resumed, {redone} predicted again)" if timing["resumed"] or redone else ""
+        print(f"{name}: {bench['samples']} samples" + (f", {rate:.2f} samples/s" if rate else "") + note)
     print(f"report: {results['files']['json']}")
     return 0
 
 
-__all__ = ["add_arguments", "load_model", "run", "run_plans"]
+__all__ = ["EvalUsageError", "add_arguments", "check_arguments", "check_model_folder", "load_model", "run", "run_plans"]

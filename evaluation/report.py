@@ -141,7 +141,11 @@ def markdown_table(results: dict, run_name: str = "this run") -> str:
         if extra.get("skipped"):
             lines.append(f"  - {len(extra['skipped'])} item(s) skipped while loading (listed in results.json).")
         if extra.get("image_errors"):
-            lines.append(f"  - {extra['image_errors']} image(s) could not be decoded: counted wrong.")
+            images = extra.get("unreadable_images", extra["image_errors"])
+            lines.append(
+                f"  - {extra['image_errors']} question(s) on {images} image(s) that could not be decoded: counted "
+                "wrong (rerun to retry them once the images are fixed)."
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,12 @@
 """Inference: batched greedy generation (left padding) or likelihood ranking, appended to a JSONL file as it goes.
 
-The predictions file starts with a header line `{"_meta": {...settings...}}`; each further line is one finished
-record `{"uid", "prediction", ...}`, flushed after every batch. A rerun with the same settings skips the uids already
-there (an interrupted run resumes where it stopped; a torn last line is dropped); different settings are refused.
+The predictions file starts with a header line `{"_meta": {...settings...}}` (the settings include the model's
+content hash); each further line is one finished record `{"uid", "prediction", "input", ...}`, flushed after every
+batch, where `input` hashes what the model saw (question, options, image bytes: `provenance.record_key`).
+A rerun with the same settings keeps the rows whose `input` still matches and predicts the rest: an interrupted run
+resumes where it stopped, a row whose question or image changed (another `--data` folder, a fixed image) is predicted
+again, and so is a row that failed. Other settings or another model are refused. Rows that are not kept (and a torn
+last line) are removed by rewriting the file through a temporary file, so a uid never appears twice.
 A record whose image cannot be decoded gets an empty prediction and an `"error"` field: it counts wrong and is counted.
 """
 
@@ -15,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from .prompts import chat_prompt, likelihood_query, question_text
+from .provenance import record_key
 from .records import BenchmarkFormatError, EvalRecord, blank_image
 
 SCORINGS = ("generate", "likelihood")
@@ -30,6 +35,7 @@ class RunSettings:
     blank_images: bool = False
     likelihood_reduction: str = "mean"
     model: str = ""
+    model_sha256: str = ""
 
     def __post_init__(self) -> None:
         if self.scoring not in SCORINGS:
@@ -38,11 +44,13 @@ class RunSettings:
             raise ValueError(f"likelihood_reduction must be 'mean' or 'sum', got {self.likelihood_reduction!r}")
 
 
-def read_predictions(path: str, settings: RunSettings | None = None) -> dict[str, dict]:
-    """Finished rows of a predictions file by uid (`{}` if absent); drops a torn last line by rewriting the file."""
-    if not os.path.isfile(path):
-        return {}
-    rows, meta, good_lines, torn = {}, None, [], 0
+class SettingsMismatch(ValueError):
+    """A predictions file was made with other settings or another model; the message says which and what to do."""
+
+
+def _read_lines(path: str) -> tuple[dict | None, dict[str, dict], int]:
+    """`(header meta, rows by uid, number of unreadable lines)` of a predictions file."""
+    rows, meta, torn = {}, None, 0
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             try:
@@ -51,22 +59,90 @@ def read_predictions(path: str, settings: RunSettings | None = None) -> dict[str
                 row = None
             if not isinstance(row, dict) or ("_meta" not in row and "uid" not in row):
                 torn += 1
-                continue
-            good_lines.append(line if line.endswith("\n") else line + "\n")
-            if "_meta" in row:
+            elif "_meta" in row:
                 meta = row["_meta"]
             else:
                 rows[row["uid"]] = row
-    if torn:
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.writelines(good_lines)
-    if settings is not None and meta is not None and meta != asdict(settings):
-        changed = {k: (meta.get(k), v) for k, v in asdict(settings).items() if meta.get(k) != v}
-        raise ValueError(
-            f"{path} was made with other settings {changed} (stored, requested); use another --output-dir or "
-            "--overwrite to start again"
+    return meta, rows, torn
+
+
+def _check_settings(path: str, meta: dict | None, settings: RunSettings) -> None:
+    if meta is None or meta == asdict(settings):
+        return
+    if meta.get("model_sha256") != settings.model_sha256:
+        raise SettingsMismatch(
+            f"{path} holds predictions of another model (stored {meta.get('model') or '?'}, content hash "
+            f"{str(meta.get('model_sha256'))[:12] or 'not recorded'}; now {settings.model or '?'}, "
+            f"{settings.model_sha256[:12]}); use another --output-dir or --overwrite to start again"
         )
+    changed = {k: (meta.get(k), v) for k, v in asdict(settings).items() if meta.get(k) != v}
+    raise SettingsMismatch(
+        f"{path} was made with other settings {changed} (stored, requested); use another --output-dir or "
+        "--overwrite to start again"
+    )
+
+
+def check_same_model(output_dir: str, model_sha256: str) -> None:
+    """Refuse an `output_dir` whose predictions files come from another model (cheap: reads their header lines), so
+    that a wrong folder is reported before a model is loaded."""
+    if not os.path.isdir(output_dir):
+        return
+    for name in sorted(os.listdir(output_dir)):
+        if not (name.startswith("predictions_") and name.endswith(".jsonl")):
+            continue
+        path = os.path.join(output_dir, name)
+        with open(path, encoding="utf-8") as handle:
+            try:
+                meta = json.loads(handle.readline()).get("_meta")
+            except (ValueError, AttributeError):
+                continue  # not a header: reusable_rows rewrites the file under the right settings
+        if isinstance(meta, dict) and meta.get("model_sha256") != model_sha256:
+            raise SettingsMismatch(
+                f"{path} holds predictions of another model (stored {meta.get('model') or '?'}, content hash "
+                f"{str(meta.get('model_sha256') or 'not recorded')[:12]}; now {model_sha256[:12]}); use another "
+                "--output-dir or --overwrite to start again"
+            )
+
+
+def _write_atomically(path: str, meta: dict, rows: Sequence[dict]) -> None:
+    temporary = f"{path}.partial"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps({"_meta": meta}) + "\n")
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(temporary, path)
+
+
+def read_predictions(path: str, settings: RunSettings | None = None) -> dict[str, dict]:
+    """Rows of a predictions file by uid (`{}` if absent); refuses a file made with other `settings`."""
+    if not os.path.isfile(path):
+        return {}
+    meta, rows, _ = _read_lines(path)
+    if settings is not None:
+        _check_settings(path, meta, settings)
     return rows
+
+
+def reusable_rows(path: str, settings: RunSettings, keys: dict[str, str]) -> tuple[dict[str, dict], dict[str, int]]:
+    """The rows of `path` that can be kept for records `{uid: record_key}`: written with these settings, for the
+    same input, and without an error. Rewrites the file to hold only them (and rows of uids outside `keys`, e.g.
+    beyond a `--limit`, when still valid) whenever anything is dropped. Returns `(kept rows, counts of dropped)`."""
+    counts = {"failed": 0, "stale": 0, "torn": 0}
+    if not os.path.isfile(path):
+        return {}, counts
+    meta, rows, counts["torn"] = _read_lines(path)
+    _check_settings(path, meta, settings)
+    kept = {}
+    for uid, row in rows.items():
+        if "error" in row:
+            counts["failed"] += 1
+        elif uid in keys and row.get("input") != keys[uid]:
+            counts["stale"] += 1
+        else:
+            kept[uid] = row
+    if any(counts.values()) or meta is None:
+        _write_atomically(path, asdict(settings), list(kept.values()))
+    return kept, counts
 
 
 def _images(records: Sequence[EvalRecord], blank: bool):
@@ -211,16 +287,17 @@ def run_predictions(
 ) -> tuple[dict[str, dict], dict]:
     """Predict every record not yet in `predictions_path`; returns `(rows by uid, timing)`.
 
-    Timing: `{"new_samples", "seconds", "samples_per_second", "resumed"}` for the work done in this call.
+    Timing: `{"new_samples", "seconds", "samples_per_second", "resumed", "retried_failed", "redone_changed_input"}`
+    for the work done in this call (see the module docstring for what is kept).
     """
     from tqdm.auto import tqdm
 
-    done = read_predictions(predictions_path, settings)
+    keys = {r.uid: record_key(r) for r in records}
+    done, dropped = reusable_rows(predictions_path, settings, keys)
     pending = [r for r in records if r.uid not in done]
     os.makedirs(os.path.dirname(os.path.abspath(predictions_path)), exist_ok=True)
     if not os.path.isfile(predictions_path) or os.path.getsize(predictions_path) == 0:
-        with open(predictions_path, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps({"_meta": asdict(settings)}) + "\n")
+        _write_atomically(predictions_path, asdict(settings), [])
     start = time.perf_counter()
     bar = tqdm(total=len(pending), unit="sample", desc=settings.benchmark, disable=not progress)
     with open(predictions_path, "a", encoding="utf-8") as handle:
@@ -228,6 +305,7 @@ def run_predictions(
             batch = pending[begin : begin + batch_size]
             rows = _predict_rows(model, processor, batch, settings)
             for row in rows:
+                row["input"] = keys[row["uid"]]
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                 done[row["uid"]] = row
             handle.flush()
@@ -237,6 +315,8 @@ def run_predictions(
     timing = {
         "new_samples": len(pending),
         "resumed": len(records) - len(pending),
+        "retried_failed": dropped["failed"],
+        "redone_changed_input": dropped["stale"],
         "seconds": seconds,
         "samples_per_second": len(pending) / seconds if pending and seconds > 0 else None,
     }
@@ -265,9 +345,12 @@ def _predict_rows(model, processor, batch: Sequence[EvalRecord], settings: RunSe
 __all__ = [
     "SCORINGS",
     "RunSettings",
+    "SettingsMismatch",
+    "check_same_model",
     "continuation_logprobs",
     "generate_batch",
     "rank_batch",
     "read_predictions",
+    "reusable_rows",
     "run_predictions",
 ]

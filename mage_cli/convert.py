@@ -15,6 +15,7 @@ copied and the outputs are identical; with `--projector ian` the tower and the L
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -24,13 +25,30 @@ from pathlib import Path
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+INIT_HELP = "CLIP/SigLIP + causal LM → a MAGE checkpoint with a fresh projector"
+LLAVA_HELP = "a transformers LLaVA checkpoint → a MAGE checkpoint"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' lines
     sub = parser.add_subparsers(dest="conversion", required=True, metavar="CONVERSION")
-    init = sub.add_parser("init", help="CLIP/SigLIP + causal LM → a MAGE checkpoint with a fresh projector")
+    init = sub.add_parser(
+        "init",
+        help=INIT_HELP,
+        description=f"{INIT_HELP}.\n\n  mage convert init --vision openai/clip-vit-large-patch14-336 "
+        "--text lmsys/vicuna-7b-v1.5 --out mage-7b-init",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     init.add_argument("--vision", required=True, help="vision tower: a CLIP/SigLIP folder or Hub id")
     init.add_argument("--text", required=True, help="causal LM: a folder or Hub id (its tokenizer is used)")
     _common(init, default_projector="ian")
-    llava = sub.add_parser("llava-hf", help="a transformers LLaVA checkpoint → a MAGE checkpoint")
+    llava = sub.add_parser(
+        "llava-hf",
+        help=LLAVA_HELP,
+        description=f"{LLAVA_HELP} (projector copied: identical outputs; --projector ian starts a fresh IAN).\n\n"
+        "  mage convert llava-hf llava-hf/llava-1.5-7b-hf --out mage-from-llava",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     llava.add_argument("source", help="LlavaForConditionalGeneration folder or Hub id")
     _common(llava, default_projector="mlp2x_gelu")
 
@@ -208,6 +226,15 @@ def _save(model, processor, out: Path, max_shard_size: str, overwrite: bool) -> 
     return out
 
 
+def check_query_tokens(projector: str, num_query_tokens: int) -> None:
+    """The IAN lays its queries on a square grid: refuse any other count before anything is downloaded."""
+    if projector == "ian" and (num_query_tokens < 1 or math.isqrt(num_query_tokens) ** 2 != num_query_tokens):
+        raise ConvertError(
+            f"--num-query-tokens {num_query_tokens} is not a perfect square (the IAN's queries form a square grid: "
+            "e.g. 64, 144, 256)."
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     options = dict(
         projector=args.projector,
@@ -217,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     try:
+        check_query_tokens(args.projector, args.num_query_tokens)
         if args.conversion == "init":
             out = convert_init(args.vision, args.text, args.out, **options)
         else:
@@ -229,4 +257,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["ConvertError", "check_output_dir", "convert_init", "convert_llava_hf"]
+__all__ = ["ConvertError", "check_output_dir", "check_query_tokens", "convert_init", "convert_llava_hf"]

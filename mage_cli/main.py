@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 # name -> (module, one-line help)
@@ -52,7 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _DropOptionalKernelNotice:
+    """A logging filter for the notice bitsandbytes (installed with the `quant` extra) logs on import when its
+    optional CPU 4-bit kernel cannot be fetched (offline), and the Hub-offline notice of `kernels` on the way. peft
+    imports bitsandbytes whenever it is installed, so every command that imports transformers' Trainer printed it,
+    although nothing is quantised; it is kept for `--qlora`, the one command where 4-bit kernels run."""
+
+    NOTICES = ("Failed to load CPU gemm_4bit_forward", "Skipping publisher trust check")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOTICES)
+
+
+def _quiet_unused_quantisation_notices(argv: list[str]) -> None:
+    if "--qlora" in argv:
+        return
+    for name in ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub"):
+        logging.getLogger(name).addFilter(_DropOptionalKernelNotice())
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_unused_quantisation_notices(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

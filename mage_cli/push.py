@@ -13,13 +13,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 REQUIRED_FILES = ("config.json", "configuration_mage.py", "modeling_mage.py", "ian.py", "processing_mage.py")
 
 
+class PushError(ValueError):
+    """A folder or repo id that must not be published; the message names the file or the argument."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the example's line
     parser.add_argument("--model", type=Path, required=True, help="a saved MAGE folder")
     parser.add_argument("--repo-id", required=True, help="USER/NAME on the Hub")
     parser.add_argument("--private", action="store_true")
@@ -44,21 +50,45 @@ def file_plan(folder: Path) -> list[dict]:
     return plan
 
 
+def check_repo_id(repo_id: str) -> None:
+    """`USER/NAME` as the Hub accepts it (huggingface_hub's own validation, plus the namespace it requires here)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise PushError(f"--repo-id {repo_id!r} is not a Hub repo id: {str(error).splitlines()[0]}") from error
+    if repo_id.count("/") != 1:
+        raise PushError(f"--repo-id {repo_id!r} is not a Hub repo id: expected USER/NAME")
+
+
 def check_folder(folder: Path) -> None:
-    """Refuse folders that are not complete MAGE checkpoints (named reason)."""
+    """Refuse folders that are not complete MAGE checkpoints (named reason): missing files, pickle weights, another
+    model type, unreadable safetensors."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder.")
+        raise PushError(f"--model {folder} is not a folder.")
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if not any(folder.glob("*.safetensors")):
         missing.append("*.safetensors")
     if missing:
-        raise ValueError(f"{folder} is not a complete MAGE checkpoint: missing {missing}.")
+        raise PushError(f"{folder} is not a complete MAGE checkpoint: missing {', '.join(missing)}.")
     unsafe = [p.name for p in folder.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
     if unsafe:
-        raise ValueError(f"{folder} holds pickle-based weight files {unsafe}; only safetensors are published.")
-    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        raise PushError(f"{folder} holds pickle-based weight files {unsafe}; only safetensors are published.")
+    try:
+        model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, AttributeError) as error:
+        raise PushError(f"{folder / 'config.json'}: not a JSON object ({error})") from error
     if model_type != "mage":
-        raise ValueError(f"{folder}/config.json has model_type={model_type!r}; expected 'mage'.")
+        raise PushError(f"{folder / 'config.json'} has model_type={model_type!r}; expected 'mage'.")
+    from safetensors import SafetensorError, safe_open
+
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError, ValueError) as error:
+            raise PushError(f"{weights}: not a readable safetensors file ({error}).") from error
 
 
 def preflight(folder: Path) -> dict:
@@ -86,9 +116,14 @@ def push(
     """Check, write the card, then (unless `dry_run`) create the repo and upload the folder. Returns the file plan."""
     from mage_cli.model_card import build_model_card
 
+    check_repo_id(repo_id)
     check_folder(folder)
     if not skip_preflight:
-        report = preflight(folder)
+        try:
+            report = preflight(folder)
+        except RuntimeError as error:  # the fresh process failed: its first line and its exception's line
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            raise PushError(" ".join(dict.fromkeys([lines[0], lines[-1]]))) from error
         print(
             f"pre-flight: loads with {report['auto_class']} on transformers {report['transformers']} "
             f"and answers {report['answers'][0]!r}"
@@ -124,6 +159,15 @@ def push(
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        _push_from_args(args)
+    except PushError as error:
+        print(f"mage push: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _push_from_args(args: argparse.Namespace) -> None:
     push(
         args.model,
         args.repo_id,
@@ -136,7 +180,6 @@ def run(args: argparse.Namespace) -> int:
         token=args.token,
         skip_preflight=args.skip_preflight,
     )
-    return 0
 
 
-__all__ = ["push", "file_plan", "check_folder", "preflight"]
+__all__ = ["PushError", "check_folder", "check_repo_id", "file_plan", "preflight", "push"]

@@ -90,6 +90,8 @@ def test_mage_eval_plans_calls_tool_use(tiny_mage_dir, tmp_path, monkeypatch):
     module.evaluate_plan_model = evaluate_plan_model
     monkeypatch.setitem(sys.modules, "tool_use", package)
     monkeypatch.setitem(sys.modules, "tool_use.eval_plans", module)
+    plans = tmp_path / "plans.jsonl"
+    plans.write_text("{}\n", encoding="utf-8")
     argv = [
         "eval",
         "--model",
@@ -97,14 +99,14 @@ def test_mage_eval_plans_calls_tool_use(tiny_mage_dir, tmp_path, monkeypatch):
         "--benchmark",
         "plans",
         "--data",
-        "plans.jsonl",
+        str(plans),
         "--output-dir",
         str(tmp_path),
         "--limit",
         "2",
     ]
     assert main(argv) == 0
-    assert seen == {"data": "plans.jsonl", "limit": 2, "has_model": True, "max_new_tokens": 256}
+    assert seen == {"data": str(plans), "limit": 2, "has_model": True, "max_new_tokens": 256}
     assert json.load(open(tmp_path / "results_plans.json", encoding="utf-8")) == {"node_f1": 0.5}
 
 

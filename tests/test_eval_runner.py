@@ -316,3 +316,58 @@ def test_resolve_scoring_picks_each_benchmarks_protocol():
     assert resolve_scoring("generate", "seed") == "generate"
     with pytest.raises(ValueError, match="scoring must be one of"):
         resolve_scoring("ppl", "seed")
+
+
+def test_failed_and_changed_rows_are_predicted_again(mage, tmp_path):
+    """A row whose image could not be decoded is retried once the image is fixed; a row whose question changed
+    (another --data folder) is predicted again; the rest resume; no uid is written twice."""
+    import shutil
+
+    model, processor = mage
+    clean = fixtures.write_pope(str(tmp_path / "clean"), questions_per_split=2)
+    reference = evaluate(model, processor, "pope", clean, str(tmp_path / "ref"), max_new_tokens=3, progress=False)
+    broken = str(tmp_path / "broken")
+    shutil.copytree(clean, broken)
+    image = os.path.join(broken, "val2014", "COCO_val2014_random_000000.png")
+    good_bytes = open(image, "rb").read()
+    with open(image, "wb") as handle:
+        handle.write(b"not a png")
+    out = str(tmp_path / "out")
+    first = evaluate(model, processor, "pope", broken, out, max_new_tokens=3, progress=False, plots=False)
+    assert first["benchmarks"]["pope"]["image_errors"] == 1
+    with open(image, "wb") as handle:
+        handle.write(good_bytes)
+    fixed = evaluate(model, processor, "pope", broken, out, max_new_tokens=3, progress=False, plots=False)
+    timing = fixed["benchmarks"]["pope"]["timing"]
+    assert (timing["new_samples"], timing["retried_failed"], timing["resumed"]) == (1, 1, 5)
+    assert fixed["benchmarks"]["pope"]["image_errors"] == 0
+    assert fixed["benchmarks"]["pope"]["scores"] == reference["benchmarks"]["pope"]["scores"]
+    path = os.path.join(out, "predictions_pope.jsonl")
+    assert _predictions(path) == _predictions(os.path.join(tmp_path / "ref", "predictions_pope.jsonl"))
+
+    other = str(tmp_path / "other")
+    shutil.copytree(clean, other)
+    split = os.path.join(other, "coco_pope_popular.json")
+    lines = open(split, encoding="utf-8").read().splitlines()
+    row = json.loads(lines[0])
+    row["text"] = row["text"].replace("Is there", "Is there not")
+    lines[0] = json.dumps(row)
+    with open(split, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    moved = evaluate(model, processor, "pope", other, out, max_new_tokens=3, progress=False, plots=False)
+    timing = moved["benchmarks"]["pope"]["timing"]
+    assert (timing["new_samples"], timing["redone_changed_input"], timing["resumed"]) == (1, 1, 5)
+    uids = [json.loads(line).get("uid") for line in open(path, encoding="utf-8")][1:]
+    assert len(uids) == len(set(uids)) == 6
+
+
+def test_predictions_of_another_model_are_refused(mage, tmp_path):
+    from mage_cli.tiny import build_tiny_mage
+
+    model, processor = mage
+    data = fixtures.write_pope(str(tmp_path / "pope"), questions_per_split=1)
+    out = str(tmp_path / "out")
+    evaluate(model, processor, "pope", data, out, max_new_tokens=3, progress=False, plots=False)
+    other, other_processor = build_tiny_mage(texts=["red green blue yellow square colour yes no"] * 5, seed=2)
+    with pytest.raises(runner.SettingsMismatch, match="another model"):
+        evaluate(other, other_processor, "pope", data, out, max_new_tokens=3, progress=False, plots=False)

@@ -44,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
 
 
-def build_registry(args: argparse.Namespace, model, processor):
-    """Default tools (MAGE in memory + ShapeWorld) overlaid by the --tools YAML."""
+def build_registry(args: argparse.Namespace, model, processor, configured=None):
+    """Default tools (MAGE in memory + ShapeWorld) overlaid by the --tools YAML (`configured`: that YAML's registry,
+    already read; read here when `None`)."""
     from .registry import ToolRegistry, mage_tool, registry_from_config, shapeworld_tool
 
     registry = ToolRegistry()
@@ -53,29 +54,38 @@ def build_registry(args: argparse.Namespace, model, processor):
         registry.add(shapeworld_tool())
         for task in ("image-text-to-text", "image-to-text", "visual-question-answering"):
             registry.add(mage_tool(model_and_processor=(model, processor), task=task))
-    if args.tools:
-        registry.update(registry_from_config(args.tools))
+    if configured is None and args.tools:
+        configured = registry_from_config(args.tools)
+    if configured is not None:
+        registry.update(configured)
     return registry
+
+
+def _error(message: str) -> int:
+    print(f"mage agent: error: {message}", file=sys.stderr)
+    return 2
 
 
 def run(args: argparse.Namespace) -> int:
     from .executor import execute_plan
     from .generation import generate_text
-    from .registry import load_mage
+    from .registry import load_mage, registry_from_config
     from .schema import DEFAULT_TASKS, PlanParseError, extract_plan, plan_to_text, tool_system_prompt, validate_plan
 
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
-        print(f"mage agent: --model {model_dir} is not a checkpoint folder (no config.json)", file=sys.stderr)
-        return 2
+        return _error(f"--model {model_dir} is not a checkpoint folder (no config.json)")
+    try:  # the tool config is read (and its local models checked) before the model loads and plans
+        configured = registry_from_config(args.tools) if args.tools else None
+    except ValueError as error:
+        return _error(str(error))
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     input_dirs = [Path(args.input_dir)] if args.input_dir else []
     if args.image:
         image = Path(args.image)
         if not image.is_file():
-            print(f"mage agent: --image {image} does not exist", file=sys.stderr)
-            return 2
+            return _error(f"--image {image} does not exist")
         staged = out_dir / "inputs"
         staged.mkdir(exist_ok=True)
         shutil.copyfile(image, staged / image.name)
@@ -97,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         for e in errors:
             print(f"invalid plan: {e}")
         return 2 if errors else 0
-    registry = build_registry(args, model, processor)
+    registry = build_registry(args, model, processor, configured)
     result = execute_plan(
         plan,
         registry,

@@ -35,7 +35,7 @@ def confine(name: str, allowed_dirs: list[Path]) -> Path:
             continue
         if candidate.is_file():
             return candidate
-    if escaped and len(escaped) == len(allowed_dirs):
+    if escaped:  # outside one allowed folder and a file in none: say it escapes, not that it is missing
         raise PathNotAllowedError(f"file {name!r} resolves outside the allowed directories {escaped}")
     raise FileNotFoundError(f"file {name!r} not found in the allowed directories {[str(d) for d in allowed_dirs]}")
 

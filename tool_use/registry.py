@@ -352,7 +352,15 @@ def registry_from_config(config: dict[str, Any] | str | Path, *, base_dir: str |
 
         path = Path(config)
         base_dir = base_dir or path.parent
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as error:
+            raise ValueError(f"{path}: cannot read the tool config ({error.strerror or error})") from error
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ValueError(f"{path}:{where}: not valid YAML ({problem})") from error
         if not isinstance(config, dict):
             raise ValueError(f"{path}: expected a mapping with keys tools/mage/shapeworld, got {type(config).__name__}")
     allowed = {"tools", "mage", "shapeworld", "mage_max_new_tokens"}
@@ -361,16 +369,20 @@ def registry_from_config(config: dict[str, Any] | str | Path, *, base_dir: str |
         raise ValueError(f"tool config: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
     base = Path(base_dir) if base_dir else None
 
-    def local(p: str) -> str:
+    def local(p: str, key: str) -> str:
         if base is not None and not Path(p).is_absolute() and (base / p).exists():
             return str((base / p).resolve())
+        # A Hub id is `name` or `org/name`; anything else is a local path, and it must exist before a model loads.
+        path_like = Path(p).is_absolute() or p.startswith((".", "~")) or len(Path(p).parts) > 2
+        if path_like and not Path(p).expanduser().exists():
+            raise ValueError(f"tool config: {key}: local model {p!r} does not exist")
         return p
 
     registry = ToolRegistry()
     if config.get("shapeworld"):
         registry.add(shapeworld_tool())
     if config.get("mage"):
-        mage_path = local(str(config["mage"]))
+        mage_path = local(str(config["mage"]), "mage")
         max_new = int(config.get("mage_max_new_tokens", 64))
         for task in ("image-text-to-text", "image-to-text", "visual-question-answering"):
             registry.add(mage_tool(mage_path, task=task, max_new_tokens=max_new))
@@ -387,7 +399,7 @@ def registry_from_config(config: dict[str, Any] | str | Path, *, base_dir: str |
                 raise ValueError(f"tool config: tools.{task} is not a default task; give inputs: {{arg: modality}} "
                                  f"and output: one of {MODALITIES}")
             spec = TaskSpec(task, inputs, output)
-        model = local(str(entry.pop("model")))
+        model = local(str(entry.pop("model")), f"tools.{task}.model")
         registry.add(pipeline_tool(task, model, pipeline_task=entry.pop("pipeline", None), spec=spec, **entry))
     return registry
 

@@ -107,6 +107,11 @@ def normalise_row(raw: object, fallback_id: str) -> dict:
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str) or turn.get("from") not in ROLE_MAP:
             raise SampleError("malformed row", f"each turn needs `from` in {sorted(ROLE_MAP)} and a string `value`")
         turns.append({"from": turn["from"], "value": turn["value"]})
+    late_system = [index for index, t in enumerate(turns) if ROLE_MAP[t["from"]] == "system" and index > 0]
+    if late_system:
+        raise SampleError(
+            "malformed row", f"a system turn may only come first; turn {late_system[0]} of {len(turns)} is `system`"
+        )
     roles = [ROLE_MAP[t["from"]] for t in turns if ROLE_MAP[t["from"]] != "system"]
     if roles[::2] != ["user"] * len(roles[::2]) or roles[1::2] != ["assistant"] * len(roles[1::2]):
         raise SampleError("malformed row", "turns must alternate human, gpt, human, … starting with human")
