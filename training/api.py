@@ -182,8 +182,10 @@ def train(
 
     output_dir = Path(output_dir)
     last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if resume:
+        last_checkpoint = last_complete_checkpoint(output_dir)
     if resume and last_checkpoint is None:
-        raise FileNotFoundError(f"--resume: {output_dir} holds no checkpoint-N folder to resume from.")
+        raise FileNotFoundError(f"--resume: {output_dir} holds no complete checkpoint-N folder to resume from.")
     existing = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() and not resume else []
     if existing and not overwrite:
         if last_checkpoint is not None:
@@ -243,6 +245,41 @@ def train(
 
 
 PARTIAL_DIR = ".final-model.partial"  # inside output_dir while the final model is written
+INCOMPLETE_PREFIX = ".incomplete-"  # a checkpoint whose save was cut short, moved aside on resume
+
+
+def _is_complete_checkpoint(folder: Path) -> bool:
+    """The Trainer writes `trainer_state.json` after the weights, optimizer, scheduler and RNG states: a folder
+    whose state file is missing or torn was cut short while saving."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest `checkpoint-N` of `output_dir` that was saved completely. Newer ones that were not (a process
+    killed while saving) are renamed `.incomplete-checkpoint-N` with a warning, so neither this resume nor the
+    Trainer's checkpoint rotation mistakes them for a state to continue from."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    if not output_dir.is_dir():
+        return None
+    steps = sorted(
+        (int(p.name.rsplit("-", 1)[1]), p)
+        for p in output_dir.iterdir()
+        if p.is_dir() and p.name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and p.name.rsplit("-", 1)[1].isdigit()
+    )
+    for _, folder in reversed(steps):
+        if _is_complete_checkpoint(folder):
+            return str(folder)
+        aside = folder.with_name(f"{INCOMPLETE_PREFIX}{folder.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(folder, aside)
+        warnings.warn(f"{folder} was not saved completely (no trainer_state.json): moved to {aside.name}, resuming "
+                      "from the checkpoint before it.", UserWarning, stacklevel=3)
+    return None
 
 
 def save_final_model(trainer, output_dir: Path) -> None:
