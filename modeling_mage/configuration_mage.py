@@ -12,7 +12,7 @@ import math
 from transformers import AutoConfig, PretrainedConfig
 from transformers.models.auto import CONFIG_MAPPING
 
-PROJECTOR_TYPES = ("ian", "mlp2x_gelu", "linear", "resampler", "c_abstractor", "sa_perceiver")
+PROJECTOR_TYPES = ("ian", "mlp2x_gelu", "linear", "resampler", "c_abstractor", "sa_perceiver", "vab")
 # Projectors that emit `num_query_tokens` tokens per image (the others emit one token per patch).
 QUERY_PROJECTOR_TYPES = ("ian", "resampler", "c_abstractor", "sa_perceiver")
 FEATURE_SELECT_STRATEGIES = ("default", "full")
@@ -65,7 +65,9 @@ class MageConfig(PretrainedConfig):
             `"default"` drops the CLS token, `"full"` keeps it (ignored by the SEB's query grid, which is always the
             patch grid).
         projector_type (`str`, *optional*, defaults to `"ian"`):
-            `"ian"` (VAB + SEB, MAGE), `"mlp2x_gelu"` (LLaVA-1.5) or `"linear"` (LLaVA-1.0).
+            `"ian"` (VAB + SEB, MAGE), `"mlp2x_gelu"` (LLaVA-1.5), `"linear"` (LLaVA-1.0), the ablation projectors
+            `"resampler"`, `"c_abstractor"`, `"sa_perceiver"` (VLSA) and `"vab"` (the IAN without its SEB); see
+            `projectors.py`.
         num_query_tokens (`int`, *optional*, defaults to 144):
             Q, the IAN's output tokens per image; a perfect square no larger than the number of patches.
         seb_query_source (`str`, *optional*, defaults to `"pixels"`):

@@ -226,6 +226,18 @@ class MageIntelligentAlignmentNetwork(MageProjector):
         return self.seb(aligned, feature_grid=self._feature_grid(image_features))
 
 
+@register_projector("vab")
+class MageVectorAlignmentProjector(MageProjector):
+    """The IAN without its SEB (an ablation): the VAB alone, one token per patch, `(B, N, D_v)` → `(B, N, D_l)`."""
+
+    def __init__(self, config: MageConfig):
+        super().__init__()
+        self.vab = MageVectorAlignmentBlock(config)
+
+    def forward(self, image_features: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        return self.vab(image_features)
+
+
 # The projector registry and builder live in projectors.py (one registry for all projector types); these names
 # stay importable from here.
 PROJECTOR_CLASSES: dict[str, type[nn.Module]] = PROJECTOR_REGISTRY
@@ -235,6 +247,7 @@ __all__ = [
     "MageVectorAlignmentBlock",
     "MageSemanticEnhancementBlock",
     "MageIntelligentAlignmentNetwork",
+    "MageVectorAlignmentProjector",
     "MageLinearProjector",
     "MageMLPProjector",
     "PROJECTOR_CLASSES",

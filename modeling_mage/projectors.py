@@ -8,6 +8,7 @@
 | `resampler`     | Q (any Q ≥ 1; square for the ablation) | Perceiver Resampler (Flamingo; Honeybee's baseline) |
 | `c_abstractor`  | Q (perfect square ≤ N_p) | Honeybee C-Abstractor: ResNet (RegNet bottleneck) blocks → adaptive pool → blocks |
 | `ian`           | Q (perfect square ≤ N_p) | MAGE (VAB + SEB, in `ian.py`) |
+| `vab`           | N_p (one per patch) | the IAN without its SEB (ablation, in `ian.py`) |
 | `sa_perceiver`  | Q (perfect square ≤ N_p) | VLSA's SA-Perceiver (Eqs. 1–2) → LLaVA-Next MLP |
 
 Every projector maps `image_features (B, N, D_v)` (+ optional `pixel_values (B, 3, H, W)`) to `(B, T, D_l)`.

@@ -25,7 +25,7 @@ from modeling_mage.projectors import (
     split_into_tiles,
 )
 
-ALL_TYPES = ["linear", "mlp2x_gelu", "resampler", "c_abstractor", "ian", "sa_perceiver"]
+ALL_TYPES = ["linear", "mlp2x_gelu", "resampler", "c_abstractor", "ian", "sa_perceiver", "vab"]
 NEW_TYPES = ["resampler", "c_abstractor", "sa_perceiver"]
 
 

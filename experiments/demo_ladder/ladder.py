@@ -205,7 +205,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--path", choices=("plain", "trainer"), default="trainer")
-    p.add_argument("--projector", choices=("mlp", "ian"), default="mlp")
+    p.add_argument("--projector", choices=("mlp", "ian", "vab"), default="mlp", help="vab: the IAN without its SEB")
     p.add_argument("--q", type=int, default=16, help="IAN query tokens (a square <= 16 patches)")
     p.add_argument("--template", choices=("ref", "vicuna"), default="ref")
     p.add_argument("--world", choices=("ref", "project"), default="ref", help="the reference's shapes or ShapeWorld")
@@ -303,7 +303,7 @@ def main() -> None:
         e["a_ids"] = e["ans_ids"][:-1]
         assert e["ans_ids"][-1] == EOS and e["a_ids"], (whole, e["ans_ids"])
     n_patches = (args.image_size // 16) ** 2
-    n_img = n_patches if args.projector == "mlp" else args.q
+    n_img = args.q if args.projector == "ian" else n_patches
     log(f"data: vocab {len(tokenizer)}, image tokens {n_img}")
 
     # ---------------- model: transformers' LLaVA as the reference builds it ----------------
@@ -577,7 +577,7 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
     from training.api import train as mage_train
     from training.recipes import load_recipe
 
-    projector = "mlp2x_gelu" if args.projector == "mlp" else "ian"
+    projector = {"mlp": "mlp2x_gelu", "ian": "ian", "vab": "vab"}[args.projector]
     if args.seb_vab_residual:
         patch_seb_with_vab_residual()
     config = MageConfig(
