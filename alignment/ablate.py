@@ -56,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", default="64,144", help="comma list of square query counts (default 64,144)")
     parser.add_argument("--objectives", default="none,itdm,sea", help=f"comma list of {list(OBJECTIVES)}")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; see `mage train --help`)")
     parser.add_argument("--out", default="benchmarks/results/ablation_shapeworld", help="results folder (committed)")
     parser.add_argument(
         "--work", default=None, help="scratch folder for data and checkpoints (default OUT/../.ablation_work)"
@@ -342,6 +343,13 @@ def _command(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import sys
+
+    import torch
+
+    if args.threads < 1:
+        print(f"mage ablate: error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
 
     queries = [int(q) for q in _csv(args.queries)]
     image_size = args.image_size or max(64, PATCH * math.ceil(math.sqrt(max(queries))))

@@ -54,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=None,
-        help="torch CPU threads (on a shared machine 1 can be much faster than oversubscribing)",
+        default=1,
+        help="torch CPU threads (default 1: on this project's 2-core machine a second thread gained 4 %% idle and cost 3x when another job held a core, benchmarks/results/threads_under_load.md; raise it for a large model on an idle many-core CPU)",
     )
     parser.add_argument(
         "--mmbench-rules",
@@ -191,10 +191,9 @@ def run(args: argparse.Namespace) -> int:
         except SettingsMismatch as error:
             return _error(str(error))
 
-    if args.threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     try:
         model, processor = load_model(args.model, args.device, args.dtype)
     except (OSError, ValueError) as error:

@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-workers", type=int, default=2, help="independent steps run at once (default %(default)s)")
     parser.add_argument("--plan-only", action="store_true", help="print and validate the plan, run nothing")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
+    parser.add_argument("--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1: on this project's 2-core machine a second thread gained 4 %% idle and cost 3x when another job held a core, benchmarks/results/threads_under_load.md; raise it for a large model on an idle many-core CPU)")
 
 
 def build_registry(args: argparse.Namespace, model, processor, configured=None):
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     from .registry import load_mage, registry_from_config
     from .schema import DEFAULT_TASKS, PlanParseError, extract_plan, plan_to_text, tool_system_prompt, validate_plan
 
+    if args.threads < 1:
+        return _error(f"--threads must be at least 1, got {args.threads}")
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
         return _error(f"--model {model_dir} is not a checkpoint folder (no config.json)")
@@ -91,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
         shutil.copyfile(image, staged / image.name)
         input_dirs.insert(0, staged)
 
+    import torch
+
+    torch.set_num_threads(args.threads)
     model, processor = load_mage(model_dir)
     raw = generate_text(model, processor, args.request, system=tool_system_prompt(), max_new_tokens=args.max_new_tokens)
     print(f"model output: {raw[:500]}{'...' if len(raw) > 500 else ''}")

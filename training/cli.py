@@ -33,9 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     adapters.add_argument("--lora", action="store_true", help="LoRA on the LLM (projector fully trained)")
     adapters.add_argument("--qlora", action="store_true", help="as --lora on a 4-bit LLM (bitsandbytes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads for torch (default: torch's). On a shared or busy CPU use 1: idle OpenMP "
-                             "threads spinning for a core made a tiny run 25x slower here")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="torch CPU threads (default 1: on this project's 2-core machine a second thread gained 4 %% idle and cost 3x when another job held a core, benchmarks/results/threads_under_load.md; raise it for a large model on an idle many-core CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
