@@ -163,3 +163,16 @@ def test_train_refuses_an_output_folder_that_holds_a_model(tiny_mage_dir, tmp_pa
     )
     assert_refused(completed, "train", "is not empty", "--overwrite")
     assert tree_hashes(target, data) == before
+
+
+def test_train_names_a_broken_recipe_file(tiny_mage_dir, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("stage: 2\nlearning_rate: [1e-3\n", encoding="utf-8")
+    data = tmp_path / "data.json"
+    data.write_text("[]", encoding="utf-8")
+    completed = run_cli(
+        "train", "--recipe", str(recipe), "--model", str(tiny_mage_dir), "--data", str(data), "--output-dir",
+        str(tmp_path / "out"), cwd=tmp_path,
+    )
+    assert_refused(completed, "train", "recipe.yaml: line 3, column 1", "not valid YAML")
+    assert not (tmp_path / "out").exists()

@@ -259,8 +259,14 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: dict | list[str] | N
     import yaml
 
     path = resolve_recipe_path(name_or_path)
-    with open(path, encoding="utf-8") as handle:
-        values = yaml.safe_load(handle) or {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise RecipeError(f"{path}:{where} not valid YAML ({problem}).") from None
     if not isinstance(values, dict):
         raise RecipeError(f"{path}: expected a mapping of recipe fields, got {type(values).__name__}.")
     if isinstance(overrides, list):
