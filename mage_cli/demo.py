@@ -43,11 +43,9 @@ class DemoSettings:
     # measured from the same stage-2 checkpoint: 150 steps gave 0 % valid plans, 300 gave 88 %, 600 gave 100 %
     stage3_steps: int = 300
     batch_size: int = 32
-    # Measured on this demo's data (stage 1 150 + stage 2 300 steps): with ITDM at weight 1 the IAN output collapsed
-    # to nearly the same vector for every image (std across images 0.20 vs 0.84 without) and the model ignored the
-    # image (loss with real vs shuffled images 0.452 vs 0.454; without ITDM 0.395 vs 0.629). So the tiny demo trains
-    # ITG only by default; `--itdm-weight` turns the term on (docs/DECISIONS.md).
-    itdm_weight: float = 0.0
+    # MAGE as the paper defines it: ITG + ITDM. The weight is the ladder's (experiments/demo_ladder: 0.1 and 1 gave no
+    # collapse and no loss of skill; 0.1 is the one that did not slow the IAN's counting), not the paper's 1.
+    itdm_weight: float = 0.1
     eval_limits: dict = dataclasses.field(
         default_factory=lambda: {"mme": 60, "pope": 300, "mmbench": 50, "mmbench_cn": 30, "seed": 100, "plans": 60}
     )
@@ -116,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write into a non-empty --output-dir that an earlier `mage demo` did not make (a demo's own folder is "
         "reused without it)",
     )
-    parser.add_argument("--itdm-weight", type=float, default=None, help="ITDM weight in stages 1-3 (default 0.0)")
+    parser.add_argument("--itdm-weight", type=float, default=None, help="ITDM weight in stages 1-3 (default 0.1)")
     parser.add_argument(
         "--strict",
         action="store_true",
