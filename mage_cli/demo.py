@@ -257,6 +257,38 @@ def pretrain_tower(model_path: Path, paths: dict[str, str], settings: DemoSettin
     return report, out
 
 
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def start_tower_pretraining(model_path: Path, paths: dict[str, str], settings: DemoSettings, seed: int, out: Path,
+                            threads: int):
+    """`pretrain_tower` in a second process (it needs nothing from the text LM, so stage 0's two halves run on the
+    two cores at once). Returns `(executor, future)`; the future gives `pretrain_tower`'s `(report, folder)`."""
+    import concurrent.futures
+    import multiprocessing
+
+    executor = concurrent.futures.ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads, initargs=(threads,)
+    )
+    return executor, executor.submit(pretrain_tower, model_path, paths, settings, seed, out)
+
+
+def combine_stage0(lm_path: Path, tower_path: Path, out: Path) -> Path:
+    """The text LM (and its processor) of `lm_path` with the vision tower of `tower_path`, saved to `out`."""
+    from modeling_mage import MageForConditionalGeneration
+    from processing_mage import MageProcessor
+
+    model = MageForConditionalGeneration.from_pretrained(lm_path)
+    tower = MageForConditionalGeneration.from_pretrained(tower_path).model.vision_tower
+    model.model.vision_tower.load_state_dict(tower.state_dict())
+    model.save_pretrained(out)
+    MageProcessor.from_pretrained(lm_path).save_pretrained(out)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------- evaluation
 BENCHMARK_KEYS = ("mme", "pope", "mmbench", "mmbench_cn", "seed")
 
@@ -421,6 +453,8 @@ def run(args: argparse.Namespace) -> int:
     progress.done(f"→ {init}")
 
     progress.step("stage 0: text-only LM pretraining (plays Vicuna) and CLIP-style tower pretraining (plays CLIP)")
+    executor, tower_future = start_tower_pretraining(init, paths, settings, args.seed, models / "stage0-tower",
+                                                     max(1, args.threads))
     lm = train_stage(
         "stage2_tiny",
         init,
@@ -433,7 +467,9 @@ def run(args: argparse.Namespace) -> int:
         itdm_weight=0.0,
         learning_rate=3e-3,
     )
-    tower_report, stage0 = pretrain_tower(lm, paths, settings, args.seed, models / "stage0")
+    with executor:
+        tower_report, tower = tower_future.result()
+    stage0 = combine_stage0(lm, tower, models / "stage0")
     progress.done(
         f"(tower image→caption top-1 {tower_report.retrieval_top1_before:.2f} → "
         f"{tower_report.retrieval_top1_after:.2f} in {tower_report.steps} steps)"
