@@ -12,7 +12,7 @@ import itertools
 import os
 from collections.abc import Sequence
 
-from . import hf_layouts, mmbench, mme, pope, seed
+from . import hf_layouts, mmbench, mme, official_rules, pope, seed
 from .records import BENCHMARKS, BenchmarkFormatError, EvalRecord, LoadedBenchmark
 from .report import CONVENTIONS, git_commit, summary, table4, write_report
 
@@ -44,16 +44,22 @@ def load_benchmark(
 
 
 def score_predictions(
-    benchmark: str, records: Sequence[EvalRecord], predictions: dict[str, str], rules: str = mmbench.DEFAULT_RULES
+    benchmark: str,
+    records: Sequence[EvalRecord],
+    predictions: dict[str, str],
+    rules: str = official_rules.DEFAULT_RULES,
+    scoring: str = "generate",
 ) -> dict:
-    """The benchmark's official-equivalent scores from `{uid: prediction text}`."""
+    """The benchmark's scores from `{uid: prediction text}` under rule set `rules` (`official_rules.RULE_SETS`;
+    `official` = the benchmark's own script, rule for rule). `scoring` says how SEED's predictions were made."""
+    official_rules.check_rules(rules)
     if benchmark == "mme":
-        return mme.score(records, predictions)
+        return mme.score(records, predictions, rules)
     if benchmark == "pope":
-        return pope.score(records, predictions)
+        return pope.score(records, predictions, rules)
     if benchmark in ("mmbench", "mmbench_cn"):
         return mmbench.score(records, predictions, rules)
-    return seed.score(records, predictions, rules)
+    return seed.score(records, predictions, rules, scoring)
 
 
 def _scoring_unit(record: EvalRecord):
@@ -105,7 +111,7 @@ def evaluate(
     scoring: str = "official",
     blank_images: bool = False,
     max_new_tokens: int = 16,
-    rules: str = mmbench.DEFAULT_RULES,
+    rules: str = official_rules.DEFAULT_RULES,
     model_path: str = "",
     circular: bool = True,
     strict: bool = True,
@@ -123,6 +129,7 @@ def evaluate(
             the rest), `"generate"` (greedy answers everywhere) or `"likelihood"` (option ranking for SEED and
             MMBench, the others generate).
         blank_images: replace every image by a grey one (the text-only baseline).
+        rules: how answers are read, one of `official_rules.RULE_SETS` (`official`: each benchmark's own script).
         limit: evaluate only the first `limit` images (MME), circular groups (MMBench) or questions (others).
         overwrite: discard earlier predictions in `output_dir` instead of resuming them.
         split: split of an lmms-eval parquet folder (default: test, dev for MMBench).
@@ -145,7 +152,7 @@ def evaluate(
             "limit": limit,
             "max_new_tokens": max_new_tokens,
             "blank_images": blank_images,
-            "mmbench_rules": rules,
+            "rules": rules,
             "circular": circular,
             "split": split,
         },
@@ -252,7 +259,7 @@ def run_benchmark(
         os.remove(predictions_path)
     rows, timing = run_predictions(model, processor, records, predictions_path, settings, batch_size, progress)
     predictions = {r.uid: rows[r.uid]["prediction"] for r in records}
-    scores = score_predictions(name, records, predictions, rules)
+    scores = score_predictions(name, records, predictions, rules, used_scoring)
     if name == "mme":
         mme.write_official_results(records, predictions, os.path.join(output_dir, "mme_official_format"))
     return {

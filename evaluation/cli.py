@@ -5,11 +5,18 @@ Examples:
   mage eval --model ckpt/ --benchmark all --data shapeworld_eval/ --output-dir runs/all --batch-size 16
   mage eval --model ckpt/ --benchmark seed --data SEED/ --scoring likelihood --output-dir runs/seed
   mage eval --model ckpt/ --benchmark mme --data MME/ --blank-images --output-dir runs/mme_text_only
+  mage eval --benchmark pope --data data/pope --predictions answers.jsonl --output-dir runs/pope_llava
 
 `--data` takes a benchmark in its official layout (MME folders, POPE JSONL + images, MMBench TSV, SEED JSON + images)
 or the lmms-eval parquet layout; with `--benchmark all` it holds one sub-folder per benchmark (mme*, pope*, mmbench*,
 seed*). Predictions are appended to DIR/predictions_<benchmark>.jsonl as they are made: rerun the same command to
 resume an interrupted run. DIR/results.json, results.md and PNG plots hold the report.
+
+Answers are read with `--rules official` (default: each benchmark's own scoring script, rule for rule) or `lenient`
+(the earlier, forgiving reading); the report names the rules behind every number and adds lmms-eval's variant.
+`--predictions FILE` scores an existing predictions file without loading a model (no --model needed): LLaVA's answer
+JSONL (question_id, text), this tool's predictions_<benchmark>.jsonl, MME eval-tool folders, MMBench TSV/XLSX with a
+prediction column, or SEED's submission JSONL (question_id, prediction). See docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -26,7 +33,11 @@ BENCHMARK_CHOICES = ("mme", "pope", "mmbench", "mmbench_cn", "seed", "plans", "a
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`mage eval` options (no heavy imports here)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--model", required=True, help="checkpoint folder (MAGE saved with save_pretrained)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint folder (MAGE saved with save_pretrained); not needed with --predictions",
+    )
     parser.add_argument("--benchmark", required=True, choices=BENCHMARK_CHOICES)
     parser.add_argument("--data", required=True, help="benchmark data path (see above)")
     parser.add_argument("--output-dir", required=True, help="where predictions and the report go")
@@ -58,10 +69,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch CPU threads (default 1: on this project's 2-core machine a second thread gained 4 %% idle and cost 3x when another job held a core, benchmarks/results/threads_under_load.md; raise it for a large model on an idle many-core CPU)",
     )
     parser.add_argument(
+        "--rules",
         "--mmbench-rules",
-        default="vlmevalkit-2024",
-        choices=("vlmevalkit-2024", "vlmevalkit-2024-verbose"),
-        help="named answer-extraction rules",
+        dest="rules",
+        default="official",
+        choices=("official", "lenient", "vlmevalkit-2024", "vlmevalkit-2024-verbose"),
+        help="how answers are read: official (default; each benchmark's own scoring script, rule for rule), lenient "
+        "(= vlmevalkit-2024: the earlier forgiving reading), vlmevalkit-2024-verbose (lenient, a lone 'A' read as an "
+        "article); --mmbench-rules is the old spelling",
+    )
+    parser.add_argument(
+        "--predictions",
+        default=None,
+        metavar="FILE",
+        help="score this existing predictions file (or MME eval-tool folder) instead of running a model",
     )
     parser.add_argument("--no-circular", action="store_true", help="MMBench: ask each question once (no rotations)")
     parser.add_argument("--blank-images", action="store_true", help="replace every image by grey (text-only baseline)")
@@ -90,7 +111,15 @@ def check_arguments(args: argparse.Namespace) -> None:
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             raise EvalUsageError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
-    check_model_folder(args.model)
+    if getattr(args, "predictions", None) is not None:
+        if args.benchmark in ("plans", "all"):
+            raise EvalUsageError(f"--predictions scores one benchmark; --benchmark {args.benchmark} is not one")
+        if not os.path.exists(args.predictions):
+            raise EvalUsageError(f"--predictions {args.predictions!r} does not exist")
+    elif args.model is None:
+        raise EvalUsageError("--model is required (unless --predictions FILE scores an existing predictions file)")
+    else:
+        check_model_folder(args.model)
     if not os.path.exists(args.data):
         raise EvalUsageError(f"--data {args.data!r} does not exist")
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
@@ -174,11 +203,38 @@ def _error(message: str) -> int:
     return 2
 
 
+def run_predictions_file(args: argparse.Namespace) -> int:
+    """`--predictions FILE`: score an existing predictions file against `--data`, no model loaded."""
+    from .predictions_io import score_predictions_file
+    from .records import BenchmarkFormatError
+
+    try:
+        results = score_predictions_file(
+            args.benchmark,
+            args.data,
+            args.predictions,
+            args.output_dir,
+            rules=args.rules,
+            scoring=args.scoring,
+            strict=not args.skip_bad_rows,
+            split=args.split,
+            plots=not args.no_plots,
+        )
+    except BenchmarkFormatError as error:
+        return _error(str(error))
+    with open(results["files"]["markdown"], encoding="utf-8") as handle:
+        print(handle.read())
+    print(f"report: {results['files']['json']}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         check_arguments(args)
     except EvalUsageError as error:
         return _error(str(error))
+    if args.predictions is not None:
+        return run_predictions_file(args)
     from .api import evaluate
     from .provenance import model_fingerprint
     from .records import BenchmarkFormatError
@@ -215,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
             scoring=args.scoring,
             blank_images=args.blank_images,
             max_new_tokens=args.max_new_tokens or 16,
-            rules=args.mmbench_rules,
+            rules=args.rules,
             model_path=os.path.abspath(args.model),
             circular=not args.no_circular,
             strict=not args.skip_bad_rows,
@@ -239,4 +295,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["EvalUsageError", "add_arguments", "check_arguments", "check_model_folder", "load_model", "run", "run_plans"]
+__all__ = [
+    "EvalUsageError",
+    "add_arguments",
+    "check_arguments",
+    "check_model_folder",
+    "load_model",
+    "run",
+    "run_plans",
+    "run_predictions_file",
+]

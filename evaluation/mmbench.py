@@ -1,16 +1,21 @@
-"""MMBench (EN/CN): TSV loader with base64 images, LLaVA-1.5's prompt, CircularEval and rule-based answer extraction.
+r"""MMBench (EN/CN): TSV loader with base64 images, LLaVA-1.5's prompt, CircularEval and rule-based answer extraction.
 
-Extraction rules, named `vlmevalkit-2024` (VLMEvalKit `vlmeval/utils/matching_util.py`, `can_infer`, as released in
-2024 with the environment variable `VERBOSE` unset): (1) refusals listed there → "Z" (wrong); (2) replace
-`.()[],:;!*#{}` by spaces, split on whitespace; if exactly one option letter occurs as a word it is the answer, if none
-does and "Z" does, "Z"; (3) otherwise, if exactly one option's text occurs (lower-cased substring) in the answer, that
-option. `vlmevalkit-2024-verbose` adds the `VERBOSE=1` behaviour (a lone "A" among more than three words is read as an
-article: unresolved). What no rule resolves counts wrong (no API judge, never a random letter) and is counted.
+Answer extraction under rule set `official` (the default): VLMEvalKit's current `can_infer`
+(`vlmeval/utils/matching_util.py` at the commit in `official_rules`, `VERBOSE` unset): (1) refusals listed there → "Z"
+(wrong); (2) replace `.()[],:;!*#{}` by spaces, split on whitespace; a single option letter among the tokens is the
+answer only if its first occurrence is among the last four tokens; no letter but a "Z" token → "Z"; (3) the regex
+`(?i)(correct\s+)?answer\s+is\s+\**([ABCD])\**` on the raw text (no word boundary: "The answer is cherry" → C);
+(4) option text: the one option whose lower-cased text occurs in the lower-cased answer, unless the answer is longer
+than twice the options' total length. Rule sets `lenient`/`vlmevalkit-2024` use the 2024 `can_infer` (no last-four
+test, no regex, no length limit); `vlmevalkit-2024-verbose` adds the `VERBOSE=1` reading of a lone "A" (an article).
+What no rule resolves counts wrong (no API judge, never a random letter) and is counted.
 
-CircularEval: a question counts only if every rotation of its options is answered right. If the TSV already holds the
+CircularEval (VLMEvalKit `mcq_circular_eval`, exact matching): a question is a hit only if every row of its group
+resolves to that row's answer. Under `official`, a group without its original-order row (`index == index % 1e6`) is
+skipped, as VLMEvalKit does (counted in `groups_without_original`); `lenient` scores it. If the TSV already holds the
 circular copies (indices ≥ 1,000,000, as VLMEvalKit's files), they are grouped by `index % 1,000,000`; otherwise the
 loader makes the rotations itself like LLaVA's `model_vqa_mmbench.py --all-rounds` (round r shows the options
-shifted left by r). Overall = mean over questions (groups); per category likewise.
+shifted left by r). Overall = mean over questions (groups); per category likewise (the original row's category).
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
+from . import official_rules
 from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark
 
-RULES = ("vlmevalkit-2024", "vlmevalkit-2024-verbose")
-DEFAULT_RULES = "vlmevalkit-2024"
+RULES = official_rules.RULE_SETS
+DEFAULT_RULES = official_rules.DEFAULT_RULES
 CIRCULAR_OFFSET = 1_000_000
 REQUIRED = ("index", "question", "answer", "image")
 LAYOUT = "MMBench layout: a .tsv with header index, question, hint, A, B, C, D, answer, category, image (base64), ..."
@@ -169,7 +175,7 @@ def build_prompt(record: EvalRecord, language: str | None = None) -> str:
 
 
 def can_infer_option(answer: str, choices: Mapping[str, str], verbose: bool = False) -> str | None:
-    """VLMEvalKit's letter rule; returns a letter, "Z" (refusal) or None."""
+    """VLMEvalKit's 2024 letter rule; returns a letter, "Z" (refusal) or None."""
     if any(err in answer for err in REFUSALS):
         return "Z"
     answer_mod = answer
@@ -187,25 +193,60 @@ def can_infer_option(answer: str, choices: Mapping[str, str], verbose: bool = Fa
 
 
 def can_infer_text(answer: str, choices: Mapping[str, str]) -> str | None:
-    """VLMEvalKit's text rule: the one option whose lower-cased text occurs in the lower-cased answer."""
+    """VLMEvalKit's 2024 text rule: the one option whose lower-cased text occurs in the lower-cased answer."""
     low = answer.lower()
     candidates = [k for k, v in choices.items() if str(v).lower() in low]
     return candidates[0] if len(candidates) == 1 else None
 
 
 def extract_choice(answer: str, choices: Mapping[str, str], rules: str = DEFAULT_RULES) -> str | None:
-    """The chosen letter under `rules` (see module docstring), "Z" for a refusal, None when unresolved."""
-    if rules not in RULES:
-        raise ValueError(f"unknown MMBench extraction rules {rules!r}; choose one of {RULES}")
+    """The chosen letter under rule set `rules` (see module docstring), "Z" for a refusal, None when unresolved."""
+    official_rules.check_rules(rules)
     answer = str(answer)
-    return can_infer_option(answer, choices, verbose=rules.endswith("verbose")) or can_infer_text(answer, choices)
+    if rules == "official":
+        return official_rules.vlmevalkit_can_infer(answer, choices)
+    verbose = rules == "vlmevalkit-2024-verbose"
+    return can_infer_option(answer, choices, verbose=verbose) or can_infer_text(answer, choices)
+
+
+def _lmms_eval_groups(records: list[EvalRecord], predictions: Mapping[str, str]) -> dict:
+    """lmms-eval's MMBench reading: its prefetch rules; its data holds no circular copies, so rows the loader rotated
+    are read in the original order only. A group its rules leave undecided goes to its GPT judge: counted wrong here
+    and in `judge_groups`, so `accuracy` is a lower bound of lmms-eval's number."""
+    groups: dict[str, list[EvalRecord]] = defaultdict(list)
+    for record in records:
+        if "@r" in record.uid and record.round != 0:
+            continue
+        groups[record.group].append(record)
+    hits = judge = 0
+    counted = 0
+    for group in groups.values():
+        if not any(r.round == 0 for r in group):
+            continue
+        counted += 1
+        choices = [official_rules.lmms_eval_can_infer(predictions[r.uid], r.options) for r in group]
+        if any(c is not None and c != r.answer for c, r in zip(choices, group)):
+            continue
+        if all(c is not None for c in choices):
+            hits += 1
+        else:
+            judge += 1
+    return {
+        "accuracy": 100 * hits / counted if counted else 0.0,
+        "questions": counted,
+        "judge_groups": judge,
+        "circular": not any("@r" in r.uid for r in records),
+    }
 
 
 def score(records: Iterable[EvalRecord], predictions: Mapping[str, str], rules: str = DEFAULT_RULES) -> dict:
     """CircularEval accuracy (percent) overall, per category and per l2-category, plus round-0-only accuracy.
 
     `predictions` maps uid → generated text, or → a letter for likelihood-ranked runs (a letter passes the rules).
+    Under `official`, groups without their original-order row are skipped (VLMEvalKit `mcq_circular_eval`).
     """
+    official_rules.check_rules(rules)
+    records = list(records)
     groups: dict[str, list[bool]] = defaultdict(list)
     first_round: dict[str, bool] = {}
     category, l2 = {}, {}
@@ -219,8 +260,14 @@ def score(records: Iterable[EvalRecord], predictions: Mapping[str, str], rules: 
         groups[record.group].append(choice == record.answer)
         if record.round == 0:
             first_round[record.group] = choice == record.answer
-        category[record.group] = record.subtask
-        l2[record.group] = record.extra.get("l2-category", "")
+            category[record.group] = record.subtask
+            l2[record.group] = record.extra.get("l2-category", "")
+        else:
+            category.setdefault(record.group, record.subtask)
+            l2.setdefault(record.group, record.extra.get("l2-category", ""))
+    without_original = [g for g in groups if g not in first_round]
+    if rules == "official":
+        groups = {g: v for g, v in groups.items() if g in first_round}
     hits = {g: all(v) for g, v in groups.items()}
 
     def _mean_by(names: dict[str, str]) -> dict[str, float]:
@@ -236,9 +283,12 @@ def score(records: Iterable[EvalRecord], predictions: Mapping[str, str], rules: 
         "prompts": sum(len(v) for v in groups.values()),
         "unresolved_answers": unresolved,
         "refusals": refused,
+        "groups_without_original": len(without_original),
         "extraction_rules": rules,
+        "rules": official_rules.describe(rules, records[0].benchmark if records else "mmbench"),
         "categories": _mean_by(category),
         "l2_categories": _mean_by(l2),
+        "lmms_eval": _lmms_eval_groups(records, predictions),
     }
 
 

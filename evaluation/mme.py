@@ -1,11 +1,13 @@
 """MME: loader for the official release layouts, LLaVA-1.5's prompt, and the official `calculation.py` scoring.
 
-Scoring follows MME's `eval_tool/calculation.py` (BradyFU/Awesome-Multimodal-Large-Language-Models, MME branch):
-lower-case the answer; `"yes"`/`"no"` exactly, else `"yes"`/`"no"` searched in the first four characters (yes first),
-else `"other"` (always wrong). Subtask score = 100·acc + 100·acc+, acc over questions, acc+ over images with every
-question right. The official tool pairs consecutive lines; we group by `(subtask, image)`, which is identical on files in
-the official order and cannot be changed by reordering. Perception = sum of 10 subtask scores (max 2000), cognition =
-sum of 4 (max 800).
+Scoring (`rules="official"`, the default) follows MME's `eval_tool/calculation.py` rule for rule: the answer is
+lower-cased and NOT stripped; exactly `"yes"`/`"no"`, else `"yes"` searched in the first four characters, else `"no"`
+there, else `"other"` (always wrong) — so `" yes"` is yes but `"  Yes"`, `"The answer is yes"` and `""` are other.
+Subtask score = 100·acc + 100·acc+, acc over questions, acc+ over images with every question right. The official tool
+pairs consecutive lines; we group by `(subtask, image)` wherever the rows are, which is identical on files in the
+official order and cannot be changed by reordering. Perception = sum of 10 subtask scores (max 2000), cognition = sum
+of 4 (max 800). `rules="lenient"` strips the answer first (the earlier behaviour). Every result also carries
+lmms-eval's reading (`lmms_eval`), see `official_rules`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
+from . import official_rules
 from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
@@ -133,32 +136,23 @@ def build_prompt(record: EvalRecord) -> str:
     return question + LLAVA_SUFFIX
 
 
-def parse_answer(text: str) -> str:
-    """Official `parse_pred_ans` on the lower-cased, stripped answer: `"yes"`, `"no"` or `"other"`."""
-    pred = text.strip().lower()
-    if pred in ("yes", "no"):
-        return pred
-    prefix = pred[:4]
-    if "yes" in prefix:
-        return "yes"
-    if "no" in prefix:
-        return "no"
-    return "other"
+_PARSERS = {
+    "mme-calculation": official_rules.mme_official,
+    "lenient": official_rules.mme_lenient,
+    "lmms-eval": official_rules.mme_lmms_eval,
+}
 
 
-def score(records: Iterable[EvalRecord], predictions: Mapping[str, str]) -> dict:
-    """Per-subtask acc / acc+ / score and the perception and cognition totals.
+def parse_answer(text: str, rules: str = official_rules.DEFAULT_RULES) -> str:
+    """`"yes"`, `"no"` or `"other"` under rule set `rules` (`official`: MME `calculation.py`, never stripped)."""
+    return _PARSERS[official_rules.benchmark_rules(rules, "mme")](text)
 
-    Args:
-        records: the MME records that were evaluated.
-        predictions: `{uid: generated text}`; a missing uid is an error (score only finished runs).
-    """
+
+def _aggregate(records: list[EvalRecord], predictions: Mapping[str, str], parse) -> dict:
     by_image: dict[tuple[str, str], list[bool]] = defaultdict(list)
     other = defaultdict(int)
     for record in records:
-        if record.uid not in predictions:
-            raise KeyError(f"no prediction for MME question {record.uid!r} ({record.source})")
-        parsed = parse_answer(predictions[record.uid])
+        parsed = parse(predictions[record.uid])
         other[record.subtask] += parsed == "other"
         by_image[(record.subtask, record.image_id)].append(parsed == record.answer)
     subtasks: dict[str, dict] = {}
@@ -190,15 +184,58 @@ def score(records: Iterable[EvalRecord], predictions: Mapping[str, str]) -> dict
     }
 
 
+def score(
+    records: Iterable[EvalRecord], predictions: Mapping[str, str], rules: str = official_rules.DEFAULT_RULES
+) -> dict:
+    """Per-subtask acc / acc+ / score and the perception and cognition totals under rule set `rules`, plus
+    lmms-eval's reading of the same answers under `"lmms_eval"` (its parse: stripped, "." dropped, "y"/"n").
+
+    Args:
+        records: the MME records that were evaluated.
+        predictions: `{uid: generated text}`; a missing uid is an error (score only finished runs).
+        rules: a rule set of `official_rules.RULE_SETS`.
+    """
+    records = list(records)
+    for record in records:
+        if record.uid not in predictions:
+            raise KeyError(f"no prediction for MME question {record.uid!r} ({record.source})")
+    result = _aggregate(records, predictions, _PARSERS[official_rules.benchmark_rules(rules, "mme")])
+    lmms = _aggregate(records, predictions, official_rules.mme_lmms_eval)
+    result["rules"] = official_rules.describe(rules, "mme")
+    result["lmms_eval"] = {
+        "perception": lmms["perception"],
+        "cognition": lmms["cognition"],
+        "total": lmms["total"],
+        "subtasks": {k: v["score"] for k, v in lmms["subtasks"].items()},
+        "other_answers": sum(v["other_answers"] for v in lmms["subtasks"].values()),
+    }
+    return result
+
+
+def export_prediction(text: str) -> str:
+    """A prediction as written into an eval-tool line: unchanged but for tab, CR and LF, each replaced by one space.
+
+    MME's `calculation.py` reads `line.split("\\t")` into exactly four fields and pairs lines, so a raw tab or line
+    break in a prediction makes it crash (or misread the following lines); LLaVA's `convert_answer_to_mme.py` writes
+    the text unchanged and would produce such a file. A space in their place cannot change the parse: "yes" and "no"
+    hold no whitespace, so neither the exact match nor the four-character prefix test can gain or lose a match.
+    """
+    return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+
+
 def write_official_results(records: Iterable[EvalRecord], predictions: Mapping[str, str], folder: str) -> None:
-    """Write `<subtask>.txt` files ("image<TAB>question<TAB>gt<TAB>prediction") for MME's own `calculation.py`."""
+    """Write `<subtask>.txt` files ("image<TAB>question<TAB>gt<TAB>prediction") for MME's own `calculation.py`.
+
+    Rows keep the loader's order (the two questions of an image are consecutive, as the tool's pairing needs); the
+    prediction is written as generated, not stripped (`export_prediction`).
+    """
     os.makedirs(folder, exist_ok=True)
     lines: dict[str, list[str]] = defaultdict(list)
     for r in records:
-        pred = " ".join(predictions.get(r.uid, "").split())
+        pred = export_prediction(predictions.get(r.uid, ""))
         lines[r.subtask].append("\t".join([r.image_id, r.question, r.answer.capitalize(), pred]))
     for subtask, rows in lines.items():
-        with open(os.path.join(folder, f"{subtask}.txt"), "w", encoding="utf-8") as handle:
+        with open(os.path.join(folder, f"{subtask}.txt"), "w", encoding="utf-8", newline="\n") as handle:
             handle.write("\n".join(rows) + "\n")
 
 
@@ -207,6 +244,7 @@ __all__ = [
     "PERCEPTION",
     "SUBTASKS",
     "build_prompt",
+    "export_prediction",
     "load_mme",
     "parse_answer",
     "score",

@@ -1,10 +1,12 @@
 """POPE: loader for `coco_pope_<split>.json` (JSON lines) + image folder, LLaVA-1.5's prompt, official scoring.
 
-Scoring follows LLaVA-1.5's `llava/eval/eval_pope.py` (the script behind the POPE numbers the paper compares with):
-keep the text before the first ".", drop commas, split on spaces; the answer is "no" if the words contain "No", "not" or
-"no", else "yes". Accuracy, precision, recall, F1 with "yes" as the positive class; yes-ratio = share of *predicted* yes.
-One deliberate difference, stated in the report: an empty (whitespace-only) output is counted wrong (the script would
-read it as "yes"); it is not counted as a "yes" in the yes-ratio. "POPE" = the unweighted mean F1 over the splits.
+Scoring (`rules="official"`, the default) follows LLaVA-1.5's `llava/eval/eval_pope.py` (the script behind the POPE
+numbers the paper compares with; the same rule as RUCAIBox POPE's `evaluate.py`) rule for rule: keep the text before
+the first ".", delete commas, `split(' ')`; the answer is "no" if a word is exactly "No", "not" or "no", and "yes"
+otherwise — including an empty answer, "NO", "Nope" and "no!". Accuracy, precision, recall, F1 with "yes" as the
+positive class; yes-ratio = share of answers read as yes, by the same rule. "POPE" = the unweighted mean F1 over the
+splits. `rules="lenient"` (the earlier behaviour) strips the answer and counts an empty one wrong, not as "yes".
+Every result also carries lmms-eval's reading (`lmms_eval`: exact "yes"/"no" after lower/strip, one pooled F1).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
+from . import official_rules
 from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark
 
 SPLITS = ("adversarial", "popular", "random")
@@ -109,19 +112,16 @@ def build_prompt(record: EvalRecord) -> str:
     return record.question + LLAVA_SUFFIX
 
 
-def parse_answer(text: str) -> str:
-    """The official parse: `"yes"` or `"no"`; `""` for an empty output (counted wrong, see module docstring)."""
-    text = text.strip()
-    if not text:
-        return ""
-    if text.find(".") != -1:
-        text = text.split(".")[0]
-    words = text.replace(",", "").split(" ")
-    return "no" if ("No" in words or "not" in words or "no" in words) else "yes"
+_PARSERS = {"llava-eval-pope": official_rules.pope_official, "lenient": official_rules.pope_lenient}
+
+
+def parse_answer(text: str, rules: str = official_rules.DEFAULT_RULES) -> str:
+    """`"yes"` or `"no"` under rule set `rules`; `""` for an empty output under `lenient` only (counted wrong)."""
+    return _PARSERS[official_rules.benchmark_rules(rules, "pope")](text)
 
 
 def _metrics(pairs: list[tuple[str, str]]) -> dict:
-    """Metrics of `(label, parsed prediction)` pairs; an empty prediction is the wrong class."""
+    """Metrics of `(label, parsed prediction)` pairs; a prediction that is neither label is the wrong class."""
     tp = sum(1 for y, p in pairs if y == "yes" and p == "yes")
     tn = sum(1 for y, p in pairs if y == "no" and p == "no")
     fp = sum(1 for y, p in pairs if y == "no" and p != "no")
@@ -144,17 +144,53 @@ def _metrics(pairs: list[tuple[str, str]]) -> dict:
     }
 
 
-def score(records: Iterable[EvalRecord], predictions: Mapping[str, str]) -> dict:
-    """Per-split accuracy/precision/recall/F1/yes-ratio (percent) and `f1_mean` over the splits present."""
+def _lmms_metrics(pairs: list[tuple[str, str]]) -> dict:
+    """lmms-eval `pope/utils.py` aggregations of `(label, lower-stripped prediction)`: accuracy = exact match;
+    FP counts only a "yes" on a "no" label and FN only a "no" on a "yes" label (any other text is neither);
+    its `yes_ratio` is the share of *labels* that are yes (as lmms-eval computes it)."""
+    tp = sum(1 for y, p in pairs if y == "yes" and p == "yes")
+    fp = sum(1 for y, p in pairs if y == "no" and p == "yes")
+    fn = sum(1 for y, p in pairs if y == "yes" and p == "no")
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "accuracy": 100 * sum(y == p for y, p in pairs) / len(pairs),
+        "precision": 100 * precision,
+        "recall": 100 * recall,
+        "f1": 100 * f1,
+        "yes_ratio": 100 * sum(y == "yes" for y, _ in pairs) / len(pairs),
+    }
+
+
+def score(
+    records: Iterable[EvalRecord], predictions: Mapping[str, str], rules: str = official_rules.DEFAULT_RULES
+) -> dict:
+    """Per-split accuracy/precision/recall/F1/yes-ratio (percent) and `f1_mean` over the splits present, under rule
+    set `rules`; `"lmms_eval"` holds lmms-eval's reading (per split and pooled over all splits, as its `pope` task)."""
+    parse = _PARSERS[official_rules.benchmark_rules(rules, "pope")]
     pairs: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    lmms_pairs: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for record in records:
         if record.uid not in predictions:
             raise KeyError(f"no prediction for POPE question {record.uid!r} ({record.source})")
-        pairs[record.subtask].append((record.answer, parse_answer(predictions[record.uid])))
+        pairs[record.subtask].append((record.answer, parse(predictions[record.uid])))
+        lmms_pairs[record.subtask].append((record.answer, official_rules.pope_lmms_eval(predictions[record.uid])))
     splits = {split: _metrics(p) for split, p in sorted(pairs.items())}
     f1_mean = sum(s["f1"] for s in splits.values()) / len(splits) if splits else 0.0
     acc_mean = sum(s["accuracy"] for s in splits.values()) / len(splits) if splits else 0.0
-    return {"f1_mean": f1_mean, "accuracy_mean": acc_mean, "splits": splits}
+    pooled = [pair for split in sorted(lmms_pairs) for pair in lmms_pairs[split]]
+    lmms = {
+        "pooled": _lmms_metrics(pooled) if pooled else {},
+        "splits": {split: _lmms_metrics(p) for split, p in sorted(lmms_pairs.items())},
+    }
+    return {
+        "f1_mean": f1_mean,
+        "accuracy_mean": acc_mean,
+        "splits": splits,
+        "rules": official_rules.describe(rules, "pope"),
+        "lmms_eval": lmms,
+    }
 
 
 __all__ = ["SPLITS", "build_prompt", "load_pope", "parse_answer", "score"]

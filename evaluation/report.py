@@ -21,14 +21,17 @@ PAPER_ROWS = {
 CONVENTIONS = {
     "mme": "score per subtask = 100·acc + 100·acc+ (acc over questions, acc+ over images with both questions right, "
     "grouped by (subtask, image)); perception = sum of the 10 perception subtasks (max 2000), cognition = sum of the "
-    "4 cognition subtasks (max 800); official calculation.py answer parsing.",
-    "pope": "per split: accuracy, precision, recall, F1 with 'yes' positive, yes-ratio = share of predicted yes; "
-    "LLaVA eval_pope.py parsing (first sentence, 'No'/'not'/'no' => no); empty output = wrong; "
-    "POPE = unweighted mean F1 over the splits present.",
-    "mmbench": "CircularEval: a question is right only if every rotation is; overall and per category = mean over "
-    "questions; answers read with the named extraction rules, unresolved = wrong and counted (no API judge).",
+    "4 cognition subtasks (max 800); answers read with the rules named below (official: calculation.py, lower-cased, "
+    "not stripped).",
+    "pope": "per split: accuracy, precision, recall, F1 with 'yes' positive, yes-ratio = share of answers read as yes; "
+    "answers read with the rules named below (official: LLaVA eval_pope.py, first sentence, a word 'No'/'not'/'no' "
+    "=> no, anything else, even empty, => yes); POPE = unweighted mean F1 over the splits present.",
+    "mmbench": "CircularEval: a question is right only if every row of its group is; overall and per category = mean "
+    "over questions; answers read with the rules named below (official: VLMEvalKit's current can_infer, groups "
+    "without their original-order row skipped), unresolved = wrong and counted (no API judge).",
     "seed": "accuracy per dimension (question_type_id 1-9); overall = mean over all image questions (question-weighted); "
-    "dimension_mean = unweighted mean of the dimensions.",
+    "dimension_mean = unweighted mean of the dimensions; a generated answer is read with the rules named below "
+    "(official: LLaVA convert_seed_for_submission.py, prediction == answer exactly).",
 }
 CONVENTIONS["mmbench_cn"] = CONVENTIONS["mmbench"]
 
@@ -102,6 +105,41 @@ def summary(benchmarks: dict[str, dict]) -> dict[str, float]:
     return out
 
 
+def lmms_eval_line(name: str, scores: dict) -> str | None:
+    """lmms-eval's variant of a benchmark's headline number, labelled, when it differs from the official one."""
+    lmms = scores.get("lmms_eval")
+    if not lmms:
+        return None
+    if name == "mme":
+        if (round(lmms["perception"], 6), round(lmms["cognition"], 6)) == (
+            round(scores["perception"], 6),
+            round(scores["cognition"], 6),
+        ):
+            return None
+        return f"lmms-eval reading: MME {lmms['perception']:.1f}/{lmms['cognition']:.1f} (perception/cognition)"
+    if name == "pope":
+        pooled = lmms.get("pooled") or {}
+        if not pooled or round(pooled["f1"], 6) == round(scores["f1_mean"], 6):
+            return None
+        return (
+            f"lmms-eval reading: POPE F1 {pooled['f1']:.1f} pooled over the splits (exact 'yes'/'no' after "
+            f"lower/strip), accuracy {pooled['accuracy']:.1f}"
+        )
+    if name in ("mmbench", "mmbench_cn"):
+        if round(lmms["accuracy"], 6) == round(scores["circular_accuracy"], 6) and not lmms["judge_groups"]:
+            return None
+        kind = "circular" if lmms.get("circular") else "original order only"
+        return (
+            f"lmms-eval reading: {lmms['accuracy']:.1f} ({kind}; its prefetch rules; {lmms['judge_groups']} "
+            "question(s) would go to its GPT judge, counted wrong here: a lower bound)"
+        )
+    if name == "seed":
+        if round(lmms["overall"], 6) == round(scores["overall"], 6):
+            return None
+        return f"lmms-eval reading: SEED^I {lmms['overall']:.1f} (stripped, first character, case-insensitive)"
+    return None
+
+
 def markdown_table(results: dict, run_name: str = "this run") -> str:
     """This run's headline numbers beside the paper's rows, plus the averaging conventions used."""
     s = results["summary"]
@@ -138,6 +176,14 @@ def markdown_table(results: dict, run_name: str = "this run") -> str:
     for name in results["benchmarks"]:
         lines.append(f"- **{name}**: {CONVENTIONS[name]}")
         extra = results["benchmarks"][name]
+        rules = extra.get("scores", {}).get("rules")
+        if rules:
+            lines.append(f"  - rules: `{rules['set']}` → {rules['name']}: {rules['source']}")
+        variant = lmms_eval_line(name, extra.get("scores", {}))
+        if variant:
+            lines.append(f"  - {variant} [{rules['lmms_eval_source'] if rules else 'lmms-eval'}]")
+        if extra.get("unanswered"):
+            lines.append(f"  - {extra['unanswered']} question(s) of --data not answered in the predictions file.")
         if extra.get("skipped"):
             lines.append(f"  - {len(extra['skipped'])} item(s) skipped while loading (listed in results.json).")
         if extra.get("image_errors"):
@@ -213,6 +259,7 @@ __all__ = [
     "TABLE4",
     "avg_n",
     "git_commit",
+    "lmms_eval_line",
     "table4",
     "markdown_table",
     "summary",

@@ -2,7 +2,11 @@
 
 Two scorings: `likelihood` (the official SEED-Bench protocol: the option with the highest likelihood given the
 question wins; we rank by mean per-token log-likelihood of the option text after the prompt) and `generate`
-(LLaVA-1.5's protocol: the model writes a letter; read with MMBench's `vlmevalkit-2024` rules, unresolved = wrong).
+(LLaVA-1.5's protocol: the model writes a letter). A generated answer is read under rule set `official` (the default)
+as LLaVA's `scripts/convert_seed_for_submission.py` does: right iff `prediction == answer` exactly — case-sensitive, not
+stripped, so "B.", " A", "A\n", "(B)", "Answer: A" and the option text are wrong. `lenient`/`vlmevalkit-2024` read it
+with MMBench's 2024 letter rules instead (unresolved = wrong). `lmms_eval` holds lmms-eval's reading (stripped, first
+character, case-insensitive).
 Overall = mean over all image questions (SEED's "Image" column); `dimension_mean` = unweighted mean of the dimensions.
 """
 
@@ -13,6 +17,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
+from . import official_rules
 from .mmbench import DEFAULT_RULES, extract_choice
 from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark
 
@@ -105,7 +110,7 @@ def _record_fields(row, source: str, names: dict[int, str] | None = None) -> Eva
         image_id=str(row.get("data_id", row["question_id"])),
         options=options,
         source=source,
-        extra={"question_type_id": type_id},
+        extra={"question_type_id": type_id, "raw_answer": str(row["answer"])},
     )
 
 
@@ -134,16 +139,37 @@ def build_likelihood_prompt(record: EvalRecord) -> str:
     return record.question
 
 
-def score(records: Iterable[EvalRecord], predictions: Mapping[str, str], rules: str = DEFAULT_RULES) -> dict:
-    """Accuracy (percent) per dimension, overall (question-weighted) and the unweighted dimension mean."""
+def score(
+    records: Iterable[EvalRecord],
+    predictions: Mapping[str, str],
+    rules: str = DEFAULT_RULES,
+    scoring: str = "generate",
+) -> dict:
+    """Accuracy (percent) per dimension, overall (question-weighted) and the unweighted dimension mean.
+
+    Args:
+        predictions: uid → generated text (`scoring="generate"`) or the ranked letter (`"likelihood"`).
+        rules: a rule set of `official_rules.RULE_SETS` (`official`: exact string equality with the JSON's answer).
+        scoring: how the predictions were made; recorded in the rules description.
+    """
+    official_rules.check_rules(rules)
+    records = list(records)
     buckets: dict[str, list[bool]] = defaultdict(list)
+    lmms: list[bool] = []
     unresolved = 0
     for record in records:
         if record.uid not in predictions:
             raise KeyError(f"no prediction for SEED question {record.uid!r} ({record.source})")
-        choice = extract_choice(predictions[record.uid], record.options, rules)
-        unresolved += choice is None
-        buckets[record.subtask].append(choice == record.answer)
+        prediction = predictions[record.uid]
+        answer = str(record.extra.get("raw_answer", record.answer))
+        if rules == "official":
+            right = official_rules.seed_official(prediction, answer)
+        else:
+            choice = extract_choice(prediction, record.options, rules)
+            unresolved += choice is None
+            right = choice == record.answer
+        buckets[record.subtask].append(right)
+        lmms.append(official_rules.seed_lmms_eval(prediction, answer))
     dims = {k: 100 * sum(v) / len(v) for k, v in sorted(buckets.items())}
     total = sum(len(v) for v in buckets.values())
     return {
@@ -153,6 +179,8 @@ def score(records: Iterable[EvalRecord], predictions: Mapping[str, str], rules: 
         "unresolved_answers": unresolved,
         "dimensions": dims,
         "dimension_questions": {k: len(v) for k, v in sorted(buckets.items())},
+        "rules": official_rules.describe(rules, "seed", scoring),
+        "lmms_eval": {"overall": 100 * sum(lmms) / len(lmms) if lmms else 0.0},
     }
 
 

@@ -60,11 +60,13 @@ def test_mme_prompt_replaces_official_suffix():
     assert mme.build_prompt(record) == "Is there a dog?\nAnswer the question using a single word or phrase."
 
 
-def test_pope_parse_and_metrics():
+def test_pope_parse_and_metrics_lenient():
+    # The earlier reading, kept as rules "lenient": an empty answer is wrong, not a "yes" (official: see
+    # tests/test_official_scoring.py, where "" reads "yes" as in LLaVA's eval_pope.py).
     assert pope.parse_answer("No, there is not a dog.") == "no"
     assert pope.parse_answer("Yes, a dog is there") == "yes"
     assert pope.parse_answer("There is a dog. There is no cat.") == "yes"  # only the first sentence counts
-    assert pope.parse_answer("   ") == ""
+    assert pope.parse_answer("   ", "lenient") == ""
     rows = [
         ("random", "yes", "Yes, a dog is there"),  # TP
         ("random", "no", "No, there is not a dog."),  # TN
@@ -76,7 +78,7 @@ def test_pope_parse_and_metrics():
     ]
     records = [EvalRecord("pope", f"{s}/{i}", "q", y, s) for i, (s, y, _) in enumerate(rows)]
     predictions = {r.uid: p for r, (_, _, p) in zip(records, rows)}
-    result = pope.score(records, predictions)
+    result = pope.score(records, predictions, "lenient")
     random_split = result["splits"]["random"]
     assert (random_split["tp"], random_split["tn"], random_split["fp"], random_split["fn"]) == (1, 1, 1, 2)
     assert random_split["precision"] == pytest.approx(50.0)
@@ -144,7 +146,9 @@ def test_mmbench_rotation_moves_the_answer(tmp_path):
     assert prompt.endswith("\nAnswer with the option's letter from the given choices directly.")
 
 
-def test_seed_score_per_dimension():
+def test_seed_score_per_dimension_lenient():
+    # Rules "lenient" read the option text "yellow" as D; the official exact match (LLaVA's
+    # convert_seed_for_submission.py) counts it wrong: tests/test_official_scoring.py.
     options = {"A": "red", "B": "blue", "C": "green", "D": "yellow"}
     rows = [
         ("Scene Understanding", "A", "A"),
@@ -153,7 +157,7 @@ def test_seed_score_per_dimension():
         ("Instance Attributes", "C", ""),
     ]
     records = [EvalRecord("seed", str(i), "q", a, d, options=options) for i, (d, a, _) in enumerate(rows)]
-    result = seed.score(records, {str(i): p for i, (_, _, p) in enumerate(rows)})
+    result = seed.score(records, {str(i): p for i, (_, _, p) in enumerate(rows)}, "lenient")
     assert result["overall"] == pytest.approx(50.0)
     assert result["dimensions"] == {
         "Instance Attributes": pytest.approx(50.0),
