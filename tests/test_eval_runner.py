@@ -97,8 +97,11 @@ def test_model_that_emits_nothing_is_wrong_not_a_crash(mage, data, tmp_path):
         )
     preds = _predictions(result["benchmarks"]["pope"]["predictions_file"])
     assert set(preds.values()) == {""}
-    assert result["summary"]["MME^P"] == 0 and result["summary"]["POPE"] == 0
-    assert result["benchmarks"]["pope"]["scores"]["splits"]["random"]["empty_answers"] == 4
+    assert result["summary"]["MME^P"] == 0
+    # Official POPE rule (LLaVA eval_pope.py): an empty answer reads "yes" -> precision 1/2, recall 1 per split
+    # (this asserted POPE == 0 under the earlier lenient reading, where an empty answer counted wrong).
+    assert result["summary"]["POPE"] == pytest.approx(200 / 3)
+    assert result["benchmarks"]["pope"]["scores"]["splits"]["random"]["yes_ratio"] == pytest.approx(100.0)
     assert result["benchmarks"]["mmbench"]["scores"]["unresolved_answers"] == 12
 
 
