@@ -300,18 +300,22 @@ def read_jsonl(path: str, benchmark: str, records: list[EvalRecord]) -> dict[str
 
 def read_predictions_file(path: str, benchmark: str, records: list[EvalRecord]) -> dict[str, str]:
     """`{uid: prediction text}` read from `path` in any format accepted for `benchmark` (module docstring)."""
-    if os.path.isdir(path):
-        if benchmark != "mme":
-            raise BenchmarkFormatError(f"--predictions {path!r} is a folder; only MME's eval-tool output is a folder")
-        return read_mme_folder(path, records)
-    if is_table(path):
-        if benchmark not in ("mmbench", "mmbench_cn"):
-            raise BenchmarkFormatError(f"{path}: a prediction table is MMBench's format, not {benchmark}'s")
-        return read_mmbench_table(path, records)
     try:
+        if os.path.isdir(path):
+            if benchmark != "mme":
+                raise BenchmarkFormatError(
+                    f"--predictions {path!r} is a folder; only MME's eval-tool output is a folder"
+                )
+            return read_mme_folder(path, records)
+        if is_table(path):
+            if benchmark not in ("mmbench", "mmbench_cn"):
+                raise BenchmarkFormatError(f"{path}: a prediction table is MMBench's format, not {benchmark}'s")
+            return read_mmbench_table(path, records)
         return read_jsonl(path, benchmark, records)
     except UnicodeDecodeError as error:
-        raise BenchmarkFormatError(f"{path}: not UTF-8 text ({error.reason})") from error
+        raise BenchmarkFormatError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from error
+    except OSError as error:
+        raise BenchmarkFormatError(f"{error.filename or path}: cannot be read ({error.strerror})") from error
 
 
 def score_predictions_file(

@@ -403,3 +403,32 @@ def test_cli_xlsx_without_openpyxl_is_a_clear_error(tmp_path, capsys):
     code, _, err = _eval(capsys, "--benchmark", "mmbench", "--data", data, "--predictions", str(table),
                          "--output-dir", str(tmp_path / "o"))  # fmt: skip
     assert code == 2 and "openpyxl" in err and str(table) in err
+
+
+def _bad_mme_folder(tmp_path):
+    data = fixtures.write_mme(str(tmp_path / "MME"), images_per_subtask=1, subtasks=("color",))
+    (tmp_path / "tool").mkdir()
+    (tmp_path / "tool" / "color.txt").write_text("0000.png\tIs the square red?\tYes\n", encoding="utf-8")
+    return "mme", data, tmp_path / "tool", f"{tmp_path / 'tool' / 'color.txt'}:1", "4 tab-separated fields"
+
+
+def _bad_mmbench_table(tmp_path):
+    data = fixtures.write_mmbench(str(tmp_path / "mmb.tsv"), questions=1)
+    (tmp_path / "pred.tsv").write_text("index\tanswer\n0\tA\n", encoding="utf-8")
+    return "mmbench", data, tmp_path / "pred.tsv", str(tmp_path / "pred.tsv"), "'prediction'"
+
+
+def _ambiguous_pope_id(tmp_path):
+    data = fixtures.write_pope(str(tmp_path / "pope"), questions_per_split=1)
+    (tmp_path / "a.jsonl").write_text('{"question_id": 1, "text": "yes"}\n', encoding="utf-8")
+    return "pope", data, tmp_path / "a.jsonl", f"{tmp_path / 'a.jsonl'}:1", "'category'"
+
+
+@pytest.mark.parametrize("case", [_bad_mme_folder, _bad_mmbench_table, _ambiguous_pope_id])
+def test_cli_bad_predictions_files_name_file_row_and_field(case, tmp_path, capsys):
+    benchmark, data, predictions, where, field = case(tmp_path)
+    code, _, err = _eval(capsys, "--benchmark", benchmark, "--data", data, "--predictions", str(predictions),
+                         "--output-dir", str(tmp_path / "out"))  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and err.startswith("mage eval: error: ")
+    assert where in err and field in err
+    assert not (tmp_path / "out").exists()
