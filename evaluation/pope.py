@@ -1,9 +1,9 @@
 """POPE: loader for `coco_pope_<split>.json` (JSON lines) + image folder, LLaVA-1.5's prompt, official scoring.
 
 Scoring (`rules="official"`, the default) follows LLaVA-1.5's `llava/eval/eval_pope.py` (the script behind the POPE
-numbers the paper compares with; the same rule as RUCAIBox POPE's `evaluate.py`) rule for rule: keep the text before
-the first ".", delete commas, `split(' ')`; the answer is "no" if a word is exactly "No", "not" or "no", and "yes"
-otherwise — including an empty answer, "NO", "Nope" and "no!". Accuracy, precision, recall, F1 with "yes" as the
+numbers the paper compares with; RUCAIBox POPE's `evaluate.py` is said to use the same rule, not checked here) rule
+for rule: keep the text before the first ".", delete commas, `split(' ')`; the answer is "no" if a word is exactly
+"No", "not" or "no", and "yes" otherwise — including an empty answer, "NO", "Nope" and "no!". Accuracy, precision, recall, F1 with "yes" as the
 positive class; yes-ratio = share of answers read as yes, by the same rule. "POPE" = the unweighted mean F1 over the
 splits. `rules="lenient"` (the earlier behaviour) strips the answer and counts an empty one wrong, not as "yes".
 Every result also carries lmms-eval's reading (`lmms_eval`: exact "yes"/"no" after lower/strip, one pooled F1).
