@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import __version__ as transformers_version
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
+from transformers.utils import logging
 
 from .configuration_mage import MageConfig
 from .ian import MageSemanticEnhancementBlock, build_projector
 from .projectors import PROJECTOR_REGISTRY  # noqa: F401  (4.57 copies only this file's direct relative imports)
+
+logger = logging.get_logger(__name__)
 
 TRANSFORMERS_MAJOR = int(transformers_version.split(".")[0])
 # transformers 5.24 renamed the KV cache (argument and output field) `past_key_values` → `cache`; the old name only
@@ -47,9 +51,14 @@ class MageModelOutputWithPast(BaseModelOutputWithPast):
 
     image_hidden_states (`torch.FloatTensor` of shape `(num_images, image_seq_length, hidden_size)`, *optional*):
         Projector output (`V''` for the IAN) that was scattered into the LM input.
+    image_outputs ([`BaseModelOutputWithPooling`], *optional*):
+        What [`MageModel.get_image_features`] returned (transformers 5.x multimodal outputs): the vision tower's
+        `last_hidden_state (num_images, N, D_v)`, `hidden_states`/`attentions` when asked for, and the projector
+        output as `pooler_output (num_images, image_seq_length, hidden_size)`. `None` without images.
     """
 
     image_hidden_states: torch.FloatTensor | None = None
+    image_outputs: BaseModelOutputWithPooling | None = None
 
 
 @dataclass
@@ -61,16 +70,49 @@ class MageCausalLMOutputWithPast(CausalLMOutputWithPast):
 
     image_hidden_states (`torch.FloatTensor` of shape `(num_images, image_seq_length, hidden_size)`, *optional*):
         Projector output (`V''`). Its mean over queries is `d_ian` of the ITDM loss.
+    image_outputs ([`BaseModelOutputWithPooling`], *optional*):
+        The vision side as [`MageModel.get_image_features`] returned it (`pooler_output` = `image_hidden_states`).
     """
 
     image_hidden_states: torch.FloatTensor | None = None
+    image_outputs: BaseModelOutputWithPooling | None = None
 
 
-def _one_cache(cache, past_key_values):
-    """The KV cache whichever name it came under (`cache` from transformers 5.24, `past_key_values` before)."""
+def _one_cache(cache, past_key_values, warn: bool = False):
+    """The KV cache whichever name it came under (`cache` from transformers 5.24, `past_key_values` before).
+
+    With `warn`, the old name warns (a `FutureWarning`, as transformers' own models do) where this transformers
+    version has renamed it.
+    """
     if cache is not None and past_key_values is not None and cache is not past_key_values:
         raise ValueError("Pass the KV cache once, as `cache` or as `past_key_values`, not both.")
+    if warn and past_key_values is not None and cache is None and CACHE_NAME == "cache":
+        warnings.warn(
+            "`past_key_values` is deprecated since transformers 5.24 for MAGE's `forward`. Use `cache` instead.",
+            FutureWarning,
+            stacklevel=3,
+        )
     return cache if cache is not None else past_key_values
+
+
+def _rope_is_scaled(text_config) -> bool:
+    """Whether the LM's RoPE is scaled (linear, dynamic, YaRN, ...): 4.x keeps it in `rope_scaling`, 5.x in
+    `rope_parameters` (one dict, or one per attention type)."""
+    for field in ("rope_parameters", "rope_scaling"):
+        value = getattr(text_config, field, None) or {}
+        if not isinstance(value, dict):
+            continue
+        dicts = (
+            [value] if "rope_type" in value or "type" in value else [v for v in value.values() if isinstance(v, dict)]
+        )
+        if any(d.get("rope_type", d.get("type", "default")) != "default" for d in dicts):
+            return True
+    return False
+
+
+def _config_flag(config, name: str, value: bool | None) -> bool:
+    """`value`, else `config.<name>` (False when the config has no such attribute)."""
+    return bool(value if value is not None else getattr(config, name, False))
 
 
 class MagePreTrainedModel(PreTrainedModel):
@@ -104,6 +146,19 @@ class MagePreTrainedModel(PreTrainedModel):
         for name in REMOTE_CODE_FILES:
             shutil.copyfile(os.path.join(source_dir, name), os.path.join(save_directory, name))
         return result
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """`False`, so transformers 5.x initialises missing weights as for its own models.
+
+        5.x treats a model defined outside transformers as custom code and then skips every module whose direct
+        parameters are all marked initialised, passing that flag down into the built-in vision tower too: CLIP's
+        attention and MLP blocks hold no direct parameters, so their own init (per-layer stds) was skipped and
+        `from_pretrained` with missing weights gave different weights than `__init__`. The shortcut guards remote
+        code that writes weights in place; `_init_weights` below only calls `torch.nn.init` functions, which
+        `initialize_weights` already guards against overwriting loaded weights.
+        """
+        return False
 
     def _init_weights(self, module: nn.Module) -> None:
         # Only the projector's modules reach here on 5.x; on 4.x also the unwrapped vision transformer (whose
@@ -153,19 +208,65 @@ class MageModel(MagePreTrainedModel):
 
         `pixel_values (num_images, 3, H, W)` → `(num_images, N, D_v)`.
         """
-        tower_dtype = next(self.vision_tower.parameters()).dtype
-        outputs = self.vision_tower(pixel_values.to(tower_dtype), output_hidden_states=True)
-        features = outputs.hidden_states[self.config.vision_feature_layer]
-        if self.config.vision_feature_select_strategy == "default" and features.shape[1] == self.config.num_patches + 1:
-            features = features[:, 1:]
-        return features
+        return self._tower_features(pixel_values)[0]
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected image tokens, `pixel_values (num_images, 3, H, W)` → `(num_images, image_seq_length, D_l)`.
+    def _tower_features(
+        self,
+        pixel_values: torch.Tensor,
+        vision_feature_layer: int | None = None,
+        vision_feature_select_strategy: str | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
+        """`(features (num_images, N, D_v), the tower's outputs)`: the hidden state at `vision_feature_layer`
+        (default: the config's), CLS dropped under the "default" strategy."""
+        layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
+        strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
+        if not isinstance(layer, int):
+            raise ValueError(
+                f"vision_feature_layer={layer!r}: MAGE's projector reads one layer of the vision tower (an int); "
+                "a list of layers would change the feature width it was built for."
+            )
+        tower_dtype = next(self.vision_tower.parameters()).dtype
+        extra = {"output_attentions": True} if output_attentions else {}
+        outputs = self.vision_tower(pixel_values.to(tower_dtype), output_hidden_states=True, **extra)
+        features = outputs.hidden_states[layer]
+        if strategy == "default" and features.shape[1] == self.config.num_patches + 1:
+            features = features[:, 1:]
+        return features, outputs
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        vision_feature_layer: int | None = None,
+        vision_feature_select_strategy: str | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple | torch.Tensor:
+        """The image tokens the LM reads, `pixel_values (num_images, 3, H, W)` → `(num_images, image_seq_length,
+        D_l)`, with the vision tower's outputs, as LLaVA's `get_image_features` on transformers 5.x.
 
         H = W = the tower's image size S, or s·S for a projector with `hires_scale` s > 1 (VLSA's SA-Perceiver with
         `sa_perceiver_hires_scale`): the tower then also encodes the s² tiles (`hires_features`) besides the S × S
-        snapshot.
+        snapshot (whose tower outputs are the ones returned).
+
+        Args:
+            vision_feature_layer (`int`, *optional*): tower layer read by the projector (default: the config's).
+            vision_feature_select_strategy (`str`, *optional*): `"default"` drops CLS, `"full"` keeps it.
+            output_hidden_states / output_attentions (`bool`, *optional*): also return the tower's hidden states
+                (`num_layers + 1` of `(num_images, N + 1, D_v)`) / attention maps (default: the config's flags).
+            return_dict (`bool`, *optional*): `True` → the [`BaseModelOutputWithPooling`], `False` → its
+                `to_tuple()`. `None` keeps the tensor this method returned before issue 24 (4.x LLaVA's contract, and
+                what this repository's evaluation runner, probes and benchmarks index into) unless the output must
+                carry more: with tower hidden states or attentions asked for (here or in the config) it is the
+                `BaseModelOutputWithPooling`, with `config.return_dict=False` the tuple. (transformers 5.x's LLaVA
+                reads `None` as `config.return_dict`, i.e. a ModelOutput; see docs/DECISIONS.md.)
+
+        Returns:
+            [`BaseModelOutputWithPooling`] with `pooler_output (num_images, image_seq_length, D_l)` (the projector
+            output), `last_hidden_state (num_images, N + 1, D_v)` and optional `hidden_states`/`attentions` of the
+            tower; its `to_tuple()`; or the `pooler_output` tensor alone (see `return_dict`).
         """
         if pixel_values.ndim != 4:
             raise ValueError(
@@ -185,24 +286,50 @@ class MageModel(MagePreTrainedModel):
                 f"{'model' if hires else 'vision tower'} expects {expected}x{expected}{hires}; preprocess images "
                 "with the model's MageProcessor."
             )
+        output_hidden_states = _config_flag(self.config, "output_hidden_states", output_hidden_states)
+        output_attentions = _config_flag(self.config, "output_attentions", output_attentions)
+        select = {
+            "vision_feature_layer": vision_feature_layer,
+            "vision_feature_select_strategy": vision_feature_select_strategy,
+            "output_attentions": output_attentions,
+        }
         projector_dtype = next(self.multi_modal_projector.parameters()).dtype
         if scale > 1:
-            return self._hires_image_features(pixel_values, tower_size, scale, projector_dtype)
-        features = self.select_vision_features(pixel_values)
-        return self.multi_modal_projector(features.to(projector_dtype), pixel_values.to(projector_dtype))
+            image_tokens, tower = self._hires_image_features(pixel_values, tower_size, scale, projector_dtype, select)
+        else:
+            features, tower = self._tower_features(pixel_values, **select)
+            image_tokens = self.multi_modal_projector(features.to(projector_dtype), pixel_values.to(projector_dtype))
+        if return_dict is None:
+            if getattr(self.config, "return_dict", True) is False:
+                return_dict = False
+            elif output_hidden_states or output_attentions:
+                return_dict = True
+            else:
+                return image_tokens
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=tower.last_hidden_state,
+            pooler_output=image_tokens,
+            hidden_states=tower.hidden_states if output_hidden_states else None,
+            attentions=tower.attentions if output_attentions else None,
+        )
+        return output if return_dict else output.to_tuple()
 
-    def _hires_image_features(self, pixel_values: torch.Tensor, tile: int, scale: int, dtype) -> torch.Tensor:
+    def _hires_image_features(
+        self, pixel_values: torch.Tensor, tile: int, scale: int, dtype: torch.dtype, select: dict
+    ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
         """VLSA §3.1 for square `(B, 3, s·S, s·S)` images: the area-downsampled S × S snapshot → V_Lo, the s² row-major
-        S × S tiles → V_Hi `(B, s²·N, D_v)`, both through the same tower, then the projector."""
+        S × S tiles → V_Hi `(B, s²·N, D_v)`, both through the same tower, then the projector. Returns the image tokens
+        and the snapshot's tower outputs."""
         batch, channels = pixel_values.shape[:2]
         # area = the mean of each s×s pixel block; it commutes with the per-channel affine normalisation
         snapshot = nn.functional.interpolate(pixel_values, size=(tile, tile), mode="area")
         tiles = pixel_values.unfold(2, tile, tile).unfold(3, tile, tile)  # (B, 3, s, s, S, S)
         tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(batch * scale * scale, channels, tile, tile)
-        features = self.select_vision_features(snapshot)
-        hires = self.select_vision_features(tiles)
+        features, tower = self._tower_features(snapshot, **select)
+        hires = self._tower_features(tiles, **{**select, "output_attentions": False})[0]
         hires = hires.reshape(batch, scale * scale * hires.shape[1], hires.shape[2])
-        return self.multi_modal_projector(features.to(dtype), snapshot.to(dtype), hires_features=hires.to(dtype))
+        tokens = self.multi_modal_projector(features.to(dtype), snapshot.to(dtype), hires_features=hires.to(dtype))
+        return tokens, tower
 
     def get_placeholder_mask(
         self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor
@@ -228,16 +355,20 @@ class MageModel(MagePreTrainedModel):
         return special_image_mask.unsqueeze(-1).expand_as(inputs_embeds)
 
     def _check_length(self, inputs: torch.Tensor, cache) -> None:
+        """Warn (once) when the sequence runs past the LM's `max_position_embeddings` with unscaled RoPE.
+
+        A warning, not an error: LLaVA has no such guard and transformers' common tests run a 512-position LM on 768
+        tokens, scaled (linear, dynamic, YaRN: `rope_parameters` on 5.x, `rope_scaling` on 4.x) or not.
+        """
         limit = getattr(self.config.text_config, "max_position_embeddings", None)
-        rope = getattr(self.config.text_config, "rope_scaling", None) or {}
-        if limit is None or rope.get("rope_type", rope.get("type", "default")) != "default":
+        if limit is None or _rope_is_scaled(self.config.text_config) or torch.compiler.is_compiling():
             return  # scaled RoPE is meant to run past the trained length
         total = inputs.shape[1] + _cache_length(cache)
         if total > limit:
-            raise ValueError(
+            logger.warning_once(
                 f"The sequence is {total} tokens long (prompt + cache) but the language model was trained for at most "
-                f"max_position_embeddings={limit}; shorten the text (truncate after the image placeholders) or "
-                "lower max_new_tokens."
+                f"max_position_embeddings={limit}; expect degraded output past it (shorten the text after the image "
+                "placeholders or lower max_new_tokens)."
             )
 
     def forward(
@@ -250,37 +381,63 @@ class MageModel(MagePreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         cache=None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        vision_feature_layer: int | None = None,
+        vision_feature_select_strategy: str | None = None,
         **kwargs,
-    ) -> MageModelOutputWithPast:
+    ) -> MageModelOutputWithPast | tuple:
         r"""
         input_ids (`torch.LongTensor` of shape `(B, L)`): token ids with Q placeholders per image.
         pixel_values (`torch.FloatTensor` of shape `(num_images, 3, H, W)`, *optional*): images in text order.
-        cache / past_key_values (`Cache`, *optional*): the KV cache, under either name (transformers 5.24 renamed it).
+            Without them, placeholders in `input_ids` are embedded as ordinary tokens (as LLaVA does; warned once).
+        cache / past_key_values (`Cache`, *optional*): the KV cache, under either name (transformers 5.24 renamed it;
+            the old name warns there).
+        output_attentions / output_hidden_states (`bool`, *optional*): the LM's attention maps (eager attention) /
+            hidden states, and the vision tower's (in `image_outputs`); default: the configs' flags.
+        return_dict (`bool`, *optional*): `False` returns `MageModelOutputWithPast.to_tuple()`.
+        vision_feature_layer / vision_feature_select_strategy (*optional*): override the config's, as in LLaVA.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
-        kwargs.pop("return_dict", None)
-        cache = _one_cache(cache, past_key_values)
+        cache = _one_cache(cache, past_key_values, warn=True)
         self._check_length(input_ids if input_ids is not None else inputs_embeds, cache)
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
-        image_features = None
+        image_features, image_outputs = None, None
         if pixel_values is not None:
-            image_features = self.get_image_features(pixel_values).to(inputs_embeds.device, inputs_embeds.dtype)
+            image_outputs = self.get_image_features(
+                pixel_values,
+                vision_feature_layer=vision_feature_layer,
+                vision_feature_select_strategy=vision_feature_select_strategy,
+                output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
+                return_dict=True,
+            )
+            image_features = image_outputs.pooler_output.to(inputs_embeds.device, inputs_embeds.dtype)
             mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
             inputs_embeds = inputs_embeds.masked_scatter(mask, image_features)
         elif (
             input_ids is not None
             and not torch.compiler.is_compiling()  # a data-dependent check would break the compiled decode graph
             and (cache is None or _cache_length(cache) == 0)
+            and bool((input_ids == self.config.image_token_id).any())
         ):
-            n_placeholders = int((input_ids == self.config.image_token_id).sum())
-            if n_placeholders:
-                raise ValueError(
-                    f"The input holds {n_placeholders} image placeholder tokens but no `pixel_values` were given."
-                )
+            logger.warning_once(
+                "The input holds image placeholder tokens but no `pixel_values` were given: they are embedded as "
+                "ordinary tokens (as LLaVA does). Pass the images to have them read."
+            )
 
+        lm_flags = {
+            name: value
+            for name, value in (
+                ("output_attentions", output_attentions),
+                ("output_hidden_states", output_hidden_states),
+            )
+            if value is not None
+        }
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -288,15 +445,19 @@ class MageModel(MagePreTrainedModel):
             use_cache=use_cache,
             return_dict=True,
             **{CACHE_NAME: cache},
+            **lm_flags,
             **kwargs,
         )
-        return MageModelOutputWithPast(
+        output = MageModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=image_features,
+            image_outputs=image_outputs,
             **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
         )
+        return_dict = return_dict if return_dict is not None else getattr(self.config, "return_dict", True)
+        return output if return_dict else output.to_tuple()
 
 
 def _cache_length(cache) -> int:
@@ -332,6 +493,9 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
         if TRANSFORMERS_MAJOR >= 5
         else ["lm_head.weight"]
     )
+    # LLaVA's plans: the head sharded like the tied embedding (the LM's `base_model_tp_plan` comes with the
+    # text config); 5.x renamed the style `colwise_rep` → `colwise_gather_output`.
+    _tp_plan = {"lm_head": "colwise_gather_output" if TRANSFORMERS_MAJOR >= 5 else "colwise_rep"}
 
     def __init__(self, config: MageConfig):
         super().__init__(config)
@@ -367,9 +531,28 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
     def language_model(self) -> nn.Module:
         return self.model.language_model
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`pixel_values (num_images, 3, H, W)` → projected image tokens `(num_images, image_seq_length, D_l)`."""
-        return self.model.get_image_features(pixel_values)
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        vision_feature_layer: int | None = None,
+        vision_feature_select_strategy: str | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple | torch.Tensor:
+        """[`MageModel.get_image_features`]: `pixel_values (num_images, 3, H, W)` → a [`BaseModelOutputWithPooling`]
+        whose `pooler_output (num_images, image_seq_length, D_l)` holds the projected image tokens (`return_dict=True`,
+        or tower hidden states/attentions asked for), or that tensor alone (`return_dict=None`)."""
+        return self.model.get_image_features(
+            pixel_values,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=return_dict,
+            **kwargs,
+        )
 
     # ------------------------------------------------------------------------------------------------- forward
     def forward(
@@ -386,6 +569,10 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         return_logits: bool = True,
         cache=None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        vision_feature_layer: int | None = None,
+        vision_feature_select_strategy: str | None = None,
         **kwargs,
     ) -> MageCausalLMOutputWithPast | tuple:
         r"""
@@ -398,15 +585,24 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
         return_logits (`bool`, defaults to `True`): with `labels`, `False` computes the LM head only where a label
             is supervised and returns `logits=None`: the same loss and gradients, without the `(B, L, V)` logits that
             dominate a small model's training step (the trainers pass it when they need only the loss).
+        return_dict (`bool`, *optional*): `False` returns `MageCausalLMOutputWithPast.to_tuple()` (default:
+            `config.return_dict`).
+        output_attentions, output_hidden_states, vision_feature_layer, vision_feature_select_strategy: see
+            [`MageModel.forward`].
         """
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=_one_cache(cache, past_key_values),
+            cache=_one_cache(cache, past_key_values, warn=True),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -426,9 +622,11 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
+            image_outputs=outputs.image_outputs,
             **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
         )
-        return output if return_dict is not False else output.to_tuple()
+        return_dict = return_dict if return_dict is not None else getattr(self.config, "return_dict", True)
+        return output if return_dict else output.to_tuple()
 
     def _supervised_positions_loss(self, hidden_states: torch.Tensor, labels: torch.LongTensor, **kwargs):
         """The causal-LM loss from the LM head at supervised positions only: `hidden_states (B, L, D)` at position
@@ -492,7 +690,7 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
         if image_hidden_states is None:
             if pixel_values is None:
                 raise ValueError("get_itdm_features needs `pixel_values` or `image_hidden_states`.")
-            image_hidden_states = self.get_image_features(pixel_values)
+            image_hidden_states = self.get_image_features(pixel_values, return_dict=True).pooler_output
         d_ian = image_hidden_states.mean(dim=1)
         pool_mask = text_attention_mask if text_pool_mask is None else text_pool_mask
         with torch.no_grad():
