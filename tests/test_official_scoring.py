@@ -432,3 +432,21 @@ def test_cli_bad_predictions_files_name_file_row_and_field(case, tmp_path, capsy
     assert code == 2 and err.count("\n") == 1 and err.startswith("mage eval: error: ")
     assert where in err and field in err
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_reads_a_vlmevalkit_xlsx_when_openpyxl_is_installed(tmp_path, capsys):
+    openpyxl = pytest.importorskip("openpyxl")
+    data = fixtures.write_mmbench(str(tmp_path / "mmb.tsv"), questions=2, seed=2, circular_copies=True)
+    with open(data, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    book = openpyxl.Workbook()
+    book.active.append(["index", "answer", "prediction"])
+    for row in rows:  # an empty cell reads "nan" (pandas + str() in VLMEvalKit): unresolved, so group 1 misses
+        book.active.append([int(row["index"]), row["answer"], None if row["index"] == "1000001" else row["answer"]])
+    book.save(tmp_path / "pred.xlsx")
+    out = tmp_path / "out"
+    code, _, _ = _eval(capsys, "--benchmark", "mmbench", "--data", data, "--predictions", str(tmp_path / "pred.xlsx"),
+                       "--output-dir", str(out))  # fmt: skip
+    assert code == 0
+    scores = json.loads((out / "results.json").read_text(encoding="utf-8"))["benchmarks"]["mmbench"]["scores"]
+    assert scores["circular_accuracy"] == pytest.approx(50.0) and scores["unresolved_answers"] == 1
