@@ -642,12 +642,23 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
             **kwargs,
         )
 
-    def prepare_inputs_for_generation(self, input_ids, pixel_values=None, **kwargs):
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        pixel_values: torch.FloatTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        **kwargs,
+    ) -> dict:
+        """GenerationMixin's inputs plus `pixel_values (num_images, 3, H, W)` at prefill only.
+
+        `inputs_embeds (B, L, D)` is named here so that `generate(inputs_embeds=...)` is allowed (generate checks this
+        signature); the placeholders are then found by their embedding.
+        """
         # Images enter only at prefill: afterwards the cache holds them and the new ids hold no placeholders.
         # 5.x passes `is_first_iteration` at prefill only; 4.x passes `cache_position`; else the cache length tells.
         # The cache stays in `kwargs` under the name generate used (`cache` from 5.24, `past_key_values` before).
         is_first = kwargs.get("is_first_iteration")
-        model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        model_inputs = super().prepare_inputs_for_generation(input_ids, inputs_embeds=inputs_embeds, **kwargs)
         if is_first is None:
             cache_position = kwargs.get("cache_position", model_inputs.get("cache_position"))
             if cache_position is not None:
