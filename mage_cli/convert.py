@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -68,15 +65,9 @@ class ConvertError(ValueError):
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
     """Refuse an `out` that is a file, or a folder that holds anything, unless `overwrite`."""
-    if out.exists() and not out.is_dir():
-        raise ConvertError(f"--out {out} is a file, not a folder.")
-    existing = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if existing and not overwrite:
-        shown = ", ".join(existing[:4]) + (", …" if len(existing) > 4 else "")
-        raise ConvertError(
-            f"--out {out} is not empty ({shown}); pass --overwrite to replace it or choose another folder "
-            "(nothing was written)."
-        )
+    from training.outputs import check_output_dir as check
+
+    check(out, overwrite, flag="--out")
 
 
 def _dtype(name: str):
@@ -205,25 +196,14 @@ def convert_llava_hf(
 
 
 def _save(model, processor, out: Path, max_shard_size: str, overwrite: bool) -> Path:
-    """Write into a hidden folder beside `out`, then rename it to `out` (an existing `out` is moved aside first and
-    deleted only once the new one is in place)."""
-    check_output_dir(out, overwrite)  # again: the folder may have been filled while the model loaded
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        model.save_pretrained(partial, max_shard_size=max_shard_size)
-        processor.save_pretrained(partial)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if not out.exists():
-        os.replace(partial, out)
-        return out
-    replaced = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
-    os.replace(out, replaced / out.name)
-    os.replace(partial, out)
-    shutil.rmtree(replaced)
-    return out
+    """Write the checkpoint into a hidden folder beside `out`, then rename it into place (`training.outputs`)."""
+    from training.outputs import write_folder
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder, max_shard_size=max_shard_size)
+        processor.save_pretrained(folder)
+
+    return write_folder(out, write, overwrite, flag="--out")
 
 
 def check_query_tokens(projector: str, num_query_tokens: int) -> None:

@@ -67,6 +67,12 @@ def test_lora_train_and_merge_gives_identical_outputs(workspace, tmp_path):
     adapter = tmp_path / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "processor_config.json").is_file()
     assert mage(["merge-lora", "--adapter", str(adapter), "--output-dir", str(tmp_path / "merged")]) == 0
+    # a second merge into the same folder is refused without --overwrite, and leaves the first one untouched
+    first = (tmp_path / "merged" / "model.safetensors").read_bytes()
+    assert mage(["merge-lora", "--adapter", str(adapter), "--output-dir", str(tmp_path / "merged")]) == 2
+    assert (tmp_path / "merged" / "model.safetensors").read_bytes() == first
+    assert mage(["merge-lora", "--adapter", str(adapter), "--output-dir", str(tmp_path / "merged"), "--overwrite"]) == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".merged.")]  # no partial folder left behind
 
     processor = AutoProcessor.from_pretrained(tmp_path / "merged")
     prompt = processor.apply_chat_template(

@@ -67,12 +67,17 @@ def apply_lora(model, r: int = 128, alpha: int = 256, dropout: float = 0.05, qua
 
 
 def merge_lora(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike,
-               base_model: str | os.PathLike | None = None) -> Path:
+               base_model: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
     """Merge the adapter in `adapter_dir` into its base MAGE model and save a plain checkpoint in `output_dir`.
 
     `base_model` defaults to the adapter's `base_model_name_or_path`. The processor is taken from the adapter
-    folder (written by `mage train --lora`), else from the base. Returns `output_dir`.
+    folder (written by `mage train --lora`), else from the base. A non-empty `output_dir` is refused unless
+    `overwrite` (`training.outputs.OutputDirError`); the checkpoint is written beside it and renamed into place.
+    Returns `output_dir`.
     """
+    from .outputs import check_output_dir, write_folder
+
+    check_output_dir(Path(output_dir), overwrite)
     from peft import PeftModel
 
     from modeling_mage import MageForConditionalGeneration
@@ -95,10 +100,12 @@ def merge_lora(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike,
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     processor_source = adapter_dir if (adapter_dir / "processor_config.json").is_file() else Path(base_model)
     processor = MageProcessor.from_pretrained(processor_source)
-    output_dir = Path(output_dir)
-    merged.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
-    return output_dir
+
+    def write(folder: Path) -> None:
+        merged.save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    return write_folder(Path(output_dir), write, overwrite)
 
 
 __all__ = ["LORA_TARGET_MODULES", "lora_config", "quantization_config", "apply_lora", "merge_lora"]
