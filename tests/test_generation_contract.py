@@ -7,6 +7,8 @@ lookup), eager vs SDPA attention, generation from `inputs_embeds`, a static cach
 left padding at the forward level, and prompts that hold image placeholders but come without `pixel_values`.
 tests/test_generation.py already covers batched left-padded greedy = one by one, static = dynamic cache under greedy,
 the compiled static cache, text-only prompts, 4-bit loading and the KV cache under either name; not repeated here.
+The last tests pin the model-side parts of the contract generation leans on: `return_dict=False` tuples,
+`get_image_features`' three return forms, and no length guard past `max_position_embeddings`.
 """
 
 from __future__ import annotations
@@ -227,3 +229,38 @@ def test_return_dict_false_is_the_output_as_a_tuple(tiny_mage, single):
                     torch.testing.assert_close(item, value, msg=name)
                 else:
                     assert type(item) is type(value), name
+
+
+def test_get_image_features_tensor_output_and_tuple_agree(tiny_mage, single):
+    """`get_image_features`: the bare tensor (`return_dict=None`, what this repository's callers index into), the
+    `BaseModelOutputWithPooling` (`return_dict=True`, LLaVA's 5.x contract) and its tuple hold the same tokens;
+    asking for the tower's hidden states returns the output object with `num_layers + 1` of them."""
+    model, _ = tiny_mage
+    pixels = single["pixel_values"]
+    with torch.no_grad():
+        tokens = model.get_image_features(pixels)
+        output = model.get_image_features(pixel_values=pixels, return_dict=True)
+        as_tuple = model.get_image_features(pixel_values=pixels, return_dict=False)
+        with_states = model.get_image_features(pixels, output_hidden_states=True)
+    assert tokens.shape == (1, model.config.image_seq_length, model.config.text_config.hidden_size)
+    torch.testing.assert_close(output.pooler_output, tokens)
+    torch.testing.assert_close(as_tuple[1], tokens)
+    assert output.last_hidden_state.shape[-1] == model.config.vision_config.hidden_size
+    assert output.hidden_states is None and output.attentions is None
+    assert len(with_states.hidden_states) == model.config.vision_config.num_hidden_layers + 1
+    torch.testing.assert_close(with_states.pooler_output, tokens)
+
+
+def test_sequence_past_max_positions_warns_and_runs(tiny_mage):
+    """No length guard raises (LLaVA has none); past `max_position_embeddings` with unscaled RoPE it warns once."""
+    from transformers.testing_utils import CaptureLogger
+
+    from modeling_mage.modeling_mage import logger
+
+    model, _ = tiny_mage
+    limit = model.config.text_config.max_position_embeddings
+    ids = torch.full((1, limit + 3), 5)
+    with CaptureLogger(logger) as captured, torch.no_grad():
+        logits = model(input_ids=ids).logits
+    assert logits.shape[1] == limit + 3
+    assert f"max_position_embeddings={limit}" in captured.out

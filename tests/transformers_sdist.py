@@ -19,8 +19,10 @@ Moving the pin when transformers moves: docs/DECISIONS.md ("transformers' common
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -167,6 +169,7 @@ def install_common_tests() -> str:
         return PACKAGE
     archive = sdist_path()
     root = Path(tempfile.mkdtemp(prefix="mage-hf-tests-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     package = root / PACKAGE
     package.mkdir()
     (package / "__init__.py").write_text('"""transformers tests from the sdist (tests/transformers_sdist.py)."""\n')
