@@ -221,6 +221,13 @@ def main() -> None:
         "added to the SEB queries before they cross-attend",
     )
     p.add_argument(
+        "--seb-gated",
+        action="store_true",
+        help="IAN (experiment, patched in this process only): the SEB's residual stream starts from the VAB output "
+        "pooled onto the query grid; the CNN queries (+ positions) enter only the attention's query input; the "
+        "attention and MLP branches are added through tanh gates that start at 0 (the IAN starts as the pooled VAB)",
+    )
+    p.add_argument(
         "--zero-query-proj",
         action="store_true",
         help="IAN: start the query CNN's output projection at zero (the VAB path alone at first)",
@@ -251,12 +258,14 @@ def main() -> None:
         + ("" if args.seb_query_source == "pixels" else "feat")
         + ("zq" if args.zero_query_proj else "")
         + ("vres" if args.seb_vab_residual else "")
+        + ("gated" if args.seb_gated else "")
         + ("" if args.seb_heads == 4 else f"h{args.seb_heads}")
         + f"_{args.template}"
         + f"_itdm{args.itdm:g}"
         + (f"{args.itdm_source[0]}" if args.itdm else "")
         + ("" if args.lr2 == 1e-3 else f"_lr{args.lr2:g}")
         + ("" if args.projector_lr2 is None else f"_plr{args.projector_lr2:g}")
+        + ("" if args.s2 == 5000 else f"_s2x{args.s2}")
         + f"_seed{args.seed}"
     )
     T0 = time.time()
@@ -564,6 +573,48 @@ def patch_seb_with_vab_residual() -> None:
     seb_class.forward = forward
 
 
+def patch_seb_gated_vab_stream() -> None:
+    """Experiment: every SEB built in this process keeps the VAB output (average-pooled onto its query grid) as its
+    residual stream; the CNN queries and the position embedding are added to the attention's query input only (as
+    DETR adds query positions); attention and MLP add to the stream through tanh gates initialised at 0, so the IAN
+    starts as the pooled VAB and the SEB can only add to it."""
+    from modeling_mage import ian
+
+    seb_class = ian.MageSemanticEnhancementBlock
+    original_init = seb_class.__init__
+
+    def __init__(self, config):
+        original_init(self, config)
+        for layer in self.layers:
+            layer.attn_gate = torch.nn.Parameter(torch.zeros(1))
+            layer.mlp_gate = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, aligned, pixel_values=None, feature_grid=None):
+        batch, count, width = aligned.shape
+        side, grid = math.isqrt(count), self.query_cnn.grid_size
+        stream = F.adaptive_avg_pool2d(aligned.transpose(1, 2).reshape(batch, width, side, side), grid)
+        stream = stream.flatten(2).transpose(1, 2)
+        query_embed = self.query_cnn(pixel_values, feature_grid).to(aligned.dtype) + self.position_embedding
+        bias = self.attention_bias
+        if bias is not None:
+            bias = bias.to(aligned.dtype)[None]
+        for layer in self.layers:
+            normed_context = layer.context_norm(aligned)
+            attended = F.scaled_dot_product_attention(
+                layer._heads(layer.q_proj(layer.query_norm(stream + query_embed))),
+                layer._heads(layer.k_proj(normed_context)),
+                layer._heads(layer.v_proj(normed_context)),
+                attn_mask=bias,
+            )
+            attended = attended.transpose(1, 2).reshape(stream.shape)
+            stream = stream + torch.tanh(layer.attn_gate) * layer.o_proj(attended)
+            stream = stream + torch.tanh(layer.mlp_gate) * layer.fc2(layer.act(layer.fc1(layer.mlp_norm(stream))))
+        return self.final_norm(stream)
+
+    seb_class.__init__ = __init__
+    seb_class.forward = forward
+
+
 def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, log, R):
     """S1 and S2 through `training.api.train` (`mage train`'s code path) on a MAGE copy of the S0+SC model."""
     import tempfile
@@ -580,6 +631,8 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
     projector = {"mlp": "mlp2x_gelu", "ian": "ian", "vab": "vab"}[args.projector]
     if args.seb_vab_residual:
         patch_seb_with_vab_residual()
+    if args.seb_gated:
+        patch_seb_gated_vab_stream()
     config = MageConfig(
         vision_config=llava.config.vision_config.to_dict(),
         text_config=llava.config.text_config.to_dict(),
