@@ -60,7 +60,7 @@ def measure_retrieval(model, processor, data: Path, grid: int, apply_to: str, li
     for entry in entries:
         with Image.open(data / "eval" / entry["image"]) as image:
             pixels = processor.image_processor([image.convert("RGB")], return_tensors="pt")["pixel_values"]
-        tokens = model.get_image_features(pixels)[0]
+        tokens = model.get_image_features(pixels, return_dict=True).pooler_output[0]
         if apply_to == "vab":
             tokens = captured["vab"][0, -grid * grid :]
         label_ids, label_scores = shapeworld_patch_labels(entry["scene"], grid, words, image_size=64, top_n=3)
@@ -189,7 +189,7 @@ def reconstruction_probe(data: Path, steps: int = 150, ae_steps: int = 300, seed
     )
     generator = torch.Generator().manual_seed(123)
     with torch.no_grad():
-        tokens = model.get_image_features(pixels)
+        tokens = model.get_image_features(pixels, return_dict=True).pooler_output
         context, pooled = objective.epigone(tokens, tokens.mean(1))
         z0 = autoencoder.encode(pixels)
         t = torch.rand(z0.shape[0], generator=generator)

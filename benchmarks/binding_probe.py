@@ -51,7 +51,7 @@ def _layer_outputs(model, processor, scenes: list[dict], batch_size: int = 128) 
             outputs["tower"].append(features)
             if hasattr(projector, "vab"):
                 outputs["vab"].append(projector.vab(features))
-            outputs["projector"].append(model.model.get_image_features(pixels))
+            outputs["projector"].append(model.model.get_image_features(pixels, return_dict=True).pooler_output)
     return {name: torch.cat(parts).flatten(1) for name, parts in outputs.items() if parts}
 
 

@@ -30,7 +30,7 @@ def measure(model_path: str, data: str, rows: int = 96) -> dict:
             "grey": model(**{**inputs, "pixel_values": torch.zeros_like(pixels)}).loss.item(),
             "shuffled": model(**{**inputs, "pixel_values": pixels.roll(1, 0)}).loss.item(),
         }
-        features = model.get_image_features(pixels[:16])
+        features = model.get_image_features(pixels[:16], return_dict=True).pooler_output
     across = features.std(0).mean().item()
     rms = features.pow(2).mean().sqrt().item()
     return {

@@ -243,7 +243,7 @@ def _forward_shared_images(model, inputs, images: list, position_ids, keep: int)
     if not hasattr(inner, "get_image_features") or len(first) == len(images):
         return model(**inputs, position_ids=position_ids, logits_to_keep=keep).logits
     unique = sorted(first.values())
-    features = inner.get_image_features(inputs["pixel_values"][unique])  # (num_unique, Q, D_l)
+    features = inner.get_image_features(inputs["pixel_values"][unique], return_dict=True).pooler_output  # (num_unique, Q, D_l)
     slot = {index: k for k, index in enumerate(unique)}
     features = features[[slot[o] for o in owner]]
     embeds = model.get_input_embeddings()(inputs["input_ids"])

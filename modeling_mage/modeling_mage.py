@@ -257,11 +257,10 @@ class MageModel(MagePreTrainedModel):
             output_hidden_states / output_attentions (`bool`, *optional*): also return the tower's hidden states
                 (`num_layers + 1` of `(num_images, N + 1, D_v)`) / attention maps (default: the config's flags).
             return_dict (`bool`, *optional*): `True` → the [`BaseModelOutputWithPooling`], `False` → its
-                `to_tuple()`. `None` keeps the tensor this method returned before issue 24 (4.x LLaVA's contract, and
-                what this repository's evaluation runner, probes and benchmarks index into) unless the output must
-                carry more: with tower hidden states or attentions asked for (here or in the config) it is the
-                `BaseModelOutputWithPooling`, with `config.return_dict=False` the tuple. (transformers 5.x's LLaVA
-                reads `None` as `config.return_dict`, i.e. a ModelOutput; see docs/DECISIONS.md.)
+                `to_tuple()`. `None` follows the installed transformers' LLaVA: on 5.x `config.return_dict` (the
+                output object by default), on 4.x the bare `pooler_output` tensor (the output object when tower
+                hidden states or attentions are asked for). Version-independent callers pass `return_dict=True` and
+                read `.pooler_output`.
 
         Returns:
             [`BaseModelOutputWithPooling`] with `pooler_output (num_images, image_seq_length, D_l)` (the projector
@@ -300,11 +299,11 @@ class MageModel(MagePreTrainedModel):
             features, tower = self._tower_features(pixel_values, **select)
             image_tokens = self.multi_modal_projector(features.to(projector_dtype), pixel_values.to(projector_dtype))
         if return_dict is None:
-            if getattr(self.config, "return_dict", True) is False:
-                return_dict = False
+            if TRANSFORMERS_MAJOR >= 5:  # 5.x LLaVA: the config's return_dict (a ModelOutput by default)
+                return_dict = getattr(self.config, "return_dict", True) is not False
             elif output_hidden_states or output_attentions:
                 return_dict = True
-            else:
+            else:  # 4.x LLaVA's contract: the projected tensor
                 return image_tokens
         output = BaseModelOutputWithPooling(
             last_hidden_state=tower.last_hidden_state,
@@ -542,8 +541,8 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple | torch.Tensor:
         """[`MageModel.get_image_features`]: `pixel_values (num_images, 3, H, W)` → a [`BaseModelOutputWithPooling`]
-        whose `pooler_output (num_images, image_seq_length, D_l)` holds the projected image tokens (`return_dict=True`,
-        or tower hidden states/attentions asked for), or that tensor alone (`return_dict=None`)."""
+        whose `pooler_output (num_images, image_seq_length, D_l)` holds the projected image tokens, its tuple, or (4.x,
+        `return_dict=None`) that tensor alone."""
         return self.model.get_image_features(
             pixel_values,
             vision_feature_layer=vision_feature_layer,

@@ -231,14 +231,14 @@ def test_return_dict_false_is_the_output_as_a_tuple(tiny_mage, single):
                     assert type(item) is type(value), name
 
 
-def test_get_image_features_tensor_output_and_tuple_agree(tiny_mage, single):
-    """`get_image_features`: the bare tensor (`return_dict=None`, what this repository's callers index into), the
-    `BaseModelOutputWithPooling` (`return_dict=True`, LLaVA's 5.x contract) and its tuple hold the same tokens;
-    asking for the tower's hidden states returns the output object with `num_layers + 1` of them."""
+def test_get_image_features_output_and_tuple_agree(tiny_mage, single):
+    """`get_image_features`: on 5.x the default is LLaVA's `BaseModelOutputWithPooling` (projected tokens in
+    `pooler_output`), equal to `return_dict=True`; its tuple holds the same tokens; asking for the tower's hidden
+    states returns the output object with `num_layers + 1` of them."""
     model, _ = tiny_mage
     pixels = single["pixel_values"]
     with torch.no_grad():
-        tokens = model.get_image_features(pixels)
+        tokens = model.get_image_features(pixels).pooler_output
         output = model.get_image_features(pixel_values=pixels, return_dict=True)
         as_tuple = model.get_image_features(pixel_values=pixels, return_dict=False)
         with_states = model.get_image_features(pixels, output_hidden_states=True)

@@ -50,7 +50,7 @@ def test_any_square_query_count_gives_the_right_shape(projector_type, q):
     model, processor = _tiny(projector_type, q)
     expected = q if projector_type in QUERY_PROJECTOR_TYPES else model.config.num_patches
     assert model.config.image_seq_length == processor.num_image_tokens == expected
-    features = model.get_image_features(torch.randn(3, 3, 64, 64))
+    features = model.get_image_features(torch.randn(3, 3, 64, 64), return_dict=True).pooler_output
     assert features.shape == (3, expected, model.config.text_config.hidden_size)
     assert torch.isfinite(features).all()
 
@@ -64,7 +64,7 @@ def test_non_square_or_too_many_queries_is_a_named_error(projector_type):
 
 def test_resampler_may_have_more_queries_than_patches():
     model, _ = _tiny("resampler", 25)
-    assert model.get_image_features(torch.randn(1, 3, 64, 64)).shape == (1, 25, 128)
+    assert model.get_image_features(torch.randn(1, 3, 64, 64), return_dict=True).pooler_output.shape == (1, 25, 128)
 
 
 @pytest.mark.parametrize("projector_type", ALL_TYPES)

@@ -34,7 +34,7 @@ def _checkerboard(size: int, amplitude: float) -> torch.Tensor:
 def test_hires_shapes_and_named_size_error():
     model, _ = _hires(2, q=4)
     assert model.multi_modal_projector.hires_scale == 2 and model.config.image_seq_length == 4
-    out = model.get_image_features(torch.randn(3, 3, 128, 128))
+    out = model.get_image_features(torch.randn(3, 3, 128, 128), return_dict=True).pooler_output
     assert out.shape == (3, 4, 128) and torch.isfinite(out).all()
     assert model.multi_modal_projector.last_global_embedding.shape == (3, 64)
     with pytest.raises(ValueError, match=r"expects 128x128 \(sa_perceiver_hires_scale=2: 2x2 tiles of the tower's 64x64\)"):
@@ -54,7 +54,7 @@ def test_hires_features_are_the_snapshot_and_the_row_major_tiles():
         v_lo = inner.select_vision_features(snapshot)
         v_hi = inner.select_vision_features(tiles.flatten(0, 1)).reshape(2, 4 * 16, 64)
         expected = inner.multi_modal_projector(v_lo, snapshot, hires_features=v_hi)
-        torch.testing.assert_close(model.get_image_features(pixels), expected)
+        torch.testing.assert_close(model.get_image_features(pixels, return_dict=True).pooler_output, expected)
         # without tiles (V_Hi = V_Lo) the output is different: the tiles are used
         assert not torch.allclose(inner.multi_modal_projector(v_lo, snapshot), expected)
 
@@ -68,12 +68,12 @@ def test_hires_content_changes_the_output_when_the_snapshot_does_not():
         snap_a = torch.nn.functional.interpolate(image, size=(64, 64), mode="area")
         snap_b = torch.nn.functional.interpolate(image + detail, size=(64, 64), mode="area")
         torch.testing.assert_close(snap_a, snap_b)  # the snapshot cannot see the detail
-        a, b = model.get_image_features(image), model.get_image_features(image + detail)
+        a, b = model.get_image_features(image, return_dict=True).pooler_output, model.get_image_features(image + detail, return_dict=True).pooler_output
     # float noise alone gives exactly 0 (same input, same output); the detail moves the output by 2-8 % (5 seeds measured)
     assert float((a - b).norm() / a.norm()) > 3e-3
     # and the gradient of the output reaches the tile-only detail direction
     pixels = image.clone().requires_grad_(True)
-    model.get_image_features(pixels).square().sum().backward()
+    model.get_image_features(pixels, return_dict=True).pooler_output.square().sum().backward()
     assert float((pixels.grad * detail).sum().abs()) > 0
 
 
@@ -104,7 +104,7 @@ def test_hires_scale_is_saved_and_reloaded(tmp_path):
     assert loaded.config.sa_perceiver_hires_scale == 2 and loaded.multi_modal_projector.hires_scale == 2
     pixels = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.get_image_features(pixels), model.eval().get_image_features(pixels))
+        torch.testing.assert_close(loaded.get_image_features(pixels, return_dict=True).pooler_output, model.eval().get_image_features(pixels, return_dict=True).pooler_output)
 
 
 @pytest.mark.parametrize("projector_type", ALL_TYPES)
@@ -115,4 +115,4 @@ def test_scale_one_keeps_the_single_image_path_bit_for_bit(projector_type):
     pixels = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         direct = model.model.multi_modal_projector(model.model.select_vision_features(pixels), pixels)
-        assert torch.equal(model.get_image_features(pixels), direct)
+        assert torch.equal(model.get_image_features(pixels, return_dict=True).pooler_output, direct)

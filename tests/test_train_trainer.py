@@ -225,7 +225,7 @@ def test_named_errors(workspace, tmp_path):
         train(recipe(), tmp_path / "llama", workspace["data"], tmp_path / "o1")
     with pytest.raises(ModelError, match="no config.json"):
         train(recipe(), tmp_path, workspace["data"], tmp_path / "o2")
-    with pytest.raises(FileNotFoundError, match="no checkpoint-N folder"):
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint-N folder"):
         train(recipe(), workspace["model"], workspace["data"], tmp_path / "o3", resume=True)
     (tmp_path / "o4" / "checkpoint-2").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="pass --resume"):
