@@ -198,6 +198,17 @@ def run_plans(model, processor, args: argparse.Namespace) -> dict:
     return result
 
 
+def check_data(args: argparse.Namespace) -> None:
+    """Load the benchmark records (images stay on disk) so a malformed file fails before the model loads."""
+    from .api import BENCHMARKS, find_benchmark_data, load_benchmark
+
+    names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
+    for name in names:
+        path = args.data if args.benchmark != "all" else find_benchmark_data(args.data, name)
+        if path is not None:
+            load_benchmark(name, path, circular=not args.no_circular, strict=not args.skip_bad_rows, split=args.split)
+
+
 def _error(message: str) -> int:
     print(f"mage eval: error: {message}", file=sys.stderr)
     return 2
@@ -240,6 +251,11 @@ def run(args: argparse.Namespace) -> int:
     from .records import BenchmarkFormatError
     from .runner import SettingsMismatch, check_same_model
 
+    if args.benchmark != "plans":  # bad data is named before a model is loaded
+        try:
+            check_data(args)
+        except BenchmarkFormatError as error:
+            return _error(str(error))
     model_sha256 = model_fingerprint(None, args.model)
     if not args.overwrite and args.benchmark != "plans":
         try:

@@ -82,7 +82,7 @@ def _parse_line(line: str, split: str, source: str, dirs: list[str]) -> EvalReco
     try:
         row = json.loads(line)
     except json.JSONDecodeError as error:
-        raise BenchmarkFormatError(f"{source}: not a JSON object ({error.msg} at column {error.colno})") from error
+        raise BenchmarkFormatError(f"{source}: not a JSON object (column {error.colno}: {error.msg})") from error
     if not isinstance(row, dict):
         raise BenchmarkFormatError(f"{source}: expected a JSON object, got {type(row).__name__}")
     missing = [k for k in ("question_id", "image", "text", "label") if k not in row]

@@ -191,7 +191,7 @@ def _jsonl_rows(path: str) -> list[tuple[str, dict]]:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
                 raise BenchmarkFormatError(
-                    f"{where}: not a JSON object ({error.msg} at column {error.colno})"
+                    f"{where}: not a JSON object (column {error.colno}: {error.msg})"
                 ) from error
             if not isinstance(row, dict):
                 raise BenchmarkFormatError(f"{where}: expected a JSON object, got {type(row).__name__}")

@@ -176,3 +176,16 @@ def test_train_names_a_broken_recipe_file(tiny_mage_dir, tmp_path):
     )
     assert_refused(completed, "train", "recipe.yaml: line 3, column 1", "not valid YAML")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_torn_pope_line_is_named_once(tiny_mage_dir, tmp_path):
+    """JSON's own message may end in "at" ("Unterminated string starting at"): the line reads column first."""
+    pope = Path(fixtures.write_pope(str(tmp_path / "pope"), questions_per_split=1))
+    split = pope / "coco_pope_random.json"
+    split.write_text('{"question_id": 1, "image": "x.png", "text": "Is there\n', encoding="utf-8")
+    completed = run_cli(
+        "eval", "--model", str(tiny_mage_dir), "--benchmark", "pope", "--data", str(pope), "--output-dir",
+        str(tmp_path / "out"), "--no-progress", cwd=tmp_path,
+    )
+    assert_refused(completed, "eval", "coco_pope_random.json:1", "not a JSON object (column ")
+    assert "at at" not in completed.stderr
