@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("mage_cli.convert", "build or convert checkpoints (CLIP+LLM init, llava-hf)"),
     "push": ("mage_cli.push", "publish a checkpoint to the Hugging Face Hub"),
     "ablate": ("alignment.ablate", "projector × objective ablation on ShapeWorld (the paper's Table 4)"),
+    "serve": ("mage_cli.serve", "a web chat and an OpenAI-compatible API for a checkpoint"),
 }
 
 
