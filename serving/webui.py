@@ -58,6 +58,24 @@ def _shown(turns: list[list[str]]) -> list[dict[str, str]]:
     return shown
 
 
+def images_html(images: list[tuple[Any, str]]) -> str:
+    """Step images inline (PNG data URLs) with their captions, for the agent tab."""
+    import base64
+    import html
+    import io
+
+    figures = []
+    for image, caption in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = base64.b64encode(buffer.getvalue()).decode()
+        figures.append(f'<figure style="display:inline-block;margin:0 12px 8px 0;text-align:center">'
+                       f'<img src="data:image/png;base64,{data}" alt="{html.escape(caption)}" '
+                       f'style="max-height:200px;max-width:260px"><figcaption>{html.escape(caption)}</figcaption>'
+                       f'</figure>')
+    return "".join(figures)
+
+
 def build_ui(engine: Engine, agent: AgentRunner | None, *, examples: list[tuple[str, str]] = (),
              max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, title: str = "MAGE") -> Any:
     """The Gradio Blocks app (not launched: `serving.app` mounts it on the API's FastAPI app)."""
@@ -110,14 +128,14 @@ def build_ui(engine: Engine, agent: AgentRunner | None, *, examples: list[tuple[
 
     def run_agent(request: str, image_path: str | None):
         if agent is None:
-            return "The agent is off on this server.", [], [], ""
+            return "The agent is off on this server.", [], "", ""
         if image_path:
             try:
                 load(image_path)
             except RequestError as error:
-                return f"⚠️ {error.message}", [], [], ""
+                return f"⚠️ {error.message}", [], "", ""
         outcome = agent.run(request, image_path)
-        return outcome.message, outcome.plan_rows(), outcome.images(), outcome.raw
+        return outcome.message, outcome.plan_rows(), images_html(outcome.images()), outcome.raw
 
     with gr.Blocks(title=title, analytics_enabled=False) as blocks:
         gr.Markdown(f"# {title}\nUpload or paste an image, then ask about it. Answers stream as they are generated.")
@@ -127,7 +145,7 @@ def build_ui(engine: Engine, agent: AgentRunner | None, *, examples: list[tuple[
                 with gr.Column(scale=1):
                     image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"],
                                      elem_id="chat-image", height=260)
-                    with gr.Accordion("Sampling", open=False):
+                    with gr.Accordion("Sampling", open=False, elem_id="chat-sampling"):
                         temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="temperature (0 = greedy)",
                                                 elem_id="chat-temperature")
                         top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p", elem_id="chat-top-p")
@@ -154,18 +172,16 @@ def build_ui(engine: Engine, agent: AgentRunner | None, *, examples: list[tuple[
             gr.Markdown("MAGE writes a tool plan for the request, then the plan runs (ShapeWorld draws, MAGE answers); "
                         "plans may only name the uploaded image.")
             with gr.Row():
-                with gr.Column(scale=1):
-                    agent_request = gr.Textbox(label="Request", lines=3, elem_id="agent-input")
-                    agent_image = gr.Image(type="filepath", label="Image (optional)", sources=["upload", "clipboard"],
-                                           elem_id="agent-image", height=200)
-                    agent_button = gr.Button("Run", variant="primary", elem_id="agent-run")
-                with gr.Column(scale=2):
-                    agent_status = gr.Markdown("", elem_id="agent-status")
-                    plan_table = gr.Dataframe(headers=PLAN_HEADERS, label="Plan", elem_id="agent-plan",
-                                              interactive=False, wrap=True)
-                    gallery = gr.Gallery(label="Images", elem_id="agent-images", height=240, columns=3)
-                    with gr.Accordion("Model output", open=False):
-                        raw = gr.Textbox(show_label=False, lines=4, elem_id="agent-raw")
+                agent_request = gr.Textbox(label="Request", lines=3, elem_id="agent-input", scale=3)
+                agent_image = gr.Image(type="filepath", label="Image (optional)", sources=["upload", "clipboard"],
+                                       elem_id="agent-image", height=150, scale=1)
+            agent_button = gr.Button("Run", variant="primary", elem_id="agent-run")
+            agent_status = gr.Markdown("", elem_id="agent-status")
+            plan_table = gr.Dataframe(headers=PLAN_HEADERS, label="Plan", elem_id="agent-plan", interactive=False,
+                                      wrap=True, column_widths=["7%", "17%", "10%", "31%", "9%", "26%"])
+            gallery = gr.HTML("", elem_id="agent-images")
+            with gr.Accordion("Model output", open=False):
+                raw = gr.Textbox(show_label=False, lines=4, elem_id="agent-raw")
             agent_button.click(run_agent, [agent_request, agent_image], [agent_status, plan_table, gallery, raw])
     return blocks
 
