@@ -228,6 +228,12 @@ def main() -> None:
         "attention and MLP branches are added through tanh gates that start at 0 (the IAN starts as the pooled VAB)",
     )
     p.add_argument(
+        "--seb-parts",
+        default=None,
+        help="IAN (experiment): the SEB's stream is the pooled VAB, and it adds only these parts, '+'-joined from "
+        "attn, cnn, mlp (e.g. attn, cnn+attn); ungated unless --seb-gated",
+    )
+    p.add_argument(
         "--zero-query-proj",
         action="store_true",
         help="IAN: start the query CNN's output projection at zero (the VAB path alone at first)",
@@ -259,6 +265,7 @@ def main() -> None:
         + ("zq" if args.zero_query_proj else "")
         + ("vres" if args.seb_vab_residual else "")
         + ("gated" if args.seb_gated else "")
+        + (f"vab+{args.seb_parts}" if args.seb_parts else "")
         + ("" if args.seb_heads == 4 else f"h{args.seb_heads}")
         + f"_{args.template}"
         + f"_itdm{args.itdm:g}"
@@ -573,11 +580,12 @@ def patch_seb_with_vab_residual() -> None:
     seb_class.forward = forward
 
 
-def patch_seb_gated_vab_stream() -> None:
+def patch_seb_vab_stream(gated: bool = True, parts: tuple[str, ...] = ("cnn", "attn", "mlp")) -> None:
     """Experiment: every SEB built in this process keeps the VAB output (average-pooled onto its query grid) as its
-    residual stream; the CNN queries and the position embedding are added to the attention's query input only (as
-    DETR adds query positions); attention and MLP add to the stream through tanh gates initialised at 0, so the IAN
-    starts as the pooled VAB and the SEB can only add to it."""
+    residual stream. `parts` says what the SEB adds to it: `attn` the cross-attention to the VAB output (queries from
+    the stream plus the position embedding), `cnn` the CNN queries added to the attention's query input only (as
+    DETR adds query positions), `mlp` the block's MLP. With `gated`, attention and MLP join through tanh gates
+    initialised at 0, so the IAN starts as the pooled VAB."""
     from modeling_mage import ian
 
     seb_class = ian.MageSemanticEnhancementBlock
@@ -586,29 +594,36 @@ def patch_seb_gated_vab_stream() -> None:
     def __init__(self, config):
         original_init(self, config)
         for layer in self.layers:
-            layer.attn_gate = torch.nn.Parameter(torch.zeros(1))
-            layer.mlp_gate = torch.nn.Parameter(torch.zeros(1))
+            layer.attn_gate = torch.nn.Parameter(torch.zeros(1)) if gated else None
+            layer.mlp_gate = torch.nn.Parameter(torch.zeros(1)) if gated else None
+
+    def gate(value, parameter):
+        return value if parameter is None else torch.tanh(parameter) * value
 
     def forward(self, aligned, pixel_values=None, feature_grid=None):
         batch, count, width = aligned.shape
         side, grid = math.isqrt(count), self.query_cnn.grid_size
         stream = F.adaptive_avg_pool2d(aligned.transpose(1, 2).reshape(batch, width, side, side), grid)
         stream = stream.flatten(2).transpose(1, 2)
-        query_embed = self.query_cnn(pixel_values, feature_grid).to(aligned.dtype) + self.position_embedding
+        query_embed = self.position_embedding.to(aligned.dtype)
+        if "cnn" in parts:
+            query_embed = query_embed + self.query_cnn(pixel_values, feature_grid).to(aligned.dtype)
         bias = self.attention_bias
         if bias is not None:
             bias = bias.to(aligned.dtype)[None]
         for layer in self.layers:
-            normed_context = layer.context_norm(aligned)
-            attended = F.scaled_dot_product_attention(
-                layer._heads(layer.q_proj(layer.query_norm(stream + query_embed))),
-                layer._heads(layer.k_proj(normed_context)),
-                layer._heads(layer.v_proj(normed_context)),
-                attn_mask=bias,
-            )
-            attended = attended.transpose(1, 2).reshape(stream.shape)
-            stream = stream + torch.tanh(layer.attn_gate) * layer.o_proj(attended)
-            stream = stream + torch.tanh(layer.mlp_gate) * layer.fc2(layer.act(layer.fc1(layer.mlp_norm(stream))))
+            if "attn" in parts:
+                normed_context = layer.context_norm(aligned)
+                attended = F.scaled_dot_product_attention(
+                    layer._heads(layer.q_proj(layer.query_norm(stream + query_embed))),
+                    layer._heads(layer.k_proj(normed_context)),
+                    layer._heads(layer.v_proj(normed_context)),
+                    attn_mask=bias,
+                )
+                attended = attended.transpose(1, 2).reshape(stream.shape)
+                stream = stream + gate(layer.o_proj(attended), layer.attn_gate)
+            if "mlp" in parts:
+                stream = stream + gate(layer.fc2(layer.act(layer.fc1(layer.mlp_norm(stream)))), layer.mlp_gate)
         return self.final_norm(stream)
 
     seb_class.__init__ = __init__
@@ -631,8 +646,9 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
     projector = {"mlp": "mlp2x_gelu", "ian": "ian", "vab": "vab"}[args.projector]
     if args.seb_vab_residual:
         patch_seb_with_vab_residual()
-    if args.seb_gated:
-        patch_seb_gated_vab_stream()
+    if args.seb_gated or args.seb_parts:
+        parts = tuple(args.seb_parts.split("+")) if args.seb_parts else ("cnn", "attn", "mlp")
+        patch_seb_vab_stream(gated=args.seb_gated, parts=parts)
     config = MageConfig(
         vision_config=llava.config.vision_config.to_dict(),
         text_config=llava.config.text_config.to_dict(),
