@@ -165,8 +165,10 @@ def build_ui(engine: Engine, agent: AgentRunner | None, *, examples: list[tuple[
                             label="ShapeWorld examples (drawn on start)")
             settings = [temperature, top_p, max_tokens]
             for trigger in (send_button.click, message.submit):
-                trigger(send, [message, turns, image, *settings], [turns, chatbot, error, message])
-            regenerate_button.click(regenerate, [turns, image, *settings], [turns, chatbot, error])
+                trigger(send, [message, turns, image, *settings], [turns, chatbot, error, message],
+                        concurrency_limit=engine.max_batch)  # several users' turns meet in one engine batch
+            regenerate_button.click(regenerate, [turns, image, *settings], [turns, chatbot, error],
+                                    concurrency_limit=engine.max_batch)
             clear_button.click(lambda: ([], [], "", None), None, [turns, chatbot, error, image])
         with gr.Tab("Agent", elem_id="agent-tab"):
             gr.Markdown("MAGE writes a tool plan for the request, then the plan runs (ShapeWorld draws, MAGE answers); "

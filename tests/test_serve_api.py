@@ -72,7 +72,7 @@ def image_dir(tmp_path_factory):
 def server(model_pair, image_dir):
     model, processor = model_pair
     options = ServeOptions(model_name="tiny-mage", max_batch=8, max_queue=64, batch_window=0.1, image_dir=image_dir,
-                           agent=False, examples=0, max_image_pixels=4_000_000)
+                           agent=False, examples=0)  # the default 25-MP image limit
     app, engine = build_app(model, processor, options)
     srv = Server(app).start()
     srv.engine = engine
@@ -198,7 +198,7 @@ def _big_png() -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.new("L", (5000, 1000)).save(buffer, format="PNG")  # 5 MP > the fixture's 4 MP limit, small as a file
+    Image.new("L", (10000, 5000)).save(buffer, format="PNG")  # 50 MP, 48 kB as a file
     return buffer.getvalue()
 
 
@@ -221,7 +221,7 @@ def _bad_requests(image_dir) -> list[tuple[str, object, int, str, str]]:
         ("not an object", b"[1, 2]", 400, "invalid_json", "JSON object"),
         ("non-image upload", img(not_image), 400, "invalid_image", "not an image"),
         ("corrupt image", img(corrupt), 400, "invalid_image", "corrupt"),
-        ("too many pixels", img(big), 400, "image_too_large", "5000x1000 = 5,000,000 pixels"),
+        ("too many pixels", img(big), 400, "image_too_large", "10000x5000 = 50,000,000 pixels; this server takes at most 25,000,000"),
         ("not base64", img("data:image/png;base64,@@@@"), 400, "invalid_image_url", "not valid base64"),
         ("empty message", {"model": "m", "messages": [{"role": "user", "content": "   "}]}, 400, "empty_message",
          "empty"),

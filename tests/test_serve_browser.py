@@ -126,6 +126,24 @@ def test_chat_streams_the_greedy_answer(server, browser, tiny_mage, tmp_path):
     wait_for(lambda: "empty" in browser.find_element(By.CSS_SELECTOR, "#chat-error").text, what="the empty warning")
     browser.find_element(By.CSS_SELECTOR, "#chat-clear").click()
     wait_for(lambda: not browser.find_elements(By.CSS_SELECTOR, '#chatbot [data-testid="bot"]'), what="clear")
+    # a corrupt PNG (the first half of a real one) is refused with a message; then a good turn still works
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(image_path.read_bytes()[: image_path.stat().st_size // 2])
+    browser.find_element(By.CSS_SELECTOR, "#chat-image input[type=file]").send_keys(str(corrupt))
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#chat-image img"), what="the corrupt file's box")
+    browser.find_element(By.CSS_SELECTOR, "#chat-input textarea").send_keys(QUESTION)
+    browser.find_element(By.CSS_SELECTOR, "#chat-send").click()
+    wait_for(lambda: "is corrupt" in browser.find_element(By.CSS_SELECTOR, "#chat-error").text, what="the warning")
+    assert not browser.find_elements(By.CSS_SELECTOR, '#chatbot [data-testid="bot"]')
+    browser.find_element(By.CSS_SELECTOR, "#chat-clear").click()
+    wait_for(lambda: not browser.find_elements(By.CSS_SELECTOR, "#chat-image img"), what="the image to clear")
+    browser.find_element(By.CSS_SELECTOR, "#chat-image input[type=file]").send_keys(str(image_path))
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#chat-image img"), what="the image preview")
+    box = browser.find_element(By.CSS_SELECTOR, "#chat-input textarea")
+    assert box.get_attribute("value") == QUESTION  # a refused message is kept for another try
+    browser.find_element(By.CSS_SELECTOR, "#chat-send").click()
+    wait_for(lambda: answer() == flat(want), what="an answer after the bad input")
+    assert browser.find_element(By.CSS_SELECTOR, "#chat-error").text.strip() == ""
 
 
 def test_agent_tab_shows_plan_status_and_image(server, browser, tmp_path, monkeypatch):
