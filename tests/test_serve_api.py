@@ -118,6 +118,31 @@ def test_answers_equal_greedy_generate(server, client, model_pair):
         .choices[0].message.content == expected(model_pair, QUESTIONS[1], shapeworld_images(1)[0])
 
 
+def test_multi_turn_with_a_system_message_equals_generate_on_the_chat_template(client, model_pair):
+    """Several turns: the prompt is the checkpoint's chat template over the whole conversation, image in turn one."""
+    import torch
+
+    model, processor = model_pair
+    image = shapeworld_images(2)[1]
+    conversation = [
+        {"role": "system", "content": "You describe pictures."},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTIONS[0]}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Shapes."}]},
+        {"role": "user", "content": [{"type": "text", "text": QUESTIONS[1]}]},
+    ]
+    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    inputs = processor(images=[image], text=[prompt], return_tensors="pt")
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=8, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
+    want = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    messages = [{"role": "system", "content": "You describe pictures."}, *user(QUESTIONS[0], image),
+                {"role": "assistant", "content": "Shapes."}, {"role": "user", "content": QUESTIONS[1]}]
+    reply = client.chat.completions.create(model="m", messages=messages, max_tokens=8, temperature=0)
+    assert reply.choices[0].message.content == want and want
+    assert reply.usage.prompt_tokens == inputs["input_ids"].shape[1]
+
+
 def test_stop_and_sampling_settings(client, model_pair):
     image = shapeworld_images(1)[0]
     want = expected(model_pair, QUESTIONS[0], image, max_new_tokens=8)
