@@ -5,6 +5,7 @@ input answered with a 4xx JSON error while the server keeps serving."""
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
 import logging
@@ -14,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("gradio")
+if importlib.util.find_spec("gradio") is None or importlib.util.find_spec("fastapi") is None:  # not imported yet
+    pytest.skip("needs the serve extra (gradio, fastapi, uvicorn)", allow_module_level=True)
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 

@@ -8,6 +8,7 @@ the drawn image. Screenshots go to the test's tmp_path (and to $MAGE_SCREENSHOT_
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import time
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-pytest.importorskip("gradio")
+if importlib.util.find_spec("gradio") is None:  # gradio is imported when the server is built, not here
+    pytest.skip("needs the serve extra (gradio, fastapi, uvicorn)", allow_module_level=True)
 webdriver = pytest.importorskip("selenium.webdriver")
 if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
     pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
