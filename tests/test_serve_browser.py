@@ -112,6 +112,11 @@ def test_chat_streams_the_greedy_answer(server, browser, tiny_mage, tmp_path):
     box.send_keys(str(MAX_NEW_TOKENS), Keys.TAB)
     wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "#chat-max-tokens input[type=range]")
              .get_attribute("value") == str(MAX_NEW_TOKENS), what="max new tokens to be set")
+    browser.execute_script(  # every text the answer shows on its way (streaming = a row of growing prefixes)
+        "window.seen = []; new MutationObserver(() => {"
+        "  const bots = document.querySelectorAll('#chatbot [data-testid=\"bot\"]');"
+        "  if (bots.length) window.seen.push(bots[bots.length - 1].innerText);"
+        "}).observe(document.querySelector('#chatbot'), {subtree: true, childList: true, characterData: true});")
     browser.find_element(By.CSS_SELECTOR, "#chat-input textarea").send_keys(QUESTION)
     browser.find_element(By.CSS_SELECTOR, "#chat-send").click()
 
@@ -122,6 +127,8 @@ def test_chat_streams_the_greedy_answer(server, browser, tiny_mage, tmp_path):
     wait_for(lambda: answer() == flat(want), what=f"the answer {want!r} (shown: {answer()!r})")
     assert [flat(e.text) for e in browser.find_elements(By.CSS_SELECTOR, '#chatbot [data-testid="user"]')] == \
         [QUESTION]
+    partial = {flat(t) for t in browser.execute_script("return window.seen")} - {"", flat(want)}
+    assert len(partial) >= 2 and all(flat(want).startswith(t) for t in partial), partial  # it streamed
     screenshot(browser, tmp_path, "serve_chat.png")
     # an empty message is answered with a message, and the chat goes on
     browser.find_element(By.CSS_SELECTOR, "#chat-send").click()
