@@ -28,7 +28,10 @@ def decode_image(data: bytes, *, what: str, max_pixels: int = DEFAULT_MAX_IMAGE_
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise RequestError(400, f"{what} has more pixels than PIL opens safely; this server takes at most "
+                           f"{max_pixels:,}", code="image_too_large") from None
+    except UnidentifiedImageError:
         raise RequestError(400, f"{what} is not an image PIL can read", code="invalid_image") from None
     except Exception as error:  # noqa: BLE001 (a broken header can raise almost anything inside a plugin)
         raise RequestError(400, f"{what} is not a readable image ({type(error).__name__})", code="invalid_image") from None

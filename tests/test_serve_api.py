@@ -361,3 +361,17 @@ def test_json_error_shape():
     body = RequestError(429, "full", code="queue_full").to_json()
     assert json.loads(json.dumps(body)) == {"error": {"message": "full", "type": "rate_limit_error", "param": None,
                                                       "code": "queue_full"}}
+
+
+def test_a_decompression_bomb_is_too_large_not_unreadable():
+    """200 MP is past PIL's own bomb limit (it refuses to open it): still 'image_too_large', not 'not an image'."""
+    from PIL import Image
+
+    from serving.errors import RequestError
+    from serving.images import decode_image
+
+    buffer = io.BytesIO()
+    Image.new("1", (20000, 10000)).save(buffer, format="PNG")
+    with pytest.raises(RequestError) as caught:
+        decode_image(buffer.getvalue(), what="the image")
+    assert caught.value.status == 400 and caught.value.code == "image_too_large"
