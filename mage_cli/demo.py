@@ -30,42 +30,36 @@ class DemoSettings:
 
     n_train: int = 6000
     n_eval: int = 100
-    # 48 px = 3 × 3 patches of 16 px, one per cell of ShapeWorld's 3 × 3 grid, so no object straddles a patch border
-    # (at 64 px the 4 × 4 patches cut the middle cells): measured tower image→caption top-1 1.00 vs 0.89 after the
-    # same 1,500 stage-0 steps.
+    # 48 px = 3 × 3 patches of 16 px, one per cell of ShapeWorld's 3 × 3 grid: no object straddles a patch border
+    # (the ladder's 48-px rung learns where the 64-px one lost counting, experiments/demo_ladder)
     image_size: int = 48
     difficulty: str = "easy"
-    vocab_size: int = 2000  # the byte-level BPE saturates near 1,200 on ShapeWorld text: every word one token
+    vocab_size: int = 2000  # above what the byte-level BPE uses on ShapeWorld text, so every word is one token
     lm_steps: int = 300  # stage 0, text-only LM (its data holds each conversation twice: plain and in context)
     tower_steps: int = 1500  # stage 0, CLIP-style tower (steps, not seconds: runs must not depend on machine load)
     stage1_steps: int = 150
     stage2_steps: int = 900
-    # measured from the same stage-2 checkpoint: 150 steps gave 0 % valid plans, 300 gave 88 %, 600 gave 100 %
-    stage3_steps: int = 300
+    stage3_steps: int = 300  # the shortest budget that wrote mostly valid plans (docs/demo_runs.md)
     batch_size: int = 32
-    # MAGE as the paper defines it: ITG + ITDM. The weight is the ladder's (experiments/demo_ladder: 0.1 and 1 gave no
-    # collapse and no loss of skill; 0.1 is the one that did not slow the IAN's counting), not the paper's 1.
+    # MAGE as the paper defines it: ITG + ITDM, at the ladder's weight (no collapse, no lost skill), not the paper's 1
     itdm_weight: float = 0.1
     skill_questions: int = 400  # held-out questions per skill (existence, colour, shape, count, relation)
     eval_limits: dict = dataclasses.field(
         default_factory=lambda: {"mme": 60, "pope": 300, "mmbench": 50, "mmbench_cn": 30, "seed": 100, "plans": 60}
     )
-    # one query per grid cell: at Q = 4 (9 patches pooled to 2 × 2) stage 1 collapsed the image tokens and stage 2
-    # stayed at chance on existence for 3,000 steps; at Q = 9 existence was learnt by step ~750 (docs/DECISIONS.md)
+    # one query per grid cell: fewer queries than cells pooled cells together and lost existence (docs/DECISIONS.md)
     num_query_tokens: int = 9
-    # stage-2 batches sorted by length 16 megabatches at a time (padding 1.72 → 1.10; in stage 3 the same grouping
-    # gave 3 % valid plans vs 62 % without, from one stage-2 checkpoint) and a data-loading worker on the second core
-    # (measured: a row costs ~1.5 ms to encode, ~50 ms per batch of 32)
+    # stage-2 batches sorted by length 16 megabatches at a time (less padding; stage 3 is not grouped, which kept its
+    # plans valid, docs/demo_runs.md) and a data-loading worker on the second core
     length_group_factor: int = 16
     dataloader_num_workers: int = 1
     model_overrides: dict = dataclasses.field(default_factory=dict)
-    # LLaVA's system prompt is ~40 of a ShapeWorld row's ~80 tokens; the tiny model learns from scratch, so a short
-    # one doubles the stage-2 samples per second (training and evaluation both read the processor's template).
+    # LLaVA's system prompt is about half of a short ShapeWorld row: the tiny model learns from scratch, so a short
+    # one spends the tokens on the rows (training and evaluation both read the processor's template)
     system_prompt: str = "A chat about a picture of shapes."
     # The stage-2 mix, weighted (a type listed k times is asked k times as often): more existence and multiple-choice
-    # turns, the formats of POPE/MME and MMBench/SEED, which a 4-turn row of all 14 types asks too rarely to learn
-    # (one run each from one stage-1 checkpoint, 900 stage-2 steps: held-out "Is there" 15/30 with existence × 3,
-    # 29/43 with × 8; runs of one recipe spread over 19–29 of ~43, docs/demo_runs.md).
+    # turns, the formats of POPE/MME and MMBench/SEED, which a 4-turn row of all 14 types asks too rarely
+    # (docs/demo_runs.md)
     question_types: tuple[str, ...] = (
         ("existence",) * 8
         + ("choice",) * 4
