@@ -178,10 +178,7 @@ def can_infer_option(answer: str, choices: Mapping[str, str], verbose: bool = Fa
     """VLMEvalKit's 2024 letter rule; returns a letter, "Z" (refusal) or None."""
     if any(err in answer for err in REFUSALS):
         return "Z"
-    answer_mod = answer
-    for char in ".()[],:;!*#{}":
-        answer_mod = answer_mod.replace(char, " ")
-    splits = [x.strip() for x in answer_mod.split()]
+    splits = official_rules.option_tokens(answer)
     count = sum(1 for c in choices if c in splits)
     if count == 1:
         if verbose and "A" in splits and len(splits) > 3:

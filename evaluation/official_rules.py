@@ -149,16 +149,21 @@ REFUSALS = (
 VERBOSE_ANSWER_RE = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**")
 
 
+def option_tokens(answer: str) -> list[str]:
+    """VLMEvalKit's tokens for letter matching: `. ( ) [ ] , : ; ! * # { }` to spaces, then whitespace split (the
+    same in its 2024 and current `can_infer_option`)."""
+    for char in ".()[],:;!*#{}":
+        answer = answer.replace(char, " ")
+    return [x.strip() for x in answer.split()]
+
+
 def vlmevalkit_can_infer_option(answer: str, choices: Mapping[str, str]) -> str | None:
     """VLMEvalKit `can_infer_option` (HEAD, `VERBOSE` unset): a letter, "Z" (refusal) or None."""
     if "Failed to obtain answer via API" in answer:
         return None
     if any(err in answer for err in REFUSALS):
         return "Z"
-    answer_mod = answer
-    for char in ".()[],:;!*#{}":
-        answer_mod = answer_mod.replace(char, " ")
-    splits = [x.strip() for x in answer_mod.split()]
+    splits = option_tokens(answer)
     count = sum(1 for c in choices if c in splits)
     if count == 1:
         for ch in choices:  # the one letter counts only if it first occurs among the last four tokens

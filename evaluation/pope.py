@@ -12,13 +12,12 @@ Every result also carries lmms-eval's reading (`lmms_eval`: exact "yes"/"no" aft
 from __future__ import annotations
 
 import glob
-import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from . import official_rules
-from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark
+from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark, json_object
 
 SPLITS = ("adversarial", "popular", "random")
 LAYOUT = (
@@ -79,12 +78,7 @@ def load_pope(root: str, strict: bool = True) -> LoadedBenchmark:
 
 
 def _parse_line(line: str, split: str, source: str, dirs: list[str]) -> EvalRecord:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise BenchmarkFormatError(f"{source}: not a JSON object (column {error.colno}: {error.msg})") from error
-    if not isinstance(row, dict):
-        raise BenchmarkFormatError(f"{source}: expected a JSON object, got {type(row).__name__}")
+    row = json_object(line, source)
     missing = [k for k in ("question_id", "image", "text", "label") if k not in row]
     if missing:
         raise BenchmarkFormatError(f"{source}: missing field(s) {missing}; expected {LAYOUT}")

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import csv
 import datetime
-import json
 import os
 import sys
 from collections import defaultdict, deque
 
 from . import official_rules
-from .records import BenchmarkFormatError, EvalRecord
+from .records import BenchmarkFormatError, EvalRecord, json_object
 
 # Cells pandas reads as NaN by default; VLMEvalKit then turns the prediction into the string "nan" (`str(x)`).
 PANDAS_NA = {
@@ -187,14 +186,7 @@ def _jsonl_rows(path: str) -> list[tuple[str, dict]]:
             if not line.strip():
                 continue
             where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise BenchmarkFormatError(
-                    f"{where}: not a JSON object (column {error.colno}: {error.msg})"
-                ) from error
-            if not isinstance(row, dict):
-                raise BenchmarkFormatError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            row = json_object(line, where)
             if "_meta" in row:
                 continue
             rows.append((where, row))

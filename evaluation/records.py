@@ -18,6 +18,19 @@ class BenchmarkFormatError(ValueError):
     """A benchmark file or folder is not in the expected layout; the message names file, line/row and field."""
 
 
+def json_object(line: str, where: str) -> dict:
+    """One JSON object from a line of a benchmark or predictions file; anything else names `where` (file:line)."""
+    import json
+
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:  # its messages may end in "at": the column goes first
+        raise BenchmarkFormatError(f"{where}: not a JSON object (column {error.colno}: {error.msg})") from error
+    if not isinstance(row, dict):
+        raise BenchmarkFormatError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
 @dataclass
 class EvalRecord:
     """One question of a benchmark, in a form common to all of them.
@@ -97,4 +110,4 @@ def blank_image(size: int = 336):
     return Image.new("RGB", (size, size), (128, 128, 128))
 
 
-__all__ = ["BENCHMARKS", "BenchmarkFormatError", "EvalRecord", "LoadedBenchmark", "blank_image"]
+__all__ = ["BENCHMARKS", "BenchmarkFormatError", "EvalRecord", "LoadedBenchmark", "blank_image", "json_object"]

@@ -8,12 +8,11 @@ one-word answer.
 
 from __future__ import annotations
 
-import json
 import string
 from collections import defaultdict
 from pathlib import Path
 
-from .records import BenchmarkFormatError, EvalRecord
+from .records import BenchmarkFormatError, EvalRecord, json_object
 
 
 def read_skill_set(path: str | Path) -> list[EvalRecord]:
@@ -24,10 +23,7 @@ def read_skill_set(path: str | Path) -> list[EvalRecord]:
         if not line.strip():
             continue
         source = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise BenchmarkFormatError(f"{source}: not a JSON object (column {error.colno}: {error.msg})") from error
+        row = json_object(line, source)
         missing = [k for k in ("skill", "id", "question", "answer", "image") if not isinstance(row.get(k), str)]
         if missing:
             raise BenchmarkFormatError(f"{source}: missing or non-string field(s) {missing}")

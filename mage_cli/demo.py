@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shapeworld.skills import SKILLS
+
 OWNER_MARK = ".mage-demo"  # marks an output folder as the demo's own
 # Questions the reloaded model answers about a new scene (step 9).
 NEW_SCENE_QUESTIONS = ["What colour is the circle?", "How many shapes are there?"]
@@ -629,14 +631,13 @@ def judge(rows: dict[str, dict[str, float]], margin: float = 5.0) -> dict:
 
 
 STRICT_MINUTES = 10
-SKILL_COLUMNS = ("existence", "colour", "shape", "count", "relation")
 
 
 def format_skills(skills: dict[str, dict]) -> str:
     """Markdown table of held-out per-skill accuracy (percent) per checkpoint."""
-    lines = ["| held-out skill accuracy (%) | " + " | ".join(SKILL_COLUMNS) + " |", "|---|" + "---:|" * len(SKILL_COLUMNS)]
+    lines = ["| held-out skill accuracy (%) | " + " | ".join(SKILLS) + " |", "|---|" + "---:|" * len(SKILLS)]
     for name, scores in skills.items():
-        cells = [f"{100 * scores[k]:.1f}" if k in scores else "–" for k in SKILL_COLUMNS]
+        cells = [f"{100 * scores[k]:.1f}" if k in scores else "–" for k in SKILLS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -659,7 +660,7 @@ def strict_targets(raw: dict[str, dict]) -> dict:
     checks.append(("SEED ≥ grey's + 15", final.get("SEED^I", float("nan")), grey_seed + 15, True))
     grey_mmb = grey.get("MMB", float("nan"))
     checks.append(("MMBench (CircularEval) > grey's", final.get("MMB", float("nan")), grey_mmb + 1e-9, True))
-    for skill in SKILL_COLUMNS:
+    for skill in SKILLS:
         kept, had = final.get("skills", {}).get(skill), before.get("skills", {}).get(skill)
         if kept is not None and had is not None:
             checks.append((f"stage 3 keeps ≥ 90 % of stage 2's {skill}", 100 * kept, 90 * had, True))

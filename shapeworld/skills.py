@@ -17,21 +17,8 @@ from .world import Difficulty, get_difficulty, item_rng, render_scene, sample_sc
 SKILLS = ("existence", "colour", "shape", "count", "relation")
 
 
-def _existence(rng, scene, d):
-    present = {(o["shape"], o["colour"]) for o in scene["objects"]}
-    if rng.random() < 0.5:
-        shape, colour = rng.choice(sorted(present))
-        answer = "Yes"
-    else:
-        absent = [(s, c) for s in d.shapes for c in d.colours if (s, c) not in present]
-        near = [(s, c) for s, c in absent if any(s == ps or c == pc for ps, pc in present)]
-        shape, colour = rng.choice(near or absent)
-        answer = "No"
-    return f"Is there {T.article(colour)} {colour} {shape} in the image?", answer
-
-
 _MAKERS = {
-    "existence": _existence,
+    "existence": lambda rng, scene, d: T.existence_question(rng, scene, d, near_negatives=True),
     "colour": lambda rng, scene, d: (T._q_colour(rng, scene, d) or (None, None))[:2],
     "shape": lambda rng, scene, d: (T._q_shape(rng, scene, d) or (None, None))[:2],
     "count": lambda rng, scene, d: T._q_count_shape(rng, scene, d)[:2],

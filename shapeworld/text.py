@@ -159,16 +159,24 @@ def _q_position(rng, scene, d):
     return f"Where is the {name(obj)}?", position(obj), "short"
 
 
-def _q_exists(rng, scene, d):
+def existence_question(rng, scene, d, near_negatives: bool = False) -> tuple[str, str]:
+    """"Is there a <colour> <shape> in the image?" with "Yes" half the time. With `near_negatives` an absent object
+    shares its shape or colour with a present one when the scene allows (POPE's popular/adversarial negatives)."""
     present = {(o["shape"], o["colour"]) for o in scene["objects"]}
     if rng.random() < 0.5:
         shape, colour = rng.choice(sorted(present))
         answer = "Yes"
     else:
         absent = [(s, c) for s in d.shapes for c in d.colours if (s, c) not in present]
+        if near_negatives:
+            absent = [(s, c) for s, c in absent if any(s == ps or c == pc for ps, pc in present)] or absent
         shape, colour = rng.choice(absent)
         answer = "No"
-    return f"Is there {article(colour)} {colour} {shape} in the image?", answer, "yesno"
+    return f"Is there {article(colour)} {colour} {shape} in the image?", answer
+
+
+def _q_exists(rng, scene, d):
+    return (*existence_question(rng, scene, d), "yesno")
 
 
 def relation_holds(a: dict, b: dict, relation: str) -> bool:
