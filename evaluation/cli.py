@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch CPU threads (default 1: on this project's 2-core machine a second thread gained 4 %% idle and cost 3x when another job held a core, benchmarks/results/threads_under_load.md; raise it for a large model on an idle many-core CPU)",
+        help="torch CPU threads (default 1; see the README's --threads note)",
     )
     parser.add_argument(
         "--rules",
@@ -256,12 +256,14 @@ def run(args: argparse.Namespace) -> int:
             check_data(args)
         except BenchmarkFormatError as error:
             return _error(str(error))
-    model_sha256 = model_fingerprint(None, args.model)
-    if not args.overwrite and args.benchmark != "plans":
-        try:
-            check_same_model(args.output_dir, model_sha256)
-        except SettingsMismatch as error:
-            return _error(str(error))
+    model_sha256 = None  # the plans scorer keeps no predictions to resume
+    if args.benchmark != "plans":
+        model_sha256 = model_fingerprint(None, args.model)
+        if not args.overwrite:
+            try:
+                check_same_model(args.output_dir, model_sha256)
+            except SettingsMismatch as error:
+                return _error(str(error))
 
     import torch
 

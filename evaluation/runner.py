@@ -66,15 +66,19 @@ def _read_lines(path: str) -> tuple[dict | None, dict[str, dict], int]:
     return meta, rows, torn
 
 
+def _other_model(path: str, meta: dict, model_sha256: str) -> SettingsMismatch:
+    return SettingsMismatch(
+        f"{path} holds predictions of another model (stored {meta.get('model') or '?'}, content hash "
+        f"{(meta.get('model_sha256') or 'not recorded')[:12]}; now {model_sha256[:12]}); use another --output-dir "
+        "or --overwrite to start again"
+    )
+
+
 def _check_settings(path: str, meta: dict | None, settings: RunSettings) -> None:
     if meta is None or meta == asdict(settings):
         return
     if meta.get("model_sha256") != settings.model_sha256:
-        raise SettingsMismatch(
-            f"{path} holds predictions of another model (stored {meta.get('model') or '?'}, content hash "
-            f"{str(meta.get('model_sha256'))[:12] or 'not recorded'}; now {settings.model or '?'}, "
-            f"{settings.model_sha256[:12]}); use another --output-dir or --overwrite to start again"
-        )
+        raise _other_model(path, meta, settings.model_sha256)
     changed = {k: (meta.get(k), v) for k, v in asdict(settings).items() if meta.get(k) != v}
     raise SettingsMismatch(
         f"{path} was made with other settings {changed} (stored, requested); use another --output-dir or "
@@ -97,11 +101,7 @@ def check_same_model(output_dir: str, model_sha256: str) -> None:
             except (ValueError, AttributeError):
                 continue  # not a header: reusable_rows rewrites the file under the right settings
         if isinstance(meta, dict) and meta.get("model_sha256") != model_sha256:
-            raise SettingsMismatch(
-                f"{path} holds predictions of another model (stored {meta.get('model') or '?'}, content hash "
-                f"{str(meta.get('model_sha256') or 'not recorded')[:12]}; now {model_sha256[:12]}); use another "
-                "--output-dir or --overwrite to start again"
-            )
+            raise _other_model(path, meta, model_sha256)
 
 
 def _write_atomically(path: str, meta: dict, rows: Sequence[dict]) -> None:
@@ -111,16 +111,6 @@ def _write_atomically(path: str, meta: dict, rows: Sequence[dict]) -> None:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(temporary, path)
-
-
-def read_predictions(path: str, settings: RunSettings | None = None) -> dict[str, dict]:
-    """Rows of a predictions file by uid (`{}` if absent); refuses a file made with other `settings`."""
-    if not os.path.isfile(path):
-        return {}
-    meta, rows, _ = _read_lines(path)
-    if settings is not None:
-        _check_settings(path, meta, settings)
-    return rows
 
 
 def reusable_rows(path: str, settings: RunSettings, keys: dict[str, str]) -> tuple[dict[str, dict], dict[str, int]]:
@@ -350,7 +340,6 @@ __all__ = [
     "continuation_logprobs",
     "generate_batch",
     "rank_batch",
-    "read_predictions",
     "reusable_rows",
     "run_predictions",
 ]

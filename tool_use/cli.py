@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-workers", type=int, default=2, help="independent steps run at once (default %(default)s)")
     parser.add_argument("--plan-only", action="store_true", help="print and validate the plan, run nothing")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
-    parser.add_argument("--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1: on this project's 2-core machine a second thread gained 4 %% idle and cost 3x when another job held a core, benchmarks/results/threads_under_load.md; raise it for a large model on an idle many-core CPU)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1; see the README's --threads note)")
 
 
 def build_registry(args: argparse.Namespace, model, processor, configured=None):

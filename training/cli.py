@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     adapters.add_argument("--qlora", action="store_true", help="as --lora on a 4-bit LLM (bitsandbytes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
-                        help="torch CPU threads (default 1: on this project's 2-core machine a second thread gained 4 %% idle and cost 3x when another job held a core, benchmarks/results/threads_under_load.md; raise it for a large model on an idle many-core CPU)")
+                        help="torch CPU threads (default 1; see the README's --threads note)")
 
 
 def run(args: argparse.Namespace) -> int:
