@@ -17,7 +17,7 @@ PROJECTOR_TYPES = ("ian", "mlp2x_gelu", "linear", "resampler", "c_abstractor", "
 QUERY_PROJECTOR_TYPES = ("ian", "resampler", "c_abstractor", "sa_perceiver")
 FEATURE_SELECT_STRATEGIES = ("default", "full")
 SEB_QUERY_SOURCES = ("pixels", "features")
-SEB_ATTENTION_BIASES = ("gaussian", "none")
+SEB_ATTENTION_BIASES = ("gaussian", "cell", "none")
 ITDM_TEXT_SOURCES = ("hidden", "embeddings")
 ITDM_REDUCTIONS = ("mean", "sum")
 
@@ -88,8 +88,10 @@ class MageConfig(PretrainedConfig):
         seb_attention_bias (`str`, *optional*, defaults to `"gaussian"`):
             A fixed locality bias on the SEB's attention logits, `-d² / (2 σ_h²)` with `d` the distance from a query
             cell to a patch and `σ_h` doubling per head from half a query cell: the first heads read the patches under
-            their cell, the last ones the whole image. `"none"` is plain content attention, the behaviour of
-            checkpoints written before this option existed (docs/DECISIONS.md).
+            their cell, the last ones the whole image. `"cell"` masks each query to the patches inside its cell of the
+            query grid (a learned pooling per cell; with as many queries as patches, one patch per query). `"none"` is
+            plain content attention, the behaviour of checkpoints written before this option existed
+            (docs/DECISIONS.md).
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the projector MLPs.
         itdm_weight (`float`, *optional*, defaults to 1.0):

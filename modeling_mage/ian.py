@@ -100,6 +100,22 @@ def grid_locality_bias(query_side: int, patch_side: int, num_heads: int) -> torc
     return (-squared[None] / (2 * sigma[:, None, None] ** 2)).float()
 
 
+def grid_cell_mask(query_side: int, patch_side: int, num_heads: int) -> torch.Tensor:
+    """Additive attention mask `(num_heads, Q, N_p)`: `0` for the patches whose centres lie inside the query's cell of
+    the `√Q × √Q` grid laid over the patch grid, `-inf` for all others (the same for every head). A cell is at least
+    one patch wide (`num_query_tokens` ≤ the patch grid), so every query reads at least one patch; with `Q = N_p` each
+    query reads exactly its own patch."""
+    cell = patch_side / query_side
+    patch_cell = (torch.arange(patch_side, dtype=torch.float64) + 0.5).div(cell).floor().long()  # (patch_side,)
+    query_rows, query_cols = (
+        c.flatten() for c in torch.meshgrid(torch.arange(query_side), torch.arange(query_side), indexing="ij")
+    )
+    patch_rows, patch_cols = (c.flatten() for c in torch.meshgrid(patch_cell, patch_cell, indexing="ij"))
+    inside = (query_rows[:, None] == patch_rows[None]) & (query_cols[:, None] == patch_cols[None])
+    mask = torch.zeros(inside.shape).masked_fill(~inside, float("-inf"))
+    return mask[None].expand(num_heads, -1, -1).contiguous()
+
+
 class MageCrossAttentionBlock(nn.Module):
     """Pre-norm block: queries attend to the VAB output (keys/values), then an MLP; both residual.
 
@@ -145,7 +161,8 @@ class MageCrossAttentionBlock(nn.Module):
 class MageSemanticEnhancementBlock(nn.Module):
     """SEB: CNN queries (+ learnable 2-D position embedding) cross-attend to the VAB output (then a LayerNorm only
     when `config.seb_output_norm`). With `config.seb_attention_bias="gaussian"` each head's attention logits get a
-    fixed locality bias (`grid_locality_bias`; not learned, not saved).
+    fixed locality bias (`grid_locality_bias`); with `"cell"` each query reads only the patches inside its cell of the
+    query grid (`grid_cell_mask`). Neither is learned or saved.
 
     Args to `forward`:
         aligned (`torch.Tensor` of shape `(B, N_p, D_l)`): the VAB output, used as keys and values.
@@ -165,7 +182,11 @@ class MageSemanticEnhancementBlock(nn.Module):
         # locality prior every query averaged the whole image, and which colour goes with which shape was lost
         # (docs/DECISIONS.md).
         self.attention_bias_kind = config.seb_attention_bias
-        self.bias_arguments = (math.isqrt(config.num_query_tokens), math.isqrt(config.num_patches), config.seb_num_heads)
+        self.bias_arguments = (
+            math.isqrt(config.num_query_tokens),
+            math.isqrt(config.num_patches),
+            config.seb_num_heads,
+        )
         self.register_buffer("attention_bias", self.locality_bias(), persistent=False)
         # The output keeps the residual stream's scale: a LayerNorm here pinned every token to norm √D_l, and stage 1
         # then shrank the image-dependent part to ~10 % of it (docs/DECISIONS.md).
@@ -174,7 +195,9 @@ class MageSemanticEnhancementBlock(nn.Module):
     def locality_bias(self) -> torch.Tensor | None:
         """The `(heads, Q, N_p)` bias, or `None` when turned off. `_init_weights` calls it too: a non-persistent
         buffer is not in the checkpoint, and transformers 5 builds the model on the meta device."""
-        return grid_locality_bias(*self.bias_arguments) if self.attention_bias_kind == "gaussian" else None
+        builders = {"gaussian": grid_locality_bias, "cell": grid_cell_mask}
+        builder = builders.get(self.attention_bias_kind)
+        return builder(*self.bias_arguments) if builder is not None else None
 
     def forward(
         self,

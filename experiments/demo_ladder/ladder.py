@@ -239,6 +239,12 @@ def main() -> None:
         help="IAN: start the query CNN's output projection at zero (the VAB path alone at first)",
     )
     p.add_argument("--seb-heads", type=int, default=4, help="IAN: SEB attention heads (the demo's 4)")
+    p.add_argument(
+        "--seb-bias",
+        choices=("gaussian", "cell", "none"),
+        default="gaussian",
+        help="IAN: MageConfig.seb_attention_bias (cell: each query reads only the patches inside its cell)",
+    )
     p.add_argument("--lr2", type=float, default=1e-3, help="S2 peak learning rate (trainer path)")
     p.add_argument("--projector-lr2", type=float, default=None, help="S2 projector learning rate (trainer path)")
     p.add_argument("--s0", type=int, default=1200)
@@ -267,6 +273,7 @@ def main() -> None:
         + ("gated" if args.seb_gated else "")
         + (f"vab+{args.seb_parts}" if args.seb_parts else "")
         + ("" if args.seb_heads == 4 else f"h{args.seb_heads}")
+        + ("" if args.seb_bias == "gaussian" else args.seb_bias)
         + f"_{args.template}"
         + f"_itdm{args.itdm:g}"
         + (f"{args.itdm_source[0]}" if args.itdm else "")
@@ -660,6 +667,7 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
         projector_hidden_act="gelu",
         tie_word_embeddings=False,
         seb_num_heads=args.seb_heads,
+        seb_attention_bias=args.seb_bias,
         seb_hidden_size=64,
         seb_num_layers=1,
         seb_query_source=args.seb_query_source,
