@@ -14,7 +14,7 @@ from modeling_mage import (
     MageIntelligentAlignmentNetwork,
     build_projector,
 )
-from modeling_mage.ian import grid_locality_bias
+from modeling_mage.ian import MageCrossAttentionBlock, grid_cell_mask, grid_locality_bias
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +163,38 @@ def test_seb_locality_bias_reads_the_patches_under_each_query_and_survives_save_
     plain = MageForConditionalGeneration.from_pretrained(tmp_path, seb_attention_bias="none")
     assert plain.model.multi_modal_projector.seb.attention_bias is None
     assert not torch.allclose(plain.model.multi_modal_projector(features, pixels), tokens)
+
+
+def test_grid_cell_mask_by_hand():
+    # Q = N_p: each query reads its own patch only.
+    mask = grid_cell_mask(3, 3, 2)
+    assert mask.shape == (2, 9, 9)
+    assert torch.equal(mask[0] == 0, torch.eye(9, dtype=torch.bool)) and torch.equal(mask[1], mask[0])
+    # 2 × 2 queries over 4 × 4 patches: query 1 (top right) reads patches (0, 2), (0, 3), (1, 2), (1, 3).
+    assert (grid_cell_mask(2, 4, 1)[0, 1] == 0).nonzero().flatten().tolist() == [2, 3, 6, 7]
+    # 3 × 3 queries over 4 × 4 patches (cells 4/3 patches wide): every patch belongs to exactly one cell.
+    inside = grid_cell_mask(3, 4, 1)[0] == 0
+    assert inside.sum(0).tolist() == [1] * 16 and inside.any(1).all()
+
+
+def test_seb_cell_mask_keeps_each_query_to_its_cell(tokenizer, tmp_path):
+    config = tiny_config(tokenizer, num_query_tokens=4, seb_attention_bias="cell")  # 4 × 4 patches, 2 × 2 queries
+    block = MageCrossAttentionBlock(config).eval()
+    mask = grid_cell_mask(2, 4, config.seb_num_heads)[None]
+    queries, context = torch.randn(1, 4, 128), torch.randn(1, 16, 128)
+    changed = context.clone()
+    changed[:, [2, 3, 6, 7]] = torch.randn(1, 4, 128)  # the patches of query 1's cell only
+    before, after = block(queries, context, mask), block(queries, changed, mask)
+    assert torch.equal(before[:, [0, 2, 3]], after[:, [0, 2, 3]])
+    assert not torch.allclose(before[:, 1], after[:, 1])
+    model = MageForConditionalGeneration(config)
+    features, pixels = torch.randn(2, 16, 64), torch.randn(2, 3, 64, 64)
+    tokens = model.model.multi_modal_projector(features, pixels)
+    assert torch.isfinite(tokens).all()
+    model.save_pretrained(tmp_path)
+    reloaded = MageForConditionalGeneration.from_pretrained(tmp_path)
+    assert reloaded.config.seb_attention_bias == "cell"
+    assert torch.equal(reloaded.model.multi_modal_projector(features, pixels), tokens)
 
 
 def test_seb_locality_bias_gives_a_kept_cls_token_no_bias(tokenizer):
