@@ -160,7 +160,7 @@ def _q_position(rng, scene, d):
 
 
 def existence_question(rng, scene, d, near_negatives: bool = False) -> tuple[str, str]:
-    """"Is there a <colour> <shape> in the image?" with "Yes" half the time. With `near_negatives` an absent object
+    """ "Is there a <colour> <shape> in the image?" with "Yes" half the time. With `near_negatives` an absent object
     shares its shape or colour with a present one when the scene allows (POPE's popular/adversarial negatives)."""
     present = {(o["shape"], o["colour"]) for o in scene["objects"]}
     if rng.random() < 0.5:
@@ -313,14 +313,14 @@ assert tuple(QUESTION_TYPES) == QUESTION_TYPE_NAMES, "keep shapeworld.world.QUES
 
 
 def instruction_turns(
-    rng: random.Random, scene: dict, difficulty: Difficulty, max_turns: int = 4
+    rng: random.Random, scene: dict, difficulty: Difficulty, max_turns: int | None = None
 ) -> list[tuple[str, str]]:
-    """1–`max_turns` distinct (question, answer) pairs about `scene`; short-answer questions get LLaVA's suffix half
+    """1–`max_turns` (default `difficulty.max_turns`) distinct (question, answer) pairs about `scene`; short-answer questions get LLaVA's suffix half
     of the time, so the model learns both the plain and the benchmark style. A question type listed k times in
     `difficulty.question_types` is asked k times as often."""
     kinds = list(difficulty.question_types or QUESTION_TYPES)
     rng.shuffle(kinds)
-    wanted = rng.randint(1, max_turns)
+    wanted = rng.randint(1, difficulty.max_turns if max_turns is None else max_turns)
     turns, asked = [], set()
     for kind in kinds:
         made = QUESTION_TYPES[kind](rng, scene, difficulty)

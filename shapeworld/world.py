@@ -78,7 +78,7 @@ class Difficulty:
     chance that a scene carries a written word (OCR questions); `distractors` is the number of neutral grey marks
     drawn on the background (never mentioned); `jitter` moves objects inside their cell (fraction of a cell);
     `question_types` restricts the stage-2 question types (None = all of `QUESTION_TYPE_NAMES`); a type listed k
-    times is asked k times as often.
+    times is asked k times as often; a stage-2 row asks 1–`max_turns` questions (1: one question per row).
     """
 
     min_objects: int = 1
@@ -90,6 +90,7 @@ class Difficulty:
     distractors: int = 0
     jitter: float = 0.1
     question_types: tuple[str, ...] | None = None
+    max_turns: int = 4
 
     def __post_init__(self) -> None:
         if self.question_types is not None:
@@ -118,6 +119,8 @@ class Difficulty:
             raise ShapeWorldError(f"label_prob must be in [0, 1], got {self.label_prob}")
         if self.distractors < 0:
             raise ShapeWorldError(f"distractors must be >= 0, got {self.distractors}")
+        if not 1 <= self.max_turns <= len(QUESTION_TYPE_NAMES):
+            raise ShapeWorldError(f"max_turns must be in 1..{len(QUESTION_TYPE_NAMES)}, got {self.max_turns}")
         if not 0.0 <= self.jitter <= 0.2:
             raise ShapeWorldError(f"jitter must be in [0, 0.2] (fraction of a cell), got {self.jitter}")
 

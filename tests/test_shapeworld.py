@@ -156,6 +156,21 @@ def test_text_corpus_covers_every_generated_word():
             assert not missing, (text, missing)
 
 
+def test_max_turns_sets_the_questions_per_stage2_row():
+    one = Difficulty(max_turns=1)
+    rows = [
+        instruction_turns(item_rng(2, "turns", i), sample_scene(item_rng(3, "turns", i), one, f"s{i}"), one)
+        for i in range(40)
+    ]
+    assert all(len(turns) == 1 for turns in rows)
+    many = Difficulty()
+    counts = {
+        len(instruction_turns(item_rng(2, "turns", i), sample_scene(item_rng(3, "turns", i), many, f"s{i}"), many))
+        for i in range(40)
+    }
+    assert max(counts) > 1
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
@@ -168,6 +183,7 @@ def test_text_corpus_covers_every_generated_word():
         (lambda p: write_llava_split(p, "test", 1, 0), "unknown split 'test'; choose one of ['train', 'eval']"),
         (lambda p: write_tool_dialogues(os.path.join(p, "x.json"), "dev", 1, 0), "unknown split 'dev'"),
         (lambda p: Difficulty(min_objects=3, max_objects=2), "min_objects <= max_objects"),
+        (lambda p: Difficulty(max_turns=0), "max_turns must be in 1.."),
     ],
 )
 def test_bad_arguments_give_clear_errors(tmp_path, call, message):
