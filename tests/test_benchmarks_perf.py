@@ -39,7 +39,8 @@ def _counted_flops(fn) -> int:
 
 @pytest.fixture(scope="module")
 def tiny_pair():
-    from benchmarks.perf import RunSettings, build_model
+    from benchmarks.perf.models import build_model
+    from benchmarks.perf.settings import RunSettings
 
     shapes, settings = SHAPES["tiny"], RunSettings()
     models = [build_model(shapes, spec, settings) for spec in (ModelSpec("llava"), ModelSpec("ian", 4))]
@@ -51,7 +52,8 @@ def tiny_pair():
 def test_flop_model_matches_torch_flop_counter_part_by_part(tiny_pair):
     """Tower, both projectors and the LM: the formulas equal what torch counts (the LM's attention is counted
     full by torch, causal-halved by the model: added back here)."""
-    from benchmarks.perf import RunSettings, make_batch
+    from benchmarks.perf.models import make_batch
+    from benchmarks.perf.settings import RunSettings
 
     shapes, settings, llava, mage = tiny_pair
     pixels = torch.randn(1, 3, shapes.image_size, shapes.image_size)
@@ -73,10 +75,35 @@ def test_flop_model_matches_torch_flop_counter_part_by_part(tiny_pair):
 
 
 _NO_TRAFFIC = {  # views and allocations move no data; matmul-class kernels are in the FLOP part of the model
-    "t", "view", "_unsafe_view", "transpose", "slice", "unsqueeze", "squeeze", "expand", "alias", "detach", "select",
-    "unbind", "lift_fresh", "_local_scalar_dense", "as_strided", "permute", "_reshape_alias", "split", "empty",
-    "empty_like", "new_empty_strided", "new_empty", "arange", "mm", "addmm", "bmm", "convolution",
-    "convolution_backward", "_scaled_dot_product_flash_attention_for_cpu",
+    "t",
+    "view",
+    "_unsafe_view",
+    "transpose",
+    "slice",
+    "unsqueeze",
+    "squeeze",
+    "expand",
+    "alias",
+    "detach",
+    "select",
+    "unbind",
+    "lift_fresh",
+    "_local_scalar_dense",
+    "as_strided",
+    "permute",
+    "_reshape_alias",
+    "split",
+    "empty",
+    "empty_like",
+    "new_empty_strided",
+    "new_empty",
+    "arange",
+    "mm",
+    "addmm",
+    "bmm",
+    "convolution",
+    "convolution_backward",
+    "_scaled_dot_product_flash_attention_for_cpu",
     "_scaled_dot_product_flash_attention_for_cpu_backward",
 }
 
@@ -113,15 +140,18 @@ def _counted_traffic(fn) -> int:
 
 
 @pytest.mark.parametrize("stage", [1, 2])
-@pytest.mark.parametrize("spec", [ModelSpec("llava"), ModelSpec("ian", 4), ModelSpec("ian", 16)],
-                         ids=["llava", "mage4", "mage16"])
+@pytest.mark.parametrize(
+    "spec", [ModelSpec("llava"), ModelSpec("ian", 4), ModelSpec("ian", 16)], ids=["llava", "mage4", "mage16"]
+)
 def test_elementwise_traffic_matches_a_dispatch_trace(spec, stage):
     """The element-wise part of the model (norms, activations, RoPE, residual adds, copies, scatter, loss) moves as
     many elements as the kernels PyTorch really runs in a training forward + backward (SDPA, as benchmarked)."""
     import dataclasses
 
     from benchmarks.flops import Elementwise, train_step_elementwise
-    from benchmarks.perf import RunSettings, build_model, loss_of, make_batch, set_stage
+    from benchmarks.perf.models import build_model, make_batch, set_stage
+    from benchmarks.perf.settings import RunSettings
+    from benchmarks.perf.timing import loss_of
 
     shapes = dataclasses.replace(SHAPES["tiny"], batch_size=1)
     model = build_model(shapes, spec, RunSettings())
@@ -160,7 +190,9 @@ def test_predicted_ratios_follow_the_token_counts():
     assert llava2["lm"] / lm_flops(small, 256 + small.stage2_text_tokens) == pytest.approx(3.0)
     assert llava1["lm"] / lm_flops(small, 256 + small.stage1_text_tokens) == pytest.approx(2.0)
     seven = predict(SHAPES["7b"], 144)
-    assert 1.5 < seven.stage2_speedup < 3.0 and seven.kv_cache_ratio == pytest.approx((144 + 64 + 128) / (576 + 64 + 128))
+    assert 1.5 < seven.stage2_speedup < 3.0 and seven.kv_cache_ratio == pytest.approx(
+        (144 + 64 + 128) / (576 + 64 + 128)
+    )
     assert relative_error(1.1, 1.0) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="stage"):
         train_step_flops(small, ModelSpec("llava"), 3)
@@ -169,8 +201,22 @@ def test_predicted_ratios_follow_the_token_counts():
 def test_quick_run_writes_every_measurement(tmp_path):
     output = tmp_path / "perf_tiny.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    command = [sys.executable, "-m", "benchmarks.perf", "--shapes", "tiny", "--device", "cpu", "--quick",
-               "--compile-backend", "eager", "--threads", "1", "--output", str(output)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.perf",
+        "--shapes",
+        "tiny",
+        "--device",
+        "cpu",
+        "--quick",
+        "--compile-backend",
+        "eager",
+        "--threads",
+        "1",
+        "--output",
+        str(output),
+    ]
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(output.read_text())
@@ -189,7 +235,8 @@ def test_quick_run_writes_every_measurement(tmp_path):
     assert 0 < share["share"] < 1 and 0 < share["forward_share_profiler"] < 1
     assert 0 < share["forward_s"] < share["step_s"] and 0 < share["backward_s"] < share["step_s"]
     assert {"vision_tower", "projector", "language_model", "ian.vab", "ian.query_cnn", "ian.seb_layer0"} == set(
-        share["profiler_forward_s"])
+        share["profiler_forward_s"]
+    )
     assert share["top_ops"]
     assert all(v["latency_ms"] > 0 for v in results["prefill"].values())
     for bs in ("bs1", "bs2"):
@@ -224,8 +271,16 @@ def test_quick_run_writes_every_measurement(tmp_path):
     assert {"gemm", "attention", "other"} <= set(share["profiler_self_s_by_class"])
 
     table = output.with_suffix(".md").read_text()
-    for needle in ("| stage2 samples/s |", "×)", "prefill latency", "static cache + compile",
-                   "QLORA peak RSS MiB", "Data pipeline", "Analytical model vs measurement", "Predictions"):
+    for needle in (
+        "| stage2 samples/s |",
+        "×)",
+        "prefill latency",
+        "static cache + compile",
+        "QLORA peak RSS MiB",
+        "Data pipeline",
+        "Analytical model vs measurement",
+        "Predictions",
+    ):
         assert needle in table, needle
 
 
