@@ -57,7 +57,7 @@ class MageQueryCNN(nn.Module):
     `"pixels"`: a patchifying convolution (kernel = stride = the tower's patch size) on `pixel_values (B, 3, H, W)`;
     `"features"`: a 1×1 convolution on the vision feature grid `(B, D_v, g, g)`. Then a residual depth-wise 3×3
     convolution (spatial mixing; the channels are mixed by the stem and the out-projection, as in a depth-wise
-    separable block: a full 3×3 convolution cost 6× the rest of the CNN in a training step, benchmarks/perf.py),
+    separable block: a full 3×3 convolution cost 6× the rest of the CNN in a training step, benchmarks/perf/),
     adaptive average pooling to `√Q × √Q` (learnable convolutions instead of fixed pooling, paper §3.1) and a linear
     map to the LM width. Output `(B, Q, D_l)`.
     """
