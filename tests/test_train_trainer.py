@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.api import ModelError, train, training_arguments
+from training.api import train, training_arguments
+from training.checkpoint import ModelError
 from training.collator import MageDataCollator
 from training.data import build_dataset
 from training.fixtures import VOCABULARY, torch_threads, write_tiny_llava_dataset

@@ -14,32 +14,12 @@ import shutil
 import warnings
 from pathlib import Path
 
+from .checkpoint import ModelError, check_mage_checkpoint
 from .recipes import Recipe
 
 logger = logging.getLogger(__name__)
 REPORT_FILE = "training_report.json"
 RECIPE_FILE = "mage_recipe.json"  # written into every checkpoint; compared on --resume
-
-
-class ModelError(ValueError):
-    """The model folder cannot be trained (not a MAGE checkpoint, incompatible options)."""
-
-
-def check_mage_checkpoint(model_path: str | os.PathLike) -> dict:
-    """The checkpoint's config.json as a dict; raises `ModelError` when `model_path` is not a MAGE folder."""
-    path = Path(model_path)
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise ModelError(f"{path} is not a MAGE checkpoint: no config.json (build one with `mage convert`).")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    if config.get("model_type") != "mage":
-        raise ModelError(
-            f"{path} is not a MAGE checkpoint: config.json has model_type={config.get('model_type')!r}, expected "
-            "'mage' (build one from a vision tower + LLM with `mage convert`)."
-        )
-    if not (path / "tokenizer_config.json").is_file():
-        raise ModelError(f"{path} has no processor files (tokenizer_config.json); save the MageProcessor there too.")
-    return config
 
 
 def load_model_and_processor(model_path: str | os.PathLike, recipe: Recipe, mode: str = "full"):
@@ -354,4 +334,4 @@ def write_report(output_dir: Path, recipe: Recipe, trainer, dataset, trainable: 
     return path
 
 
-__all__ = ["train", "load_model_and_processor", "training_arguments", "check_mage_checkpoint", "ModelError"]
+__all__ = ["train", "load_model_and_processor", "training_arguments"]

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .checkpoint import ModelError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .api import ModelError, train
+    from .api import train
     from .data import DataError
     from .recipes import RecipeError, load_recipe
 

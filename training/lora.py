@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import check_mage_checkpoint
+
 LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 LORA_MODULES_TO_SAVE = ["multi_modal_projector"]
 
@@ -93,8 +95,6 @@ def merge_lora(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike,
             raise FileNotFoundError(
                 f"The adapter names base model {base_model!r}, which is not a local folder; pass --base PATH."
             )
-    from .api import check_mage_checkpoint
-
     check_mage_checkpoint(base_model)
     model = MageForConditionalGeneration.from_pretrained(base_model, dtype=torch.float32)
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .checkpoint import ModelError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -19,7 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .api import ModelError
     from .lora import merge_lora
 
     try:
