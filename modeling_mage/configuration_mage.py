@@ -18,6 +18,7 @@ QUERY_PROJECTOR_TYPES = ("ian", "resampler", "c_abstractor", "sa_perceiver")
 FEATURE_SELECT_STRATEGIES = ("default", "full")
 SEB_QUERY_SOURCES = ("pixels", "features")
 SEB_ATTENTION_BIASES = ("gaussian", "cell", "none")
+SEB_RESIDUALS = ("vab", "queries")
 ITDM_TEXT_SOURCES = ("hidden", "embeddings")
 ITDM_REDUCTIONS = ("mean", "sum")
 
@@ -92,6 +93,11 @@ class MageConfig(PretrainedConfig):
             query grid (a learned pooling per cell; with as many queries as patches, one patch per query). `"none"` is
             plain content attention, the behaviour of checkpoints written before this option existed
             (docs/DECISIONS.md).
+        seb_residual (`str`, *optional*, defaults to `"queries"`):
+            The SEB's residual stream: `"queries"`, the CNN queries (+ positions), to which the cross-attention and
+            the MLP add; `"vab"`, the VAB output average-pooled onto the query grid, with the CNN queries (+ positions)
+            added to the attention's query input only (they choose which patches each query reads, the tokens keep
+            the VAB's aligned features).
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the projector MLPs.
         itdm_weight (`float`, *optional*, defaults to 1.0):
@@ -134,6 +140,7 @@ class MageConfig(PretrainedConfig):
         vab_depth: int = 2,
         seb_output_norm: bool = False,
         seb_attention_bias: str = "gaussian",
+        seb_residual: str = "queries",
         projector_hidden_act: str = "gelu",
         itdm_weight: float = 1.0,
         itdm_text_source: str = "hidden",
@@ -156,6 +163,7 @@ class MageConfig(PretrainedConfig):
         self.vab_depth = vab_depth
         self.seb_output_norm = seb_output_norm
         self.seb_attention_bias = seb_attention_bias
+        self.seb_residual = seb_residual
         self.projector_hidden_act = projector_hidden_act
         self.itdm_weight = itdm_weight
         self.itdm_text_source = itdm_text_source
@@ -190,6 +198,8 @@ class MageConfig(PretrainedConfig):
             raise _choice_error("seb_query_source", self.seb_query_source, SEB_QUERY_SOURCES)
         if self.seb_attention_bias not in SEB_ATTENTION_BIASES:
             raise _choice_error("seb_attention_bias", self.seb_attention_bias, SEB_ATTENTION_BIASES)
+        if self.seb_residual not in SEB_RESIDUALS:
+            raise _choice_error("seb_residual", self.seb_residual, SEB_RESIDUALS)
         if self.itdm_text_source not in ITDM_TEXT_SOURCES:
             raise _choice_error("itdm_text_source", self.itdm_text_source, ITDM_TEXT_SOURCES)
         if self.itdm_reduction not in ITDM_REDUCTIONS:

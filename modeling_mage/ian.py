@@ -143,10 +143,17 @@ class MageCrossAttentionBlock(nn.Module):
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(
-        self, queries: torch.Tensor, context: torch.Tensor, attention_bias: torch.Tensor | None = None
+        self,
+        queries: torch.Tensor,
+        context: torch.Tensor,
+        attention_bias: torch.Tensor | None = None,
+        query_embed: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`attention_bias`: `None` or an additive bias broadcastable to `(B, heads, Q, N_p)`."""
-        normed_queries, normed_context = self.query_norm(queries), self.context_norm(context)
+        """`attention_bias`: `None` or an additive bias broadcastable to `(B, heads, Q, N_p)`. `query_embed`
+        (`(B, Q, D)`, optional): added to the queries in the attention's query input only, not to the residual stream
+        (as DETR adds its query positions)."""
+        attention_queries = queries if query_embed is None else queries + query_embed
+        normed_queries, normed_context = self.query_norm(attention_queries), self.context_norm(context)
         attended = F.scaled_dot_product_attention(
             self._heads(self.q_proj(normed_queries)),
             self._heads(self.k_proj(normed_context)),
@@ -160,7 +167,9 @@ class MageCrossAttentionBlock(nn.Module):
 
 class MageSemanticEnhancementBlock(nn.Module):
     """SEB: CNN queries (+ learnable 2-D position embedding) cross-attend to the VAB output (then a LayerNorm only
-    when `config.seb_output_norm`). With `config.seb_attention_bias="gaussian"` each head's attention logits get a
+    when `config.seb_output_norm`). The residual stream the attention and MLP add to is set by `config.seb_residual`:
+    `"queries"` the CNN queries themselves; `"vab"` the VAB output average-pooled onto the `√Q × √Q` query grid, with
+    the CNN queries (+ positions) steering the attention only. With `config.seb_attention_bias="gaussian"` each head's attention logits get a
     fixed locality bias (`grid_locality_bias`); with `"cell"` each query reads only the patches inside its cell of the
     query grid (`grid_cell_mask`). Neither is learned or saved.
 
@@ -176,6 +185,9 @@ class MageSemanticEnhancementBlock(nn.Module):
         super().__init__()
         hidden = config.text_config.hidden_size
         self.query_cnn = MageQueryCNN(config)
+        self.residual = config.seb_residual
+        self.grid_size = math.isqrt(config.num_query_tokens)
+        self.num_patches = config.num_patches
         self.position_embedding = nn.Parameter(torch.zeros(1, config.num_query_tokens, hidden))
         self.layers = nn.ModuleList(MageCrossAttentionBlock(config) for _ in range(config.seb_num_layers))
         # The keys carry only the tower's weak position signal and the projections start near zero, so without a
@@ -207,14 +219,21 @@ class MageSemanticEnhancementBlock(nn.Module):
     ) -> torch.Tensor:
         queries = self.query_cnn(pixel_values, feature_grid).to(aligned.dtype)
         queries = queries + self.position_embedding.to(aligned.dtype)
+        stream, query_embed = queries, None
+        if self.residual == "vab":
+            patches = aligned[:, -self.num_patches :]  # a kept CLS token is not on the grid
+            batch, count, width = patches.shape
+            side = math.isqrt(count)
+            grid = F.adaptive_avg_pool2d(patches.transpose(1, 2).reshape(batch, width, side, side), self.grid_size)
+            stream, query_embed = grid.flatten(2).transpose(1, 2), queries
         bias = self.attention_bias
         if bias is not None:
             bias = bias.to(aligned.dtype)[None]  # 4-D: CPU SDPA keeps its flash kernel (a 3-D mask ran the math path)
             extra = aligned.shape[1] - bias.shape[-1]  # a kept CLS token (strategy "full") gets no bias
             bias = F.pad(bias, (extra, 0)) if extra else bias
         for layer in self.layers:
-            queries = layer(queries, aligned, bias)
-        return self.final_norm(queries)
+            stream = layer(stream, aligned, bias, query_embed)
+        return self.final_norm(stream)
 
 
 @register_projector("ian", query_based=True)

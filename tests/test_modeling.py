@@ -197,6 +197,23 @@ def test_seb_cell_mask_keeps_each_query_to_its_cell(tokenizer, tmp_path):
     assert torch.equal(reloaded.model.multi_modal_projector(features, pixels), tokens)
 
 
+@pytest.mark.parametrize("strategy", ["default", "full"])
+def test_seb_residual_stream_is_the_pooled_vab_or_the_queries(tokenizer, strategy):
+    config = tiny_config(tokenizer, num_query_tokens=4, seb_residual="vab")  # 4 × 4 patches, 2 × 2 queries
+    config.vision_feature_select_strategy = strategy
+    ian = MageIntelligentAlignmentNetwork(config).eval()
+    for layer in ian.seb.layers:  # the attention and MLP branches add nothing: the output is the residual stream
+        torch.nn.init.zeros_(layer.o_proj.weight), torch.nn.init.zeros_(layer.o_proj.bias)
+        torch.nn.init.zeros_(layer.fc2.weight), torch.nn.init.zeros_(layer.fc2.bias)
+    features, pixels = torch.randn(2, 17 if strategy == "full" else 16, 64), torch.randn(2, 3, 64, 64)
+    aligned = ian.vab(features)[:, -16:]
+    pooled = aligned.view(2, 2, 2, 2, 2, 128).mean(dim=(2, 4)).reshape(2, 4, 128)  # (B, row, r, col, c, D) cells
+    assert torch.allclose(ian(features, pixels), pooled, atol=1e-6)
+    ian.seb.residual = "queries"
+    queries = ian.seb.query_cnn(pixels, None) + ian.seb.position_embedding
+    assert torch.allclose(ian(features, pixels), queries, atol=1e-6)
+
+
 def test_seb_locality_bias_gives_a_kept_cls_token_no_bias(tokenizer):
     config = tiny_config(tokenizer, num_query_tokens=4)
     config.vision_feature_select_strategy, config.seb_query_source = "full", "features"
