@@ -174,6 +174,8 @@ def _train_stage(stage: int, model_dir: Path, out_dir: Path, rows: Path, cell: C
     from training.api import REPORT_FILE, train
     from training.recipes import load_recipe
 
+    from . import recipe as _alignment_recipe  # noqa: F401 - registers alignment_objective="sea" with training/
+
     steps = args.stage1_steps if stage == 1 else args.stage2_steps
     overrides = {"max_steps": steps, "seed": cell.seed, "itdm_weight": 1.0 if "itdm" in cell.objective else 0.0,
                  "per_device_train_batch_size": args.batch_size, "save_steps": 10**9,

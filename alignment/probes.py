@@ -149,10 +149,10 @@ def reconstruction_probe(data: Path, steps: int = 150, ae_steps: int = 300, seed
     from training.api import load_model_and_processor, training_arguments
     from training.collator import MageDataCollator
     from training.data import build_dataset
+    from training.objectives import AlignedMageTrainer
     from training.recipes import load_recipe
 
     from .cognition import load_images
-    from .objective import AlignedMageTrainer
     from .vlsa import TinyAutoencoder, TinyDenoiser, VLSAReconstructionObjective, reconstruction_loss, train_autoencoder
 
     torch.manual_seed(seed)

@@ -1,12 +1,14 @@
-"""Alignment objectives from a training recipe: what `training.api.train` (hence `mage train` and `mage ablate`) adds
-when `recipe.alignment_objective != "none"`.
+"""SEA from a training recipe: what `training.api.train` (hence `mage train` and `mage ablate`) adds when
+`recipe.alignment_objective == "sea"`.
 
     mage train --recipe stage1_tiny --model M --data train/stage1_captions.json --output-dir OUT \
         --set alignment_objective=sea [--set sea_weight=0.5]
 
-`alignment_trainer_parts(recipe, model, processor, dataset, data_path, collator)` returns the trainer class
-(`AlignedMageTrainer`), the collator (`SEALabelCollator` around the given one) and the trainer's extra keyword
-arguments (`objectives={"sea": (sea_weight, SEAObjective(...))}`). ITDM stays as `itdm_weight` says.
+Importing this module registers `sea_objective_parts` with training/ under the name "sea"
+(`training.recipes.register_alignment_objective`; `mage train` and `mage ablate` import it). For a recipe naming
+"sea", `train()` calls it with `(recipe, model, processor, dataset, data_path, collator)`; it returns the collator
+(`SEALabelCollator` around the given one) and the objectives (`{"sea": (sea_weight, SEAObjective(...))}`) that
+`train()` hands to `training.objectives.AlignedMageTrainer`. ITDM stays as `itdm_weight` says.
 
 Patch labels (`sea_label_source`):
 
@@ -22,7 +24,7 @@ Both label sources work lazily: a row is labelled when a batch first holds it, t
 grid of the tokens SEA is applied to: the projector's tokens (`sea_apply_to="tokens"`: √Q×√Q for query projectors,
 the patch grid for `linear`/`mlp2x_gelu`) or the IAN's VAB output (`"vab"`: the patch grid).
 
-training/ imports this module inside `train()` only: alignment/ imports training/ at import time, not the reverse.
+alignment/ imports training/, never the reverse: training/ reaches SEA only through the registered builder.
 """
 
 from __future__ import annotations
@@ -36,7 +38,17 @@ from pathlib import Path
 
 import torch
 
-from training.recipes import Recipe, RecipeError
+from training.recipes import Recipe, RecipeError, register_alignment_objective
+
+from .sea import (
+    NO_LABEL,
+    ClipPatchLabeller,
+    SEALabelCollator,
+    SEAObjective,
+    shapeworld_patch_labels,
+    shapeworld_words,
+    tokenize_words,
+)
 
 SCENES_FILE = "scenes.jsonl"  # ShapeWorld ground truth: {"image": relative path, "scene": {...}} per line
 
@@ -81,8 +93,6 @@ def read_scenes(folders: Sequence[str | os.PathLike]) -> dict[str, dict]:
 
 
 def _pad(ids: torch.Tensor, scores: torch.Tensor, top_n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from .sea import NO_LABEL
-
     missing = top_n - ids.shape[-1]
     if missing > 0:
         ids = torch.cat([ids, torch.full((*ids.shape[:-1], missing), NO_LABEL, dtype=ids.dtype)], -1)
@@ -107,8 +117,6 @@ class ShapeWorldRowLabels:
                 return None
             from PIL import Image
 
-            from .sea import shapeworld_patch_labels
-
             with Image.open(path) as image:  # the header only: render the masks at the image's own size
                 size = image.size[0]
             self._cache[row_id] = shapeworld_patch_labels(scene, self.grid, self.words, size, self.top_n)
@@ -121,8 +129,6 @@ class ClipRowLabels:
 
     def __init__(self, images: dict[str, str], clip_path: str, words: Sequence[str], grid: int, top_n: int):
         from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
-
-        from .sea import ClipPatchLabeller
 
         self.images, self.grid, self.top_n = images, grid, top_n
         self.image_processor = AutoImageProcessor.from_pretrained(clip_path)
@@ -158,8 +164,6 @@ def read_word_list(path: str | os.PathLike) -> list[str]:
 
 def sea_row_labels(recipe: Recipe, dataset, data_path: str | os.PathLike, grid: int):
     """The label source of `recipe` for the image rows of `dataset`: `(labels with .get(row_id), word list, source)`."""
-    from .sea import shapeworld_words
-
     images = {row_id: image for row_id, image in zip(dataset.rows["id"], dataset.rows["image"]) if image is not None}
     source = recipe.sea_label_source
     if source in ("auto", "shapeworld"):
@@ -186,17 +190,8 @@ def sea_row_labels(recipe: Recipe, dataset, data_path: str | os.PathLike, grid: 
     return ClipRowLabels(images, recipe.sea_clip_model, words, grid, recipe.sea_top_n), words, "clip"
 
 
-def alignment_trainer_parts(recipe: Recipe, model, processor, dataset, data_path: str | os.PathLike, collator):
-    """`(trainer_class, collator, trainer_kwargs)` for `recipe.alignment_objective` (see the module docstring)."""
-    from training.trainer import MageTrainer
-
-    from .objective import AlignedMageTrainer, SEALabelCollator
-    from .sea import SEAObjective, tokenize_words
-
-    if recipe.alignment_objective == "none":
-        return MageTrainer, collator, {}
-    if recipe.alignment_objective != "sea":
-        raise RecipeError(f"alignment_objective={recipe.alignment_objective!r}: expected 'none' or 'sea'.")
+def sea_objective_parts(recipe: Recipe, model, processor, dataset, data_path: str | os.PathLike, collator):
+    """`(collator, objectives)` for `alignment_objective="sea"` (see the module docstring); registered below."""
     grid = sea_label_grid(model.config, recipe.sea_apply_to)
     if grid % recipe.sea_window:
         raise RecipeError(
@@ -220,11 +215,13 @@ def alignment_trainer_parts(recipe: Recipe, model, processor, dataset, data_path
     objective = SEAObjective(word_ids, word_mask, temperature=recipe.sea_temperature, window=recipe.sea_window,
                              apply_to=recipe.sea_apply_to)  # fmt: skip
     collator = SEALabelCollator(collator, labels, grid, recipe.sea_top_n)
-    return AlignedMageTrainer, collator, {"objectives": {"sea": (recipe.sea_weight, objective)}}
+    return collator, {"sea": (recipe.sea_weight, objective)}
 
+
+register_alignment_objective("sea", sea_objective_parts)
 
 __all__ = [
-    "alignment_trainer_parts",
+    "sea_objective_parts",
     "sea_label_grid",
     "sea_row_labels",
     "read_scenes",

@@ -10,6 +10,7 @@ Pure tensor functions (Eqs. 6–9), the two patch labellers and the objective:
 * `sea_label_probabilities` (Eq. 7), `sea_sample_pairs` (localized k×k sampling + similarity-weighted draw + batch
   de-duplication, §4.2), `sea_word_features` (Eq. 8), `sea_contrastive_loss` (Eq. 9).
 * `SEAObjective` — `(model, inputs, outputs) -> (loss, logs)`, with the learnable temperature (`logit_scale`).
+* `SEALabelCollator` — adds each image row's SEA labels to the batch of `MageDataCollator`.
 """
 
 from __future__ import annotations
@@ -347,6 +348,41 @@ def _projector_of(model: nn.Module) -> nn.Module:
     return model.multi_modal_projector
 
 
+# ------------------------------------------------------------------------------------------------------- collator
+class SEALabelCollator:
+    """`MageDataCollator` + SEA labels: `labels[row_id] = (ids (g, g, n) long, scores (g, g, n) float)`, added to the
+    batch as `sea_label_ids`/`sea_label_scores` (one row per image, in batch order) for `SEAObjective`.
+
+    Image rows without labels get all `NO_LABEL` (no pairs) and are counted in `missing`. `objective_keys` tells
+    `training.objectives.AlignedMageTrainer` to take these keys out of the batch before the model's forward.
+    """
+
+    objective_keys = SEA_KEYS
+
+    def __init__(self, base, labels: dict[str, tuple[torch.Tensor, torch.Tensor]], grid: int, top_n: int):
+        self.base, self.labels, self.grid, self.top_n = base, labels, grid, top_n
+        self.missing = 0
+
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = self.base(examples)
+        image_rows = [e for e in examples if e.get("pixel_values") is not None]
+        if not image_rows:
+            return batch
+        ids, scores = [], []
+        for example in image_rows:
+            found = self.labels.get(example["id"])
+            if found is None:
+                self.missing += 1
+                found = (
+                    torch.full((self.grid, self.grid, self.top_n), NO_LABEL),
+                    torch.zeros(self.grid, self.grid, self.top_n),
+                )
+            ids.append(found[0])
+            scores.append(found[1])
+        batch["sea_label_ids"], batch["sea_label_scores"] = torch.stack(ids), torch.stack(scores)
+        return batch
+
+
 Objective = Callable[[nn.Module, dict, object], tuple[torch.Tensor, dict[str, float]]]
 
 __all__ = [
@@ -365,4 +401,5 @@ __all__ = [
     "sea_contrastive_loss",
     "tokenize_words",
     "SEAObjective",
+    "SEALabelCollator",
 ]

@@ -29,6 +29,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("mage_cli.serve", "a web chat and an OpenAI-compatible API for a checkpoint"),
 }
 
+# command -> modules imported before it runs, for what they register with the packages below them: recipes of
+# `mage train` may name an alignment objective (`--set alignment_objective=sea`), which training/ looks up in its
+# registry (`training.recipes.register_alignment_objective`) without importing alignment/, the package above it that
+# implements SEA. Imported when the command runs, not when `mage` lists its sub-commands: they load torch.
+PLUGINS: dict[str, tuple[str, ...]] = {"train": ("alignment.recipe",)}
+
 
 def _load(module_name: str):
     try:
@@ -83,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     if args._module is None:
         print(f"mage {args.command}: {args._module_name} is not part of this build yet.", file=sys.stderr)
         return 2
+    for plugin in PLUGINS.get(args.command, ()):
+        _load(plugin)
     return int(args._module.run(args) or 0)
 
 

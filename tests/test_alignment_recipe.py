@@ -1,5 +1,6 @@
 """SEA through the normal training path: recipe fields, `training.api.train` / `mage train` building the
-`AlignedMageTrainer`, and the two label sources (ShapeWorld scenes = the exact substitute, a real CLIPModel folder)."""
+`AlignedMageTrainer` through the objective alignment.recipe registers, and the two label sources (ShapeWorld scenes =
+the exact substitute, a real CLIPModel folder)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import os
 import pytest
 import torch
 
+from alignment.recipe import ClipRowLabels, ShapeWorldRowLabels, read_scenes  # importing it registers "sea"
+from alignment.sea import SEALabelCollator
 from training.fixtures import torch_threads
+from training.objectives import AlignedMageTrainer
 from training.recipes import RecipeError, load_recipe
 
 
@@ -50,8 +54,6 @@ def _recipe(**overrides):
 
 
 def _spy_trainer(monkeypatch):
-    from alignment.objective import AlignedMageTrainer
-
     seen = []
     original = AlignedMageTrainer.train
 
@@ -90,9 +92,29 @@ def test_mage_train_refuses_sea_outside_stage_1(capsys, tmp_path):
     assert "alignment_objective='sea'" in err and "stage=2" in err
 
 
+def test_mage_train_with_sea_in_a_fresh_process(shapeworld, tmp_path):
+    """`mage train` registers SEA itself (training/ never imports alignment/): nothing imported it before."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model_dir = _tiny_model(tmp_path / "init")
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    argv = ["train", "--recipe", "stage1_tiny", "--model", str(model_dir), "--data", str(shapeworld), "--output-dir",
+            str(tmp_path / "out"), "--no-progress", "--set", "alignment_objective=sea", "--set", "sea_window=1",
+            "--set", "max_steps=1", "--set", "per_device_train_batch_size=4", "--set", "save_steps=10",
+            "--set", "logging_steps=1"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "mage_cli.main", *argv], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert any(line.startswith("SEA  ") for line in done.stdout.splitlines()), done.stdout
+    report = json.loads((tmp_path / "out" / "training_report.json").read_text())
+    assert report["recipe"]["alignment_objective"] == "sea" and math.isfinite(report["last_log"]["sea_loss"])
+
+
 # ------------------------------------------------------------------------------------------------ end to end
 def test_train_with_sea_on_shapeworld_rows_logs_finite_sea_loss(shapeworld, tmp_path, monkeypatch):
-    from alignment.objective import AlignedMageTrainer, SEALabelCollator
     from training.api import REPORT_FILE, train
 
     seen = _spy_trainer(monkeypatch)
@@ -112,7 +134,6 @@ def test_train_with_sea_on_shapeworld_rows_logs_finite_sea_loss(shapeworld, tmp_
 
 
 def test_shapeworld_row_labels_are_the_exact_scene_labels(shapeworld):
-    from alignment.recipe import ShapeWorldRowLabels, read_scenes
     from alignment.sea import shapeworld_patch_labels, shapeworld_words
 
     scenes = read_scenes([shapeworld.parent])
@@ -179,7 +200,6 @@ def _tiny_clip_folder(folder, words):
 
 
 def test_train_with_clip_labels_from_a_clip_model_folder(tmp_path, monkeypatch):
-    from alignment.recipe import ClipRowLabels
     from training.api import train
     from training.fixtures import write_tiny_llava_dataset
 

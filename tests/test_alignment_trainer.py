@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from alignment.ablate import Cell, _command, add_arguments, aggregate, markdown, plan_cells
-from alignment.objective import AlignedMageTrainer, SEALabelCollator
-from alignment.sea import NO_LABEL, SEAObjective, tokenize_words
+from alignment.sea import NO_LABEL, SEALabelCollator, SEAObjective, tokenize_words
+from training.objectives import AlignedMageTrainer
 
 WORDS = ["red", "green", "blue", "yellow", "square", "circle", "background"]
 
@@ -167,7 +167,7 @@ def test_resumed_run_refuses_other_cell_settings(tmp_path, capsys):
 def test_kill_and_resume_restores_tau_and_samples_the_same_pairs(stage1_setup, tmp_path):
     import dataclasses
 
-    from alignment.objective import AUX_FILE
+    from training.objectives import AUX_FILE
 
     model, processor, dataset, collator, base_args = stage1_setup
     initial = {k: v.clone() for k, v in model.state_dict().items()}

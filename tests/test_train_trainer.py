@@ -16,7 +16,7 @@ from training.collator import MageDataCollator
 from training.data import build_dataset
 from training.fixtures import VOCABULARY, torch_threads, write_tiny_llava_dataset
 from training.losses import itdm_loss
-from training.recipes import load_recipe
+from training.recipes import RecipeError, load_recipe
 from training.trainer import MageTrainer, count_trainable, set_trainable_for_stage
 
 
@@ -291,3 +291,57 @@ def test_stage2_from_untrained_projector_warns(tmp_path, workspace):
     with pytest.warns(UserWarning, match="projector was not trained in stage 1"):
         train(recipe("max_steps=1", "save_steps=10"), tmp_path / "fresh", workspace["data"], tmp_path / "o",
               disable_tqdm=True)
+
+
+def test_a_registered_objective_joins_the_loss(workspace, tmp_path, monkeypatch):
+    """The plug-in hook alignment/ uses for SEA: `train()` asks the builder registered for `alignment_objective` for
+    the collator and the objectives, and trains them with `AlignedMageTrainer`."""
+    from training import recipes
+    from training.objectives import AlignedMageTrainer
+
+    with pytest.raises(RecipeError, match=r"alignment_objective='norm': expected one of \['none', 'sea'"):
+        recipe("alignment_objective=norm")
+    monkeypatch.setattr(recipes, "_OBJECTIVE_BUILDERS", dict(recipes._OBJECTIVE_BUILDERS))
+    calls, seen = [], []
+
+    class Collator:
+        objective_keys = ("norm_scale",)  # taken out of the batch before the model's forward
+
+        def __init__(self, base):
+            self.base = base
+
+        def __call__(self, examples):
+            return {**self.base(examples), "norm_scale": torch.tensor(2.0)}
+
+    def objective(model, inputs, outputs):
+        seen.append(sorted(inputs))
+        return inputs["norm_scale"] * outputs.image_hidden_states.pow(2).mean(), {"norm_calls": 1.0}
+
+    def build(run_recipe, model, processor, dataset, data_path, collator):
+        calls.append((run_recipe.alignment_objective, data_path))
+        return Collator(collator), {"norm": (0.5, objective)}
+
+    recipes.register_alignment_objective("norm", build)
+    trainers, original = [], AlignedMageTrainer.train
+
+    def spy(self, *args, **kwargs):
+        trainers.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AlignedMageTrainer, "train", spy)
+    out = train(recipe("alignment_objective=norm", "max_steps=2", "save_steps=10"), workspace["model"],
+                workspace["data"], tmp_path / "out", disable_tqdm=True)  # fmt: skip
+    assert calls == [("norm", workspace["data"])]
+    assert len(trainers) == 1 and set(trainers[0].objectives) == {"norm"}
+    assert seen and all(keys == ["norm_scale", "pixel_values"] for keys in seen)
+    last = json.loads((out / "training_report.json").read_text())["last_log"]
+    assert last["norm_calls"] == 1.0 and last["norm_loss"] > 0
+
+
+def test_an_unregistered_objective_fails_before_the_model_loads(tmp_path, monkeypatch):
+    from training import recipes
+
+    monkeypatch.setattr(recipes, "_OBJECTIVE_BUILDERS", {})  # as in a process that never imported alignment.recipe
+    sea = load_recipe("stage1_tiny", {"alignment_objective": "sea"})  # the recipe itself loads as before
+    with pytest.raises(RecipeError, match=r"alignment_objective='sea' has no registered implementation.*alignment"):
+        train(sea, tmp_path / "no-model", tmp_path / "no-data.json", tmp_path / "out")

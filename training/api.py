@@ -1,6 +1,7 @@
 """Python entry point: `train(recipe, model_path, data_path, output_dir, ...) -> Path` (used by `mage train`, the
-demo and `mage ablate`). Builds the data set, loads and freezes the model, runs `MageTrainer` (or, with
-`recipe.alignment_objective="sea"`, alignment/'s `AlignedMageTrainer` with SEA), saves a complete MAGE folder and
+demo and `mage ablate`). Builds the data set, loads and freezes the model, runs `MageTrainer` (or, when
+`recipe.alignment_objective` names one, `AlignedMageTrainer` with the objectives its registered builder returns: see
+`training.recipes.register_alignment_objective`; alignment/ registers "sea"), saves a complete MAGE folder and
 writes `training_report.json` (skips by reason and row id, trainable parameters, last ITG/ITDM/SEA) next to it.
 """
 
@@ -15,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from .checkpoint import ModelError, check_mage_checkpoint
-from .recipes import Recipe
+from .recipes import Recipe, alignment_objective_builder
 
 logger = logging.getLogger(__name__)
 REPORT_FILE = "training_report.json"
@@ -158,6 +159,7 @@ def train(
 
     from .collator import MageDataCollator
     from .data import build_dataset
+    from .objectives import AlignedMageTrainer
     from .trainer import MageTrainer, count_trainable
 
     output_dir = Path(output_dir)
@@ -178,6 +180,9 @@ def train(
             f"{output_dir} is not empty ({shown}); pass --overwrite to replace what it holds or choose another "
             "--output-dir (nothing is overwritten)."
         )
+    build_objectives = None
+    if recipe.alignment_objective != "none":  # before loading anything: an unregistered name fails at once
+        build_objectives = alignment_objective_builder(recipe.alignment_objective)
     model, processor = load_model_and_processor(model_path, recipe, mode)
     dataset = build_dataset(
         data_path,
@@ -194,11 +199,9 @@ def train(
     if resume:
         warn_on_recipe_change(Path(last_checkpoint), recipe)
     trainer_class, collator, extra = MageTrainer, MageDataCollator.from_processor(processor), {}
-    if recipe.alignment_objective != "none":
-        # lazily: alignment/ imports training/ at import time, so training/ must not import it at module level
-        from alignment.recipe import alignment_trainer_parts
-
-        trainer_class, collator, extra = alignment_trainer_parts(recipe, model, processor, dataset, data_path, collator)
+    if build_objectives is not None:
+        collator, objectives = build_objectives(recipe, model, processor, dataset, data_path, collator)
+        trainer_class, extra = AlignedMageTrainer, {"objectives": objectives}
     trainer = trainer_class(
         model=model,
         args=training_arguments(recipe, output_dir, **argument_overrides),

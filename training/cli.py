@@ -80,6 +80,7 @@ def _print_summary(output) -> None:
     if last:
         print(f"ITG  {first.get('itg_loss', float('nan')):.4f} → {last['itg_loss']:.4f}")
         print(f"ITDM {first.get('itdm_loss', float('nan')):.4f} → {last['itdm_loss']:.4f}")
-        if "sea_loss" in last:
-            print(f"SEA  {first.get('sea_loss', float('nan')):.4f} → {last['sea_loss']:.4f}")
+        for key in sorted(k for k in last if k.endswith("_loss") and k not in ("itg_loss", "itdm_loss")):
+            name = key.removesuffix("_loss").upper()  # an objective's term, e.g. SEA
+            print(f"{name:<4} {first.get(key, float('nan')):.4f} → {last[key]:.4f}")
     print(f"Samples: {report['num_samples']}; skipped: {report['skipped_report']}")

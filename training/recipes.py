@@ -12,18 +12,53 @@ import difflib
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 TEMPLATES = ("plain", "vicuna_v1")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
-ALIGNMENT_OBJECTIVES = ("none", "sea")
+ALIGNMENT_OBJECTIVES = ("none", "sea")  # the objectives whose fields `Recipe` holds; more can be registered
 SEA_LABEL_SOURCES = ("auto", "shapeworld", "clip")
 
 
 class RecipeError(ValueError):
     """A recipe file or override is invalid; the message lists every problem found."""
+
+
+# ------------------------------------------------------------------------------------ alignment objective plug-ins
+# `alignment_objective` name -> builder. The packages that implement objectives register them (alignment/ registers
+# "sea" when `alignment.recipe` is imported, as `mage train` and `mage ablate` do); training/ never imports them.
+_OBJECTIVE_BUILDERS: dict[str, Callable] = {}
+
+
+def register_alignment_objective(name: str, build: Callable) -> None:
+    """Make `alignment_objective: <name>` trainable. `training.api.train` calls
+    `build(recipe, model, processor, dataset, data_path, collator)` after loading the model and the data; it returns
+    `(collator, objectives)`: the data collator to train with (the given one, or a wrapper adding the objectives'
+    batch keys, named in its `objective_keys`) and `{name: (weight, objective)}` for
+    `training.objectives.AlignedMageTrainer`. It raises `RecipeError` for settings the model or data cannot serve."""
+    if name == "none":
+        raise ValueError("alignment_objective 'none' means no objective; register another name.")
+    _OBJECTIVE_BUILDERS[name] = build
+
+
+def alignment_objective_builder(name: str) -> Callable:
+    """The builder registered for `alignment_objective=name`; a `RecipeError` when none is."""
+    if name not in _OBJECTIVE_BUILDERS:
+        known = ", ".join(repr(n) for n in _OBJECTIVE_BUILDERS) or "no objective yet"
+        raise RecipeError(
+            f"alignment_objective={name!r} has no registered implementation (registered: {known}). training/ does "
+            "not import the packages that implement objectives: import the one that registers it first (SEA: "
+            "`import alignment.recipe`, as `mage train` does) or call training.recipes.register_alignment_objective."
+        )
+    return _OBJECTIVE_BUILDERS[name]
+
+
+def known_alignment_objectives() -> tuple[str, ...]:
+    """The values `alignment_objective` accepts: "none", the objectives `Recipe` has fields for, the registered."""
+    return tuple(dict.fromkeys([*ALIGNMENT_OBJECTIVES, *_OBJECTIVE_BUILDERS]))
 
 
 @dataclass
@@ -57,7 +92,10 @@ class Recipe:
     itdm_weight: float = 1.0  # L = L_ITG + itdm_weight * L_ITDM
     itdm_reduction: str = "mean"  # "mean" over features or "sum" (Eq. 2 as printed)
     itdm_text_source: str = "hidden"  # "hidden" (text-only LM forward) or "embeddings"
-    # --- alignment objective beside ITG/ITDM (alignment/; docs/alignment.md). SEA is stage-1 only (the paper).
+    # --- alignment objective beside ITG/ITDM (docs/alignment.md). Implemented outside training/: the name selects the
+    # builder registered with `register_alignment_objective` (alignment/ registers "sea"). The sea_* fields are SEA's
+    # settings, stored and checked here so recipes load the same whether or not alignment/ is imported.
+    # SEA is stage-1 only (the paper).
     alignment_objective: str = "none"  # "none" or "sea": L = ITG + itdm_weight·ITDM + sea_weight·L_a
     sea_weight: float = 1.0  # λ of SEA's Eq. 11 (the paper does not state it)
     sea_temperature: float = 0.07  # initial τ, learnable (the paper's "τ = 0" is ambiguous)
@@ -131,10 +169,9 @@ class Recipe:
 
     def _alignment_errors(self) -> list[str]:
         errors = []
-        if self.alignment_objective not in ALIGNMENT_OBJECTIVES:
-            errors.append(
-                f"alignment_objective={self.alignment_objective!r}: expected one of {list(ALIGNMENT_OBJECTIVES)}"
-            )
+        known = known_alignment_objectives()
+        if self.alignment_objective not in known:
+            errors.append(f"alignment_objective={self.alignment_objective!r}: expected one of {list(known)}")
         if self.alignment_objective == "sea" and self.stage != 1:
             errors.append(
                 f"alignment_objective='sea' with stage={self.stage}: SEA aligns the projector in stage 1 only (the "
@@ -286,4 +323,7 @@ __all__ = [
     "resolve_recipe_path",
     "RECIPE_DIR",
     "FIELD_NAMES",
+    "register_alignment_objective",
+    "alignment_objective_builder",
+    "known_alignment_objectives",
 ]

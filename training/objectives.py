@@ -1,7 +1,7 @@
-"""Plugging alignment objectives into the MAGE trainer.
+"""Extra loss terms beside ITG + ITDM: the hook through which objectives (alignment/'s SEA and VLSA) join training.
 
 An objective is any callable `(model, inputs, outputs) -> (loss, logs)`: `model` is the unwrapped MAGE model,
-`inputs` the objective's own batch keys plus `pixel_values`, `outputs` the model's forward output (with
+`inputs` the objectives' own batch keys plus `pixel_values`, `outputs` the model's forward output (with
 `image_hidden_states`). `AlignedMageTrainer` adds them to `MageTrainer`'s loss:
 
     loss = ITG + itdm_weight·ITDM + Σ_k weight_k · objective_k
@@ -11,8 +11,12 @@ logged as its own scalar (`<name>_loss`, plus the objective's logs). Objectives 
 trainable parameters (SEA's τ, VLSA's Epigone/denoiser) in an extra optimizer group, and are never part of the
 exported model. Terms with weight 0 are skipped, not computed.
 
-`SEALabelCollator` wraps `MageDataCollator` and adds the SEA labels of each image row (`sea_label_ids`,
-`sea_label_scores`, one row per image in batch order), looked up by row id.
+The batch keys the objectives read come from the data collator, which names them in its `objective_keys` attribute
+(e.g. alignment's `SEALabelCollator`); the trainer takes them out of the batch before the model's forward.
+
+From a recipe, `training.api.train` builds this trainer for `recipe.alignment_objective` through the builder
+registered under that name (`training.recipes.register_alignment_objective`); training/ never imports the packages
+that implement objectives.
 """
 
 from __future__ import annotations
@@ -24,43 +28,10 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from training.trainer import MageTrainer
+from .trainer import MageTrainer
 
-from .sea import NO_LABEL, SEA_KEYS
-
-OBJECTIVE_KEYS = SEA_KEYS
 AUX_FILE = "aux_heads.safetensors"  # the objectives' parameters, beside the model in every checkpoint
 Objective = Callable[[nn.Module, dict, object], tuple[torch.Tensor, dict[str, float]]]
-
-
-class SEALabelCollator:
-    """`MageDataCollator` + SEA labels: `labels[row_id] = (ids (g, g, n) long, scores (g, g, n) float)`.
-
-    Image rows without labels get all `NO_LABEL` (no pairs) and are counted in `missing`.
-    """
-
-    def __init__(self, base, labels: dict[str, tuple[torch.Tensor, torch.Tensor]], grid: int, top_n: int):
-        self.base, self.labels, self.grid, self.top_n = base, labels, grid, top_n
-        self.missing = 0
-
-    def __call__(self, examples: list[dict]) -> dict:
-        batch = self.base(examples)
-        image_rows = [e for e in examples if e.get("pixel_values") is not None]
-        if not image_rows:
-            return batch
-        ids, scores = [], []
-        for example in image_rows:
-            found = self.labels.get(example["id"])
-            if found is None:
-                self.missing += 1
-                found = (
-                    torch.full((self.grid, self.grid, self.top_n), NO_LABEL),
-                    torch.zeros(self.grid, self.grid, self.top_n),
-                )
-            ids.append(found[0])
-            scores.append(found[1])
-        batch["sea_label_ids"], batch["sea_label_scores"] = torch.stack(ids), torch.stack(scores)
-        return batch
 
 
 class _ZeroAuxGrads(TrainerCallback):
@@ -82,7 +53,7 @@ class _ZeroAuxGrads(TrainerCallback):
 
 
 class AlignedMageTrainer(MageTrainer):
-    """`MageTrainer` + weighted alignment objectives (`objectives={"sea": (1.0, SEAObjective(...))}`).
+    """`MageTrainer` + weighted objectives (`objectives={"sea": (1.0, SEAObjective(...))}`).
 
     Keyword-only args besides `MageTrainer`'s: `objectives` (name → (weight, callable)), `aux_learning_rate`
     (learning rate of the objectives' parameters; None = `args.learning_rate`).
@@ -118,7 +89,8 @@ class AlignedMageTrainer(MageTrainer):
         return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        aux_inputs = {key: inputs.pop(key) for key in OBJECTIVE_KEYS if key in inputs}
+        keys = getattr(self.data_collator, "objective_keys", ())
+        aux_inputs = {key: inputs.pop(key) for key in keys if key in inputs}
         pixel_values = inputs.get("pixel_values")
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         images = getattr(outputs, "image_hidden_states", None)
@@ -193,4 +165,4 @@ class AlignedMageTrainer(MageTrainer):
                         objective.load_state_dict(own, strict=False)
 
 
-__all__ = ["AlignedMageTrainer", "SEALabelCollator", "OBJECTIVE_KEYS", "AUX_FILE", "Objective"]
+__all__ = ["AlignedMageTrainer", "AUX_FILE", "Objective"]
