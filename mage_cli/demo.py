@@ -28,44 +28,45 @@ AGENT_REQUEST = "Draw a red circle to the left of a blue square, then describe t
 
 @dataclass
 class DemoSettings:
-    """Sizes and step budgets of one demo run (DESIGN §5 calibration; `--quick` and `--size` pick a preset)."""
+    """Sizes and step budgets of one demo run (`--quick` and `--size` pick a preset). The stage budgets, optimizer
+    settings and one-question rows are the learning ladder's regime (experiments/demo_ladder, docs/DECISIONS.md)."""
 
-    n_train: int = 6000
+    n_train: int = 20000  # stage-2 rows, one scene and one question each
     n_eval: int = 100
     # 48 px = 3 × 3 patches of 16 px, one per cell of ShapeWorld's 3 × 3 grid: no object straddles a patch border
-    # (the ladder's 48-px rung learns where the 64-px one lost counting, experiments/demo_ladder)
     image_size: int = 48
     difficulty: str = "easy"
     vocab_size: int = 2000  # above what the byte-level BPE uses on ShapeWorld text, so every word is one token
-    lm_steps: int = 300  # stage 0, text-only LM (its data holds each conversation twice: plain and in context)
+    lm_steps: int = 1200  # stage 0, text-only LM (its data holds each conversation twice: plain and in context)
     tower_steps: int = 1500  # stage 0, CLIP-style tower (steps, not seconds: runs must not depend on machine load)
-    stage1_steps: int = 150
-    stage2_steps: int = 900
-    stage3_steps: int = 300  # the shortest budget that wrote mostly valid plans (docs/demo_runs.md)
+    stage1_steps: int = 1600
+    stage2_steps: int = 5000
+    stage3_steps: int = 300
     batch_size: int = 32
-    # MAGE as the paper defines it: ITG + ITDM, at the ladder's weight (no collapse, no lost skill), not the paper's 1
+    # MAGE as the paper defines it: ITG + ITDM, at the ladder's weight, not the paper's 1 (docs/DECISIONS.md)
     itdm_weight: float = 0.1
     skill_questions: int = 400  # held-out questions per skill (existence, colour, shape, count, relation)
     eval_limits: dict = dataclasses.field(
         default_factory=lambda: {"mme": 60, "pope": 300, "mmbench": 50, "mmbench_cn": 30, "seed": 100, "plans": 60}
     )
-    # one query per grid cell: fewer queries than cells pooled cells together and lost existence (docs/DECISIONS.md)
-    num_query_tokens: int = 9
-    # stage-2 batches sorted by length 16 megabatches at a time (less padding; stage 3 is not grouped, which kept its
-    # plans valid, docs/demo_runs.md) and a data-loading worker on the second core
-    length_group_factor: int = 16
-    dataloader_num_workers: int = 1
+    num_query_tokens: int = 9  # one query per grid cell (docs/DECISIONS.md)
+    # the ladder's optimizer: AdamW β2 0.98, no weight decay, 3 % warm-up, one learning rate for projector and LM
+    adam_beta2: float = 0.98
+    warmup_ratio: float = 0.03
+    dataloader_num_workers: int = 1  # the second core opens images while the first trains
     model_overrides: dict = dataclasses.field(default_factory=dict)
-    # LLaVA's system prompt is about half of a short ShapeWorld row: the tiny model learns from scratch, so a short
-    # one spends the tokens on the rows (training and evaluation both read the processor's template)
+    # a short system prompt spends the tiny model's tokens on the rows (training and evaluation read the template)
     system_prompt: str = "A chat about a picture of shapes."
-    # The stage-2 mix, weighted (a type listed k times is asked k times as often): more existence and multiple-choice
-    # turns, the formats of POPE/MME and MMBench/SEED, which a 4-turn row of all 14 types asks too rarely
-    # (docs/demo_runs.md)
+    max_turns: int = 1  # questions per stage-2 row: updates, not tokens per row, are what teach (docs/DECISIONS.md)
+    # The stage-2 mix, weighted (a type listed k times is asked k times as often): the held-out skills, the yes/no
+    # format of POPE and MME, and the multiple-choice format of MMBench and SEED
     question_types: tuple[str, ...] = (
-        ("existence",) * 8
-        + ("choice",) * 4
-        + ("count", "count_shape", "colour", "shape", "position", "relation", "side", "detail")
+        ("existence",) * 3
+        + ("count_shape",) * 3
+        + ("colour",) * 3
+        + ("relation",) * 2
+        + ("choice",) * 2
+        + ("shape", "count", "position")
     )
 
     @classmethod
@@ -75,15 +76,15 @@ class DemoSettings:
             settings = dataclasses.replace(
                 settings,
                 image_size=96,  # 2 × 2 patches per grid cell
-                n_train=12000,
-                stage2_steps=3000,
+                n_train=40000,
+                stage2_steps=10000,
                 num_query_tokens=16,
                 model_overrides={"text_hidden_size": 256, "text_layers": 4},  # tiny_config sizes
             )
         if quick:
             settings = dataclasses.replace(
                 settings,
-                n_train=400,
+                n_train=600,
                 n_eval=16,
                 lm_steps=10,
                 tower_steps=20,
@@ -215,13 +216,17 @@ def train_stage(
         "logging_steps": max(1, steps // 10),
         "save_steps": max(steps, 1),
         "dataloader_num_workers": settings.dataloader_num_workers,
+        "warmup_ratio": settings.warmup_ratio,
+        "weight_decay": 0.0,
+        "projector_lr": None,
+        "group_by_modality_length": False,
         # text encoded once, before training (its ShapeWorld rows are read for several epochs); the data worker then
         # only opens images (benchmarks/trainer_overhead.py)
         "pretokenize": True,
         **recipe_overrides,
     }
     recipe = load_recipe(recipe_name, overrides)
-    extra = {"use_cpu": True} if device == "cpu" else {}
+    extra = {"adam_beta2": settings.adam_beta2} | ({"use_cpu": True} if device == "cpu" else {})
     # the demo's own folder (`OWNER_MARK`): a second `mage demo` into it replaces its stages
     return train(recipe, model_path, data, out, disable_tqdm=False, overwrite=True, **extra)
 
@@ -438,7 +443,9 @@ def run(args: argparse.Namespace) -> int:
         f"generate ShapeWorld ({settings.n_train} train scenes, {settings.difficulty}, {settings.image_size} px)"
     )
     data = out / "data"
-    difficulty = dataclasses.replace(get_difficulty(settings.difficulty), question_types=settings.question_types)
+    difficulty = dataclasses.replace(
+        get_difficulty(settings.difficulty), question_types=settings.question_types, max_turns=settings.max_turns
+    )
     generate_dataset(
         str(data),
         settings.n_train,
@@ -473,7 +480,7 @@ def run(args: argparse.Namespace) -> int:
         args.seed,
         args.device,
         itdm_weight=0.0,
-        learning_rate=3e-3,
+        learning_rate=2e-3,
     )
     with executor:
         tower_report, tower = tower_future.result()
@@ -504,7 +511,6 @@ def run(args: argparse.Namespace) -> int:
         settings,
         args.seed,
         args.device,
-        length_group_factor=settings.length_group_factor,
     )
     stage3 = train_stage(
         "stage3_tiny",
