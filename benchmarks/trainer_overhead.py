@@ -13,7 +13,6 @@ alike; a step's time is the wall time between consecutive optimizer steps (data 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -29,10 +28,10 @@ if str(ROOT) not in sys.path:
 def build(workdir: Path, n_rows: int, seed: int):
     """The demo's data (ShapeWorld, its difficulty and question mix) and its untrained tiny MAGE."""
     from mage_cli.demo import DemoSettings, build_model
-    from shapeworld import dataset_paths, generate_dataset, get_difficulty, text_corpus
+    from shapeworld import dataset_paths, generate_dataset, text_corpus
 
     settings = DemoSettings()
-    difficulty = dataclasses.replace(get_difficulty(settings.difficulty), question_types=settings.question_types)
+    difficulty = settings.world()
     generate_dataset(str(workdir / "data"), n_rows, 0, seed=seed, image_size=settings.image_size, difficulty=difficulty)
     paths = dataset_paths(str(workdir / "data"))
     corpus = list(text_corpus(num_scenes=400, seed=seed, difficulty=difficulty))

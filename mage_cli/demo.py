@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shapeworld import Difficulty, get_difficulty
 from shapeworld.skills import SKILLS
 
 OWNER_MARK = ".mage-demo"  # marks an output folder as the demo's own
@@ -68,6 +69,12 @@ class DemoSettings:
         + ("choice",) * 2
         + ("shape", "count", "position")
     )
+
+    def world(self) -> Difficulty:
+        """The ShapeWorld `Difficulty` of the demo's data: `difficulty` with the demo's question mix and turns."""
+        return dataclasses.replace(
+            get_difficulty(self.difficulty), question_types=self.question_types, max_turns=self.max_turns
+        )
 
     @classmethod
     def preset(cls, size: str, quick: bool) -> DemoSettings:
@@ -408,7 +415,7 @@ def plot_table(rows: dict[str, dict[str, float]], path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from shapeworld import dataset_paths, generate_dataset, get_difficulty, text_corpus
+    from shapeworld import dataset_paths, generate_dataset, text_corpus
     from shapeworld.skills import write_skill_sets
 
     torch.set_num_threads(max(1, args.threads))
@@ -443,9 +450,7 @@ def run(args: argparse.Namespace) -> int:
         f"generate ShapeWorld ({settings.n_train} train scenes, {settings.difficulty}, {settings.image_size} px)"
     )
     data = out / "data"
-    difficulty = dataclasses.replace(
-        get_difficulty(settings.difficulty), question_types=settings.question_types, max_turns=settings.max_turns
-    )
+    difficulty = settings.world()
     generate_dataset(
         str(data),
         settings.n_train,
