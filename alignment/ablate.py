@@ -56,7 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", default="64,144", help="comma list of square query counts (default 64,144)")
     parser.add_argument("--objectives", default="none,itdm,sea", help=f"comma list of {list(OBJECTIVES)}")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; see the README's --threads note)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1; see the README's --threads note)"
+    )
     parser.add_argument("--out", default="benchmarks/results/ablation_shapeworld", help="results folder (committed)")
     parser.add_argument(
         "--work", default=None, help="scratch folder for data and checkpoints (default OUT/../.ablation_work)"

@@ -42,20 +42,38 @@ def workspace(tmp_path_factory):
 
 
 def recipe(*overrides):
-    return load_recipe("stage2_tiny", ["per_device_train_batch_size=4", "logging_steps=1", "warmup_ratio=0",
-                                       "bf16=false", "dataloader_num_workers=0", *overrides])
+    return load_recipe(
+        "stage2_tiny",
+        [
+            "per_device_train_batch_size=4",
+            "logging_steps=1",
+            "warmup_ratio=0",
+            "bf16=false",
+            "dataloader_num_workers=0",
+            *overrides,
+        ],
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- freezing
 def test_freezing_per_stage_counts_parameters(tiny_mage):
     model = copy.deepcopy(tiny_mage[0])
-    numel = {part: sum(p.numel() for p in module.parameters()) for part, module in (
-        ("vision_tower", model.model.vision_tower), ("projector", model.model.multi_modal_projector),
-        ("language_model", model.model.language_model))}
+    numel = {
+        part: sum(p.numel() for p in module.parameters())
+        for part, module in (
+            ("vision_tower", model.model.vision_tower),
+            ("projector", model.model.multi_modal_projector),
+            ("language_model", model.model.language_model),
+        )
+    }
     numel["language_model"] += model.lm_head.weight.numel()
     stage1 = set_trainable_for_stage(model, 1)
-    assert stage1 == {"vision_tower": 0, "projector": numel["projector"], "language_model": 0,
-                      "total": numel["projector"]}
+    assert stage1 == {
+        "vision_tower": 0,
+        "projector": numel["projector"],
+        "language_model": 0,
+        "total": numel["projector"],
+    }
     for stage in (2, 3):
         counts = set_trainable_for_stage(model, stage)
         assert counts["vision_tower"] == 0
@@ -82,12 +100,21 @@ def one_sgd_step(workspace, tmp_path, batch_size, accumulation, lr=0.5):
     set_trainable_for_stage(model, 2)
     dataset = build_dataset(workspace["data"], processor, "vicuna_v1", 256, max_samples=8)
     args = training_arguments(
-        recipe(), tmp_path / f"run{batch_size}x{accumulation}", per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=accumulation, max_steps=1, optim="sgd", learning_rate=lr,
-        lr_scheduler_type="constant", max_grad_norm=0.0, save_strategy="no", disable_tqdm=True,
+        recipe(),
+        tmp_path / f"run{batch_size}x{accumulation}",
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=lr,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        save_strategy="no",
+        disable_tqdm=True,
     )
-    trainer = SequentialTrainer(model=model, args=args, train_dataset=dataset,
-                                data_collator=MageDataCollator.from_processor(processor))
+    trainer = SequentialTrainer(
+        model=model, args=args, train_dataset=dataset, data_collator=MageDataCollator.from_processor(processor)
+    )
     trainer.train()
     return {name: p.detach().clone() for name, p in model.named_parameters()}, dataset, processor
 
@@ -110,16 +137,21 @@ def test_accumulation_2x4_equals_1x8_and_the_full_batch_loss(workspace, tmp_path
     itdm_inputs = {key: batch.pop(key) for key in ("itdm_input_ids", "itdm_attention_mask", "itdm_pool_mask")}
     outputs = model(**batch)
     d_ian, d_llm = model.get_itdm_features(
-        text_input_ids=itdm_inputs["itdm_input_ids"], text_attention_mask=itdm_inputs["itdm_attention_mask"],
-        text_pool_mask=itdm_inputs["itdm_pool_mask"], image_hidden_states=outputs.image_hidden_states)
+        text_input_ids=itdm_inputs["itdm_input_ids"],
+        text_attention_mask=itdm_inputs["itdm_attention_mask"],
+        text_pool_mask=itdm_inputs["itdm_pool_mask"],
+        image_hidden_states=outputs.image_hidden_states,
+    )
     (outputs.loss + model.config.itdm_weight * itdm_loss(d_ian, d_llm)).backward()
     lm_weight = "model.language_model.layers.0.mlp.down_proj.weight"
     projector_weight = next(n for n, _ in model.named_parameters() if "multi_modal_projector" in n and "weight" in n)
     for name in (lm_weight, projector_weight, "lm_head.weight"):
         expected = before[name] - 0.5 * dict(model.named_parameters())[name].grad
         torch.testing.assert_close(full[name], expected, rtol=1e-4, atol=1e-6)
-    assert torch.equal(full["model.vision_tower.embeddings.patch_embedding.weight"],
-                       before["model.vision_tower.embeddings.patch_embedding.weight"])
+    assert torch.equal(
+        full["model.vision_tower.embeddings.patch_embedding.weight"],
+        before["model.vision_tower.embeddings.patch_embedding.weight"],
+    )
 
 
 # ------------------------------------------------------------------------------------------------ full runs
@@ -132,11 +164,20 @@ def test_train_logs_itg_and_itdm_and_saves_complete_folders(workspace, tmp_path)
         def on_log(self, args, state, control, logs=None, **kwargs):
             self.seen.append(dict(logs))
 
-    out = train(recipe("max_steps=4", "save_steps=2", "itdm_weight=0.5"), workspace["model"], workspace["data"],
-                tmp_path / "out", disable_tqdm=True, callbacks=[Collect()])
+    out = train(
+        recipe("max_steps=4", "save_steps=2", "itdm_weight=0.5"),
+        workspace["model"],
+        workspace["data"],
+        tmp_path / "out",
+        disable_tqdm=True,
+        callbacks=[Collect()],
+    )
     assert sum("itg_loss" in logs and "itdm_loss" in logs for logs in Collect.seen) == 4
-    logs = [entry for entry in json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
-            if "loss" in entry]
+    logs = [
+        entry
+        for entry in json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
+        if "loss" in entry
+    ]
     assert len(logs) == 4
     assert sum(entry["itdm_loss"] > 0 for entry in logs) >= 2  # text-only batches (modality grouping) have none
     for entry in logs:
@@ -144,8 +185,15 @@ def test_train_logs_itg_and_itdm_and_saves_complete_folders(workspace, tmp_path)
         assert entry["loss"] == pytest.approx(entry["itg_loss"] + 0.5 * entry["itdm_loss"], rel=1e-3)
     for folder in (out, out / "checkpoint-4"):
         names = {p.name for p in folder.iterdir()}
-        assert {"model.safetensors", "config.json", "modeling_mage.py", "configuration_mage.py", "ian.py",
-                "tokenizer_config.json", "processor_config.json"} <= names
+        assert {
+            "model.safetensors",
+            "config.json",
+            "modeling_mage.py",
+            "configuration_mage.py",
+            "ian.py",
+            "tokenizer_config.json",
+            "processor_config.json",
+        } <= names
         assert not names & {"pytorch_model.bin"}
         model = AutoModelForImageTextToText.from_pretrained(folder)
         processor = AutoProcessor.from_pretrained(folder)
@@ -163,9 +211,13 @@ def test_projector_lr_gets_its_own_group(workspace, tmp_path):
     model = MageForConditionalGeneration.from_pretrained(workspace["model"])
     set_trainable_for_stage(model, 2)
     processor = MageProcessor.from_pretrained(workspace["model"])
-    trainer = MageTrainer(model=model, args=training_arguments(recipe(), tmp_path, learning_rate=1e-3),
-                          train_dataset=build_dataset(workspace["data"], processor, "vicuna_v1", 256),
-                          data_collator=MageDataCollator.from_processor(processor), projector_lr=5e-3)
+    trainer = MageTrainer(
+        model=model,
+        args=training_arguments(recipe(), tmp_path, learning_rate=1e-3),
+        train_dataset=build_dataset(workspace["data"], processor, "vicuna_v1", 256),
+        data_collator=MageDataCollator.from_processor(processor),
+        projector_lr=5e-3,
+    )
     optimizer = trainer.create_optimizer()
     projector = {id(p) for p in model.model.multi_modal_projector.parameters()}
     for group in optimizer.param_groups:
@@ -191,8 +243,14 @@ def test_resume_after_kill_gives_the_same_weights(workspace, tmp_path):
     run = recipe("max_steps=6", "save_steps=2", "save_total_limit=2")
     straight = train(run, workspace["model"], workspace["data"], tmp_path / "straight", disable_tqdm=True)
     with pytest.raises(Kill):
-        train(run, workspace["model"], workspace["data"], tmp_path / "killed", callbacks=[KillAfterSave()],
-              disable_tqdm=True)
+        train(
+            run,
+            workspace["model"],
+            workspace["data"],
+            tmp_path / "killed",
+            callbacks=[KillAfterSave()],
+            disable_tqdm=True,
+        )
     assert (tmp_path / "killed" / "checkpoint-4").is_dir() and not (tmp_path / "killed" / "model.safetensors").exists()
     assert json.loads((tmp_path / "killed" / "checkpoint-4" / "mage_recipe.json").read_text())["max_steps"] == 6
     resumed = train(run, workspace["model"], workspace["data"], tmp_path / "killed", resume=True, disable_tqdm=True)
@@ -210,8 +268,13 @@ def test_skips_in_dataloader_workers_reach_the_report(workspace, tmp_path):
     rows = json.loads((folder / "data.json").read_text())
     image_row = next(row for row in rows if "image" in row)
     (folder / image_row["image"]).write_bytes(b"broken")
-    out = train(recipe("max_steps=4", "save_steps=10", "dataloader_num_workers=1"), workspace["model"],
-                folder / "data.json", tmp_path / "out", disable_tqdm=True)
+    out = train(
+        recipe("max_steps=4", "save_steps=10", "dataloader_num_workers=1"),
+        workspace["model"],
+        folder / "data.json",
+        tmp_path / "out",
+        disable_tqdm=True,
+    )
     report = json.loads((out / "training_report.json").read_text())
     assert report["skipped"] == {"corrupt image": 1} and image_row["id"] in report["skipped_report"]
 
@@ -252,8 +315,9 @@ def test_a_folder_holding_a_model_is_refused_unless_overwrite(workspace, tmp_pat
         train(recipe("max_steps=1", "save_steps=10"), folder, workspace["data"], folder, disable_tqdm=True)
     assert digest() == before  # refused before anything was written
     (folder / "checkpoint-7").mkdir()  # an older run's checkpoint in the same folder
-    out = train(recipe("max_steps=2", "save_steps=10"), folder, workspace["data"], folder, disable_tqdm=True,
-                overwrite=True)
+    out = train(
+        recipe("max_steps=2", "save_steps=10"), folder, workspace["data"], folder, disable_tqdm=True, overwrite=True
+    )
     names = {p.name for p in out.iterdir()}
     assert "README.md" not in names and "checkpoint-7" not in names and ".final-model.partial" not in names
     assert load_file(out / "model.safetensors").keys() == load_file(workspace["model"] / "model.safetensors").keys()
@@ -267,19 +331,39 @@ def test_mage_train_cli_refuses_a_model_folder_as_output(workspace, tmp_path, ca
     from mage_cli.main import main
 
     shutil.copytree(workspace["model"], tmp_path / "model")
-    code = main(["train", "--recipe", "stage2_tiny", "--model", str(tmp_path / "model"), "--data",
-                 str(workspace["data"]), "--output-dir", str(tmp_path / "model"), "--threads", "1"])
+    code = main(
+        [
+            "train",
+            "--recipe",
+            "stage2_tiny",
+            "--model",
+            str(tmp_path / "model"),
+            "--data",
+            str(workspace["data"]),
+            "--output-dir",
+            str(tmp_path / "model"),
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "is not empty" in error[0] and "--overwrite" in error[0]
 
 
 def test_resume_with_changed_recipe_warns(workspace, tmp_path):
-    train(recipe("max_steps=2", "save_steps=2"), workspace["model"], workspace["data"], tmp_path / "o",
-          disable_tqdm=True)
+    train(
+        recipe("max_steps=2", "save_steps=2"), workspace["model"], workspace["data"], tmp_path / "o", disable_tqdm=True
+    )
     with pytest.warns(UserWarning, match=r"changed recipe \(max_steps: 2 → 3\)"):
-        train(recipe("max_steps=3", "save_steps=2"), workspace["model"], workspace["data"], tmp_path / "o",
-              resume=True, disable_tqdm=True)
+        train(
+            recipe("max_steps=3", "save_steps=2"),
+            workspace["model"],
+            workspace["data"],
+            tmp_path / "o",
+            resume=True,
+            disable_tqdm=True,
+        )
 
 
 def test_stage2_from_untrained_projector_warns(tmp_path, workspace):
@@ -289,8 +373,13 @@ def test_stage2_from_untrained_projector_warns(tmp_path, workspace):
     model.save_pretrained(tmp_path / "fresh")
     processor.save_pretrained(tmp_path / "fresh")
     with pytest.warns(UserWarning, match="projector was not trained in stage 1"):
-        train(recipe("max_steps=1", "save_steps=10"), tmp_path / "fresh", workspace["data"], tmp_path / "o",
-              disable_tqdm=True)
+        train(
+            recipe("max_steps=1", "save_steps=10"),
+            tmp_path / "fresh",
+            workspace["data"],
+            tmp_path / "o",
+            disable_tqdm=True,
+        )
 
 
 def test_a_registered_objective_joins_the_loss(workspace, tmp_path, monkeypatch):

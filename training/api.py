@@ -61,8 +61,14 @@ def load_model_and_processor(model_path: str | os.PathLike, recipe: Recipe, mode
     if mode == "full":
         counts = set_trainable_for_stage(model, recipe.stage, recipe.tune_vision_tower)
     else:
-        model = apply_lora(model, recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout, quantized=mode == "qlora",
-                           gradient_checkpointing=recipe.gradient_checkpointing)
+        model = apply_lora(
+            model,
+            recipe.lora_r,
+            recipe.lora_alpha,
+            recipe.lora_dropout,
+            quantized=mode == "qlora",
+            gradient_checkpointing=recipe.gradient_checkpointing,
+        )
         counts = count_trainable(model)
     logger.info("Trainable parameters: %s", counts)
     return model, processor
@@ -260,8 +266,12 @@ def last_complete_checkpoint(output_dir: Path) -> str | None:
         aside = folder.with_name(f"{INCOMPLETE_PREFIX}{folder.name}")
         shutil.rmtree(aside, ignore_errors=True)
         os.replace(folder, aside)
-        warnings.warn(f"{folder} was not saved completely (no trainer_state.json): moved to {aside.name}, resuming "
-                      "from the checkpoint before it.", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"{folder} was not saved completely (no trainer_state.json): moved to {aside.name}, resuming "
+            "from the checkpoint before it.",
+            UserWarning,
+            stacklevel=3,
+        )
     return None
 
 
@@ -290,11 +300,16 @@ def warn_on_recipe_change(checkpoint: Path, recipe: Recipe) -> None:
     if not path.is_file():
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
-    changed = {key: (saved[key], value) for key, value in recipe.to_dict().items() if key in saved and saved[key] != value}
+    changed = {
+        key: (saved[key], value) for key, value in recipe.to_dict().items() if key in saved and saved[key] != value
+    }
     if changed:
         details = ", ".join(f"{key}: {old!r} → {new!r}" for key, (old, new) in sorted(changed.items()))
-        warnings.warn(f"Resuming {checkpoint} with a changed recipe ({details}); the new values are used.",
-                      UserWarning, stacklevel=3)
+        warnings.warn(
+            f"Resuming {checkpoint} with a changed recipe ({details}); the new values are used.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _recipe_saver_class():

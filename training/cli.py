@@ -25,18 +25,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="MAGE checkpoint folder to start from")
     parser.add_argument("--data", required=True, help="LLaVA-format .json / .jsonl (images relative to its folder)")
     parser.add_argument("--output-dir", required=True, help="checkpoints and the final model go here")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe field (repeatable), e.g. --set learning_rate=1e-3")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field (repeatable), e.g. --set learning_rate=1e-3",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="allow a non-empty --output-dir: its checkpoints are deleted, its model replaced once the "
-                        "new one is saved (without this flag such a folder is refused and nothing is written)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow a non-empty --output-dir: its checkpoints are deleted, its model replaced once the "
+        "new one is saved (without this flag such a folder is refused and nothing is written)",
+    )
     adapters = parser.add_mutually_exclusive_group()
     adapters.add_argument("--lora", action="store_true", help="LoRA on the LLM (projector fully trained)")
     adapters.add_argument("--qlora", action="store_true", help="as --lora on a 4-bit LLM (bitsandbytes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
-    parser.add_argument("--threads", type=int, default=1, metavar="N",
-                        help="torch CPU threads (default 1; see the README's --threads note)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch CPU threads (default 1; see the README's --threads note)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,8 +71,16 @@ def _run(args: argparse.Namespace) -> int:
     try:
         recipe = load_recipe(args.recipe, args.overrides)
         mode = "qlora" if args.qlora else "lora" if args.lora else "full"
-        output = train(recipe, args.model, args.data, args.output_dir, resume=args.resume, mode=mode,
-                       disable_tqdm=args.no_progress, overwrite=args.overwrite)
+        output = train(
+            recipe,
+            args.model,
+            args.data,
+            args.output_dir,
+            resume=args.resume,
+            mode=mode,
+            disable_tqdm=args.no_progress,
+            overwrite=args.overwrite,
+        )
     except (RecipeError, DataError, ModelError, FileNotFoundError, FileExistsError) as error:
         print(f"mage train: error: {error}", file=sys.stderr)
         return 2

@@ -54,8 +54,14 @@ def quantization_config(compute_dtype: torch.dtype | None = None):
     )
 
 
-def apply_lora(model, r: int = 128, alpha: int = 256, dropout: float = 0.05, quantized: bool = False,
-               gradient_checkpointing: bool = False):
+def apply_lora(
+    model,
+    r: int = 128,
+    alpha: int = 256,
+    dropout: float = 0.05,
+    quantized: bool = False,
+    gradient_checkpointing: bool = False,
+):
     """Wrap `model` in a `PeftModel` (after `prepare_model_for_kbit_training` when `quantized`)."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -68,8 +74,12 @@ def apply_lora(model, r: int = 128, alpha: int = 256, dropout: float = 0.05, qua
     return get_peft_model(model, lora_config(r, alpha, dropout))
 
 
-def merge_lora(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike,
-               base_model: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+def merge_lora(
+    adapter_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    base_model: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Merge the adapter in `adapter_dir` into its base MAGE model and save a plain checkpoint in `output_dir`.
 
     `base_model` defaults to the adapter's `base_model_name_or_path`. The processor is taken from the adapter

@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--adapter", required=True, help="folder holding adapter_config.json (mage train --lora)")
     parser.add_argument("--output-dir", required=True, help="where the merged MAGE checkpoint is written")
-    parser.add_argument("--base", default=None, help="base MAGE folder (default: the adapter's base_model_name_or_path)")
+    parser.add_argument(
+        "--base", default=None, help="base MAGE folder (default: the adapter's base_model_name_or_path)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace what a non-empty --output-dir holds")
 
 
