@@ -183,7 +183,7 @@ def text_only_rows(paths: dict[str, str]) -> list[dict]:
 
 
 def build_model(settings: DemoSettings, corpus: list[str], seed: int, out: Path) -> Path:
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     model, processor = build_tiny_mage(
         corpus,
@@ -242,9 +242,9 @@ def pretrain_tower(model_path: Path, paths: dict[str, str], settings: DemoSettin
     """Stage 0 (vision): CLIP-style pretraining of the tower; returns the report and the saved folder."""
     from PIL import Image
 
-    from mage_cli.pretrain_tower import pretrain_vision_tower
     from modeling_mage import MageForConditionalGeneration
     from processing_mage import MageProcessor
+    from training.pretrain_tower import pretrain_vision_tower
 
     model = MageForConditionalGeneration.from_pretrained(model_path)
     processor = MageProcessor.from_pretrained(model_path)
