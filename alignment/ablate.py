@@ -141,7 +141,7 @@ def stage0_language_model(work: Path, texts: list[str], seed: int, steps: int, b
     import torch
     from safetensors.torch import load_file, save_file
 
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     path = work / f"stage0_seed{seed}_{steps}.safetensors"
     if path.is_file():
@@ -198,7 +198,7 @@ def run_cell(cell: Cell, args, data: Path, work: Path, image_size: int, texts: l
 
     from evaluation.api import evaluate
     from evaluation.report import table4
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     start = time.time()
     cell_dir = work / "cells" / cell.name

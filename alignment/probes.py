@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     data, work = Path(args.data), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     texts = corpus(data)
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
     from modeling_mage import MageForConditionalGeneration
     from processing_mage import MageProcessor
 
@@ -145,7 +145,7 @@ def reconstruction_probe(data: Path, steps: int = 150, ae_steps: int = 300, seed
     A lower loss with the own condition means the visual tokens carry image information into the denoiser."""
     from PIL import Image
 
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
     from training.api import load_model_and_processor, training_arguments
     from training.collator import MageDataCollator
     from training.data import build_dataset

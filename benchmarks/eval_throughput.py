@@ -1,7 +1,7 @@
 """Evaluation throughput of `evaluation.evaluate` on this machine: samples/s at batch 1 and batch 16.
 
 Two shapes, random weights (the speed does not depend on what the model learned):
-- tiny:  `mage_cli.tiny` — CLIP 64 px / patch 16 (16 patches), 64 wide × 2 layers; Llama 128 wide × 2; Q = 4.
+- tiny:  `mage_testing.tiny` — CLIP 64 px / patch 16 (16 patches), 64 wide × 2 layers; Llama 128 wide × 2; Q = 4.
 - small: the paper's token ratio scaled down (256 patches → 64 queries, as 576 → 144) — CLIP 256 px / patch 16,
   128 wide × 4 layers; Llama 256 wide × 4 layers; Q = 64.
 Each run is the whole pipeline (image loading, processor, chat template, generate or likelihood, JSONL appends,
@@ -42,7 +42,7 @@ NOTES = [
 
 
 def build(shape: str):
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     if shape == "tiny":
         return build_tiny_mage(seed=0)

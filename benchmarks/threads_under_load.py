@@ -30,7 +30,7 @@ SETTINGS = {"1 thread": (1, None), "2 threads": (2, None), "2 threads, OMP passi
 def _tiny_model():
     import torch
 
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     torch.manual_seed(0)
     model, processor = build_tiny_mage(texts=["is there a red circle yes no how many squares"] * 8, seed=0)

@@ -16,7 +16,7 @@ torch.set_num_threads(1)  # tiny models gain nothing from more threads; subproce
 @pytest.fixture(scope="session")
 def tiny_mage():
     """`(model, processor)`: a tiny random MAGE with the IAN (Q=4), in eval mode. Do not modify it in tests."""
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     return build_tiny_mage(seed=0)
 

@@ -36,7 +36,7 @@ def shapeworld(tmp_path_factory):
 
 
 def _tiny_model(folder, projector_type="ian", q=4):
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
     from shapeworld.world import COLOURS, SHAPES
 
     texts = [" ".join([*COLOURS, *SHAPES, "background", "a an the on of"])]
@@ -182,7 +182,7 @@ def test_label_grid_and_window_errors_name_the_field(shapeworld, tmp_path):
 def _tiny_clip_folder(folder, words):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    from mage_cli.tiny import train_tokenizer
+    from mage_testing.tiny import train_tokenizer
 
     tokenizer = train_tokenizer([" ".join(words)], vocab_size=300)
     config = CLIPConfig(

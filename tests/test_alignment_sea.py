@@ -169,7 +169,7 @@ def test_shapeworld_oracle_labels_from_a_rendered_scene():
 def _tiny_clip():
     from transformers import CLIPConfig, CLIPModel
 
-    from mage_cli.tiny import train_tokenizer
+    from mage_testing.tiny import train_tokenizer
 
     tokenizer = train_tokenizer(["red green blue circle square background"], vocab_size=300)
     config = CLIPConfig(
@@ -221,7 +221,7 @@ def test_clip_labeller_runs_eqs_4_to_6_on_a_real_clip_model():
     ("projector_type", "apply_to", "grid"), [("mlp2x_gelu", "tokens", 4), ("ian", "vab", 4), ("ian", "tokens", 2)]
 )
 def test_s13_objective_gradients_reach_only_the_projector_and_tau(projector_type, apply_to, grid, shape_image):
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
     from training.trainer import set_trainable_for_stage
 
     model, processor = build_tiny_mage(["red green blue circle square background"], projector_type=projector_type)

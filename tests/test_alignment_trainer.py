@@ -16,7 +16,7 @@ WORDS = ["red", "green", "blue", "yellow", "square", "circle", "background"]
 
 @pytest.fixture()
 def stage1_setup(tmp_path):
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
     from training.api import load_model_and_processor, training_arguments
     from training.collator import MageDataCollator
     from training.data import build_dataset

@@ -192,7 +192,7 @@ def test_shapeworld_palette_and_tiny_vqvae():
 # -------------------------------------------------------------------------------------------------- objective
 @pytest.mark.parametrize("projector_type", ["ian", "sa_perceiver"])
 def test_reconstruction_objective_on_tiny_mage(projector_type, shape_image):
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     model, processor = build_tiny_mage(projector_type=projector_type, num_query_tokens=4)
     model.train()

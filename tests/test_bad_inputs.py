@@ -87,7 +87,7 @@ def test_eval_refuses_bad_arguments(case, extra, needles, tiny_mage_dir, pope, n
 
 
 def test_eval_into_a_folder_of_another_model_is_refused(tiny_mage_dir, pope, tmp_path):
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     other = tmp_path / "other_model"
     model, processor = build_tiny_mage(texts=["a red square"] * 4, seed=3)

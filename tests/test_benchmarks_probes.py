@@ -31,7 +31,7 @@ def test_instruction_accuracy_counts_every_row_with_and_without_the_image(world,
     from pathlib import Path
 
     from benchmarks.instruction_accuracy import measure
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
     from shapeworld import text_corpus
 
     model, processor = build_tiny_mage(list(text_corpus(num_scenes=20, seed=0)), image_size=48, num_query_tokens=9)

@@ -13,7 +13,7 @@ from transformers import (
 )
 
 from mage_cli.main import main
-from mage_cli.tiny import tiny_image_processor, train_tokenizer
+from mage_testing.tiny import tiny_image_processor, train_tokenizer
 from modeling_mage import MageForConditionalGeneration
 from processing_mage import MageProcessor
 

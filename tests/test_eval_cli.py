@@ -117,7 +117,7 @@ def test_mage_eval_plans_with_the_real_tool_use_package(tmp_path):
     dataset = pytest.importorskip("shapeworld.dataset")
     if not hasattr(eval_plans, "evaluate_plan_model"):
         pytest.skip("tool_use.eval_plans.evaluate_plan_model is not in this build")
-    from mage_cli.tiny import tiny_config, tiny_image_processor, train_tokenizer
+    from mage_testing.tiny import tiny_config, tiny_image_processor, train_tokenizer
     from modeling_mage import MageForConditionalGeneration
     from processing_mage import MageProcessor
 

@@ -17,7 +17,7 @@ from evaluation.api import evaluate, load_benchmark
 @pytest.fixture(scope="module")
 def mage():
     """A tiny MAGE whose lm_head has a bias we can push towards chosen tokens (restored after each use)."""
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     model, processor = build_tiny_mage(texts=["red green blue yellow square colour yes no"] * 5, seed=1)
     old = model.lm_head
@@ -248,7 +248,7 @@ def test_continuation_tokens_with_real_sentencepiece(tmp_path):
     )
     tokenizer = LlamaTokenizer.from_pretrained(tmp_path)
     prepare_tokenizer(tokenizer)
-    from mage_cli.tiny import tiny_image_processor
+    from mage_testing.tiny import tiny_image_processor
 
     processor = MageProcessor(tiny_image_processor(64), tokenizer, num_image_tokens=4)
 
@@ -365,7 +365,7 @@ def test_failed_and_changed_rows_are_predicted_again(mage, tmp_path):
 
 
 def test_predictions_of_another_model_are_refused(mage, tmp_path):
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     model, processor = mage
     data = fixtures.write_pope(str(tmp_path / "pope"), questions_per_split=1)

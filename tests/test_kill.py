@@ -61,7 +61,7 @@ def mage(*argv: str, hook: str | None = None, tmp: Path, **env_extra: str) -> su
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     root = tmp_path_factory.mktemp("kill")
     model, processor = build_tiny_mage([VOCABULARY], seed=0)

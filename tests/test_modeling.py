@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from mage_cli.tiny import build_tiny_mage, tiny_config, train_tokenizer
+from mage_testing.tiny import build_tiny_mage, tiny_config, train_tokenizer
 from modeling_mage import (
     MageConfig,
     MageForConditionalGeneration,

@@ -7,8 +7,8 @@ import random
 import torch
 from PIL import Image, ImageDraw
 
-from mage_cli.pretrain_tower import pretrain_vision_tower
-from mage_cli.tiny import build_tiny_mage
+from mage_testing.tiny import build_tiny_mage
+from training.pretrain_tower import pretrain_vision_tower
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 180, 60)}
 

@@ -123,7 +123,7 @@ def test_chat_template_tokenizes_to_a_dict(tiny_mage, shape_image):
 
 
 def test_tokenizer_without_image_token_is_refused(tiny_mage):
-    from mage_cli.tiny import SPECIAL_TOKENS, train_tokenizer
+    from mage_testing.tiny import SPECIAL_TOKENS, train_tokenizer
 
     _, processor = tiny_mage
     tokenizer = train_tokenizer([])

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import torch
 
-from mage_cli.tiny import build_tiny_mage
+from mage_testing.tiny import build_tiny_mage
 from modeling_mage.configuration_mage import PROJECTOR_TYPES, QUERY_PROJECTOR_TYPES
 from modeling_mage.projectors import (
     PROJECTOR_REGISTRY,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mage_cli.tiny import build_tiny_mage, tiny_image_processor
+from mage_testing.tiny import build_tiny_mage, tiny_image_processor
 from modeling_mage.projectors import split_into_tiles
 from training.fixtures import torch_threads
 

@@ -55,7 +55,7 @@ def model_pair():
     depends on the batch shape: the comparisons with `generate` test the batching and padding themselves."""
     import torch
 
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     model, processor = build_tiny_mage(seed=3)
     return model.to(torch.float64), processor

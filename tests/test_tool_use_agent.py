@@ -20,7 +20,7 @@ REQUEST = "Draw a red circle to the left of a blue square, describe it, read it 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     path = tmp_path_factory.mktemp("tiny_mage")
     model, processor = build_tiny_mage([tool_system_prompt(), REQUEST, plan_to_text(PLAN)], vocab_size=600)

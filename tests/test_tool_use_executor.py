@@ -219,7 +219,7 @@ def tiny_models(tmp_path_factory):
         ViTImageProcessor,
     )
 
-    from mage_cli.tiny import train_tokenizer
+    from mage_testing.tiny import train_tokenizer
 
     root = tmp_path_factory.mktemp("tiny_pipelines")
     torch.manual_seed(0)

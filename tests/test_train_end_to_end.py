@@ -44,7 +44,7 @@ def colour_accuracy(path, n: int = 40) -> float:
 
 @pytest.mark.slow
 def test_three_stages_on_cpu(tmp_path):
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     model, processor = build_tiny_mage([VOCABULARY] * 20, seed=0)
     model.save_pretrained(tmp_path / "stage0")

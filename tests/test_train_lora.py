@@ -21,7 +21,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     root = tmp_path_factory.mktemp("lora")
     model, processor = build_tiny_mage([VOCABULARY], seed=1)

@@ -37,7 +37,7 @@ def test_two_cpu_processes_match_one(tmp_path):
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     if accelerate is None:
         pytest.skip("accelerate CLI not installed next to the interpreter")
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     model, processor = build_tiny_mage([VOCABULARY], seed=4)
     model.config.mage_trained_stages = [1]

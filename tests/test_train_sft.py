@@ -25,7 +25,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     root = tmp_path_factory.mktemp("sft")
     model, processor = build_tiny_mage([VOCABULARY], seed=2)

@@ -22,7 +22,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     root = tmp_path_factory.mktemp("shapeworld")
     shapeworld.generate_dataset(str(root / "data"), 48, 8, seed=0, image_size=64, difficulty="easy",

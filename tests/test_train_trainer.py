@@ -30,7 +30,7 @@ def _one_torch_thread():
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """A tiny MAGE (stage-1 trained marker set) and a mixed image / text-only LLaVA data set."""
-    from mage_cli.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage
 
     root = tmp_path_factory.mktemp("train")
     model, processor = build_tiny_mage([VOCABULARY], seed=0)
@@ -281,7 +281,7 @@ def test_skips_in_dataloader_workers_reach_the_report(workspace, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ bad input
 def test_named_errors(workspace, tmp_path):
-    from mage_cli.tiny import train_tokenizer
+    from mage_testing.tiny import train_tokenizer
 
     train_tokenizer(["x"]).save_pretrained(tmp_path / "llama")
     (tmp_path / "llama" / "config.json").write_text(json.dumps({"model_type": "llama"}))

@@ -18,7 +18,7 @@ def build_pipeline_dataset(s: Shapes, folder: Path, queries: int, rows: int = 64
     from PIL import Image
     from transformers import CLIPImageProcessor
 
-    from mage_cli.tiny import train_tokenizer
+    from mage_testing.tiny import train_tokenizer
     from processing_mage import MageProcessor
     from training.data import build_dataset
 
