@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, PreTrainedTokenizerFast
 
+from modeling_mage import MageConfig, MageForConditionalGeneration
 from processing_mage import IMAGE_TOKEN, VICUNA_V1_SYSTEM_PROMPT, MageProcessor, vicuna_v1_chat_template
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
@@ -28,9 +31,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1000):
 
     Returns a `PreTrainedTokenizerFast` holding `<unk> <s> </s> <pad> <image>` as special tokens.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -58,8 +58,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1000):
 
 
 def tiny_image_processor(image_size: int = 64):
-    from transformers import CLIPImageProcessor
-
     return CLIPImageProcessor(
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},
@@ -87,10 +85,6 @@ def tiny_config(
     Defaults are the tiny sizes of DESIGN §5; the size arguments build the larger test/benchmark shapes.
     Intermediate sizes default to twice the width. `overrides` go to `MageConfig` (SEB settings, ITDM, …).
     """
-    from transformers import CLIPVisionConfig, LlamaConfig
-
-    from modeling_mage import MageConfig
-
     vision_config = CLIPVisionConfig(
         hidden_size=vision_hidden_size,
         intermediate_size=vision_intermediate_size or 2 * vision_hidden_size,
@@ -143,8 +137,6 @@ def build_tiny_mage(
     `system_prompt` is the chat template's default system message (LLaVA's by default; the demo uses a short one,
     since LLaVA's is half of every short ShapeWorld row). `overrides` go to `tiny_config` (size arguments or
     `MageConfig` fields)."""
-    from modeling_mage import MageForConditionalGeneration
-
     texts = list(texts) + ([system_prompt] if system_prompt != VICUNA_V1_SYSTEM_PROMPT else [])
     tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
     config = tiny_config(tokenizer, image_size, num_query_tokens, projector_type, **overrides)
