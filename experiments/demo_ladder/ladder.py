@@ -118,7 +118,7 @@ def compiled_template(name: str):
 # ---------------------------------------------------------------------------------------------------------- setup
 def build_tokenizer(texts, kind: str = "word"):
     """The reference's word-level tokenizer (`kind="word"`), or the demo's byte-level BPE of 2,000 tokens
-    (`mage_cli.tiny.train_tokenizer`'s settings, `"bpe"`), as a `PreTrainedTokenizerFast` that adds BOS; the
+    (`mage_testing.tiny.train_tokenizer`'s settings, `"bpe"`), as a `PreTrainedTokenizerFast` that adds BOS; the
     special tokens keep the reference's ids 0..4 either way."""
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
