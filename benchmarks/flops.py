@@ -88,7 +88,8 @@ class Shapes:
 
 
 SHAPES: dict[str, Shapes] = {
-    # The tests' tiny model (DESIGN §5): 16 patches; Q = 4 is the 4× reduction, Q = 16 keeps every token.
+    # The tests' tiny model (docs/DECISIONS.md, Tooling): 16 patches; Q = 4 is the 4× reduction, Q = 16 keeps every
+    # token.
     "tiny": Shapes(
         name="tiny", image_size=64, patch_size=16, vision_hidden=64, vision_layers=2, vision_heads=4, vision_mlp=128,
         lm_hidden=128, lm_layers=2, lm_heads=4, lm_kv_heads=2, lm_mlp=256, vocab_size=1000, batch_size=2,
@@ -117,7 +118,8 @@ SHAPES: dict[str, Shapes] = {
     ),
 }
 
-# DESIGN §6: LLaVA-1.5-7B reference points measured on one H100 (bs 16, gradient checkpointing), and the GPU targets.
+# LLaVA-1.5-7B reference points measured on one H100 (bs 16, gradient checkpointing) by others, not here, and the GPU
+# targets: the project's given anchors, quoted and used in docs/performance.md, "Predictions at the paper's shapes".
 H100_ANCHORS = {
     "llava576_stage1_samples_per_s": 14.5,
     "llava576_stage2_samples_per_s": 12.1,
@@ -620,7 +622,7 @@ def predict(s: Shapes, queries: int, precision: Precision = Precision(), checkpo
 
 
 def predict_anchored(s: Shapes, queries: int) -> dict[str, float]:
-    """MAGE-Q figures on an H100 predicted from DESIGN §6's LLaVA-576 anchors and the FLOP ratios (predictions)."""
+    """MAGE-Q figures on an H100 predicted from the LLaVA-576 anchors (`H100_ANCHORS`) and the FLOP ratios."""
     p = predict(s, queries, Precision(2, 2, 2, 8), checkpointing=True)
     return {
         "stage1_samples_per_s": H100_ANCHORS["llava576_stage1_samples_per_s"] * p.stage1_speedup,

@@ -209,8 +209,8 @@ def _carry_over(results: dict, path: str) -> None:
         results["benchmarks"].setdefault(name, bench)
 
 
-# The protocol each benchmark's own evaluation uses (DESIGN §4): SEED-Bench ranks the options by likelihood; MME, POPE
-# and MMBench read a generated answer.
+# The protocol each benchmark's own evaluation uses (docs/evaluation.md, "Scoring conventions"): SEED-Bench ranks the
+# options by likelihood; MME, POPE and MMBench read a generated answer.
 OFFICIAL_SCORING = {"seed": "likelihood"}
 SCORING_CHOICES = ("official", "generate", "likelihood")
 

@@ -8,7 +8,8 @@ Registration, for the lmms-eval versions that exist:
   `python -m evaluation.lmms_eval_adapter --model mage --model_args pretrained=PATH --tasks pope` works without it.
 
 Prompts follow the same vicuna_v1 template as `mage eval` (the image first, then lmms-eval's context). Note that
-lmms-eval's own scorers differ from the official scripts (DESIGN §4): numbers from `mage eval` are the reference.
+lmms-eval's own scorers differ from the official scripts (docs/evaluation.md, "Scoring conventions"): numbers from
+`mage eval` are the reference.
 """
 
 from __future__ import annotations

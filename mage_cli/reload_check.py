@@ -2,7 +2,7 @@
 
 The check runs in a subprocess whose working directory is outside the repository and which imports nothing of this
 project, so the checkpoint's own copied code is what runs (in a process that has imported the project, transformers
-would hand back the in-process classes instead; DESIGN §3).
+would hand back the in-process classes instead; docs/DECISIONS.md, "Reload check").
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Tiny random MAGE models built offline: tiny CLIP + tiny Llama configs and a tokenizer trained on the fly.
 
-Used by the demo and the tests; nothing is downloaded. Sizes follow DESIGN §5 (64-px images, patch 16 → 16 patches,
-a 64-wide 2-layer tower, a 128-wide 2-layer LM): small enough to train on ShapeWorld on a 2-core CPU in minutes.
+Used by the demo and the tests; nothing is downloaded. Sizes (docs/DECISIONS.md, Tooling): 64-px images, patch 16 →
+16 patches, a 64-wide 2-layer tower, a 128-wide 2-layer LM — small enough to train on ShapeWorld on a 2-core CPU in
+minutes.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def tiny_config(
 ):
     """A `MageConfig` of a small CLIP tower (patch 16) and a small Llama whose vocabulary is `tokenizer`'s.
 
-    Defaults are the tiny sizes of DESIGN §5; the size arguments build the larger test/benchmark shapes.
+    Defaults are the tiny sizes (docs/DECISIONS.md, Tooling); the size arguments build the larger test/benchmark
+    shapes.
     Intermediate sizes default to twice the width. `overrides` go to `MageConfig` (SEB settings, ITDM, …).
     """
     vision_config = CLIPVisionConfig(

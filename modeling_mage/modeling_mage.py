@@ -30,11 +30,13 @@ TRANSFORMERS_MAJOR = int(transformers_version.split(".")[0])
 # warns there. Talk to the LM and build outputs with the name this version declares.
 CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
-# Modules that must stay in full precision under bitsandbytes quantisation (prefixes from the model root, DESIGN §3).
+# Modules that must stay in full precision under bitsandbytes quantisation: prefixes from the model root, which
+# replace bitsandbytes' defaults on 5.x (docs/DECISIONS.md, Model: "Quantisation").
 QUANTIZATION_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
 # Files of this folder that make up the remote code, and the auto_map that names them. `register_for_auto_class`
-# takes one class and refuses AutoModelForVision2Seq on 5.x, so the map is written explicitly (DESIGN §3).
+# takes one class and refuses AutoModelForVision2Seq on 5.x, so the map is written explicitly (docs/DECISIONS.md,
+# Model: "save_pretrained").
 REMOTE_CODE_FILES = ("configuration_mage.py", "ian.py", "projectors.py", "modeling_mage.py")
 AUTO_MAP = {
     "AutoConfig": "configuration_mage.MageConfig",
@@ -682,7 +684,8 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
         text_pool_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""
-        What the ITDM loss compares (DESIGN §1), so the trainer never reaches into internals.
+        What the ITDM loss compares (docs/training.md, "Loss"; docs/DECISIONS.md, "ITDM interface"), so the trainer
+        never reaches into internals.
 
         Args:
             text_input_ids (`torch.LongTensor` of shape `(B, T)`): the text alone (caption / answers), no image tokens.

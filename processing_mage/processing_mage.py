@@ -212,7 +212,8 @@ class MageProcessor(ProcessorMixin):
 
     # ------------------------------------------------------------------------------------------------------ saving
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
-        """Save as usual, then make the tokenizer files loadable by transformers 4.x as well (DESIGN §3)."""
+        """Save as usual, then make the tokenizer files loadable by transformers 4.x as well (docs/DECISIONS.md,
+        Processor: "4.x portability of saved files")."""
         result = super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
         _make_tokenizer_config_portable(os.path.join(save_directory, "tokenizer_config.json"))
         # 4.x reads the image processor from preprocessor_config.json and breaks on a nested copy of it.

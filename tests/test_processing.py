@@ -134,7 +134,7 @@ def test_tokenizer_without_image_token_is_refused(tiny_mage):
 
 @pytest.fixture(scope="module")
 def sentencepiece_dir(tmp_path_factory):
-    """The real Llama-family SentencePiece model shipped in the mistral-common wheel (DESIGN §3)."""
+    """The real Llama-family SentencePiece model shipped in the mistral-common wheel (docs/training.md, masking)."""
     mistral_common = pytest.importorskip("mistral_common")
     pytest.importorskip("sentencepiece")
     source = os.path.join(os.path.dirname(mistral_common.__file__), "data", "tokenizer.model.v1")

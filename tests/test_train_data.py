@@ -26,7 +26,7 @@ CAPTION = [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "a re
 
 @pytest.fixture(scope="module")
 def sp_processor(tiny_mage, tmp_path_factory):
-    """MageProcessor around the real Llama-family SentencePiece tokenizer (mistral-common's, DESIGN §3)."""
+    """MageProcessor around the real Llama-family SentencePiece tokenizer (mistral-common's; docs/training.md)."""
     mistral_common = pytest.importorskip("mistral_common")
     pytest.importorskip("sentencepiece")
     from transformers import LlamaTokenizer

@@ -1,4 +1,4 @@
-"""ITDM against hand computations (DESIGN §1, paper Eq. 2)."""
+"""ITDM against hand computations (paper Eq. 2; docs/training.md, "Loss")."""
 
 from __future__ import annotations
 

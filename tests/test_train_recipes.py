@@ -30,7 +30,8 @@ def test_recipe_validates(path):
 
 @pytest.mark.parametrize("size", ["7b", "13b"])
 def test_llava_15_hyper_parameters(size):
-    """DESIGN §1: stage 1 lr 1e-3 bs 256, stage 2 lr 2e-5 bs 128, 1 epoch, warmup 3 %, cosine, 2048, bf16 (8 GPUs)."""
+    """LLaVA-1.5 (docs/training.md, Recipes): stage 1 lr 1e-3 bs 256, stage 2 lr 2e-5 bs 128, 1 epoch, warmup 3 %,
+    cosine, 2048, bf16 (8 GPUs)."""
     for stage, lr, batch in ((1, 1e-3, 256), (2, 2e-5, 128)):
         recipe = load_recipe(f"stage{stage}_{size}")
         assert recipe.learning_rate == lr

@@ -1,6 +1,7 @@
 """LoRA / QLoRA for MAGE through PEFT, and merging an adapter back into a plain MAGE checkpoint.
 
-- LoRA targets the language model only (DESIGN §3 regex; `"all-linear"` would also hit the vision tower);
+- LoRA targets the language model only (the regex in docs/training.md, "LoRA / QLoRA"; `"all-linear"` would also
+  hit the vision tower);
   the projector is trained fully through `modules_to_save`.
 - QLoRA loads the model in 4 bit (NF4) with `llm_int8_skip_modules` = vision tower, projector and `lm_head`
   (prefixes from the root: bitsandbytes on 5.x replaces its defaults by this list), then

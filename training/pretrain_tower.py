@@ -1,10 +1,10 @@
 """Stage 0 (vision): a short CLIP-style contrastive pretraining of the tiny vision tower on image–caption pairs.
 
 The real MAGE starts from a pretrained CLIP that stays frozen; a frozen *random* tower gives the tiny demo model
-little to align to (DESIGN §5). This plays CLIP's part: the tower and a small text encoder (embedding bag over the
-LM tokenizer's ids + MLP) are trained with the symmetric InfoNCE loss for a minute, then the text encoder is thrown
-away. The pooled image vector is the mean of the tower's `vision_feature_layer` patch tokens — exactly the features
-MAGE consumes — and captions that name positions keep layout in those features.
+little to align to (docs/DECISIONS.md, "Stage 0 vision"). This plays CLIP's part: the tower and a small text encoder
+(embedding bag over the LM tokenizer's ids + MLP) are trained with the symmetric InfoNCE loss for a bounded number of
+steps, then the text encoder is thrown away. The pooled image vector is the mean of the tower's `vision_feature_layer`
+patch tokens — exactly the features MAGE consumes — and captions that name positions keep layout in those features.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _image_embedding(model, pixel_values: torch.Tensor, head: nn.Module) -> torc
 
 
 def _targets(caption_ids: list[int]) -> torch.Tensor:
-    """Match matrix: identical captions are all positives (DESIGN §5 pitfall)."""
+    """Match matrix: identical captions are all positives (docs/DECISIONS.md, "Stage 0 vision")."""
     ids = torch.tensor(caption_ids)
     return (ids.unsqueeze(0) == ids.unsqueeze(1)).float()
 

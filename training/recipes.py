@@ -63,7 +63,8 @@ def known_alignment_objectives() -> tuple[str, ...]:
 
 @dataclass
 class Recipe:
-    """One training stage. Defaults are LLaVA-1.5 stage 2 (DESIGN §1); the YAML files override what differs.
+    """One training stage. Defaults are LLaVA-1.5 stage 2 (docs/training.md, Recipes); the YAML files override what
+    differs.
 
     Batch sizes: the global batch is `per_device_train_batch_size × gradient_accumulation_steps × num_processes`.
     The 7B/13B recipes assume 8 processes (LLaVA-1.5: stage 1 256, stage 2 128).

@@ -1,6 +1,6 @@
 """`MageSFTTrainer`: TRL's `SFTTrainer` for users who prefer TRL, with MAGE's collator and ITDM term.
 
-Two TRL behaviours are replaced on purpose (DESIGN §3):
+Two TRL behaviours are replaced on purpose (docs/training.md, TRL):
 
 - TRL's VLM collator (`DataCollatorForVisionLanguageModeling`) does not mask image tokens; the `MageDataCollator`
   masks everything but the assistant answers (image placeholders included) and also provides the ITDM text.

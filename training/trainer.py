@@ -1,11 +1,11 @@
 """`MageTrainer`: transformers' `Trainer` with the MAGE loss `L = L_ITG + itdm_weight · L_ITDM`.
 
-Loss bookkeeping (DESIGN §3). With `num_items_in_batch` (always passed for a model that takes `**kwargs`), the ITG
-cross-entropy of each micro-batch is a *sum* over its tokens divided by the supervised-token count of the whole
-accumulated batch (all processes), times the number of processes (DDP averages gradients). The ITDM term follows
-the same rule: each micro-batch contributes `Σ_i ||d_ian_i − d_llm_i||² / N_img`, N_img = image-bearing samples of
-the whole accumulated batch (gathered across processes), times the number of processes. Hence 2 micro-batches × 4
-with accumulation give the same gradients as 1 × 8, and 2 processes × 2 the same as 1 × 4.
+Loss bookkeeping (docs/training.md, "Loss": the accumulation rule). With `num_items_in_batch` (always passed for a model
+that takes `**kwargs`), the ITG cross-entropy of each micro-batch is a *sum* over its tokens divided by the
+supervised-token count of the whole accumulated batch (all processes), times the number of processes (DDP averages
+gradients). The ITDM term follows the same rule: each micro-batch contributes `Σ_i ||d_ian_i − d_llm_i||² / N_img`,
+N_img = image-bearing samples of the whole accumulated batch (gathered across processes), times the number of processes.
+Hence 2 micro-batches × 4 with accumulation give the same gradients as 1 × 8, and 2 processes × 2 the same as 1 × 4.
 
 ITG and ITDM are logged as separate scalars (`itg_loss`, `itdm_loss`) at every logging step, averaged like Trainer's
 own `loss` (over processes and optimizer steps; ITDM over the steps that had image samples, since text-only steps have

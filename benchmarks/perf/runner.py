@@ -104,14 +104,15 @@ def rederive(results: dict) -> dict:
 
 
 def paper_predictions() -> list[dict]:
-    """7B / 13B predictions (bf16, gradient checkpointing); DESIGN §6's LLaVA-576-7B H100 anchor applied at 7B."""
+    """7B / 13B predictions (bf16, gradient checkpointing); the LLaVA-576-7B H100 anchor (`H100_ANCHORS`) applied at
+    7B."""
     rows = []
     for name in ("7b", "13b"):
         s = SHAPES[name]
         for q in s.queries:
             p = predict(s, q, Precision(2, 2, 2, 8), checkpointing=True)
             entry = {k: v for k, v in vars(p).items() if k != "flops"}
-            # DESIGN §6's anchors are LLaVA-576-**7B** figures: an absolute 13B figure would need a 13B anchor
+            # The H100 anchors are LLaVA-576-**7B** figures: an absolute 13B figure would need a 13B anchor
             entry["anchored_stage2_samples_per_s"] = (
                 predict_anchored(s, q)["stage2_samples_per_s"] if name == "7b" else None
             )
