@@ -200,7 +200,7 @@ def markdown_report(results: dict) -> str:
             f"{entry.get('qlora_peak_gib', float('nan')):.1f} / {entry.get('llava_qlora_peak_gib', float('nan')):.1f} |"
         )
     lines.append("")
-    lines.append(f"H100 anchors (DESIGN §6, LLaVA-576-7B): {H100_ANCHORS}; GPU targets: {GPU_TARGETS}.")
+    lines.append(f"H100 anchors (LLaVA-576-7B, docs/performance.md): {H100_ANCHORS}; GPU targets: {GPU_TARGETS}.")
     return "\n".join(lines) + "\n"
 
 
