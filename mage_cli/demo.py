@@ -54,7 +54,9 @@ class DemoSettings:
     # the ladder's optimizer: AdamW β2 0.98, no weight decay, 3 % warm-up, one learning rate for projector and LM
     adam_beta2: float = 0.98
     warmup_ratio: float = 0.03
-    dataloader_num_workers: int = 1  # the second core opens images while the first trains
+    # text is encoded before training (pretokenize), so the main process only opens images: the second core runs
+    # the side jobs instead (stage 0's tower, evaluations of finished checkpoints)
+    dataloader_num_workers: int = 0
     model_overrides: dict = dataclasses.field(default_factory=dict)
     # a short system prompt spends the tiny model's tokens on the rows (training and evaluation read the template)
     system_prompt: str = "A chat about a picture of shapes."
@@ -275,17 +277,16 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def start_tower_pretraining(model_path: Path, paths: dict[str, str], settings: DemoSettings, seed: int, out: Path,
-                            threads: int):
-    """`pretrain_tower` in a second process (it needs nothing from the text LM, so stage 0's two halves run on the
-    two cores at once). Returns `(executor, future)`; the future gives `pretrain_tower`'s `(report, folder)`."""
+def second_core(threads: int):
+    """One spawned worker process for the demo's side jobs, run in order beside the main process's training: stage
+    0's tower pretraining (it needs nothing from the text LM), then the evaluation of each finished checkpoint. A
+    `concurrent.futures.ProcessPoolExecutor`; use it as a context manager."""
     import concurrent.futures
     import multiprocessing
 
-    executor = concurrent.futures.ProcessPoolExecutor(
+    return concurrent.futures.ProcessPoolExecutor(
         max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads, initargs=(threads,)
     )
-    return executor, executor.submit(pretrain_tower, model_path, paths, settings, seed, out)
 
 
 def combine_stage0(lm_path: Path, tower_path: Path, out: Path) -> Path:
@@ -472,83 +473,85 @@ def run(args: argparse.Namespace) -> int:
     init = build_model(settings, corpus, args.seed, models / "untrained")
     progress.done(f"→ {init}")
 
-    progress.step("stage 0: text-only LM pretraining (plays Vicuna) and CLIP-style tower pretraining (plays CLIP)")
-    executor, tower_future = start_tower_pretraining(init, paths, settings, args.seed, models / "stage0-tower",
-                                                     max(1, args.threads))
-    lm = train_stage(
-        "stage2_tiny",
-        init,
-        text_path,
-        models / "stage0-lm",
-        settings.lm_steps,
-        settings,
-        args.seed,
-        args.device,
-        itdm_weight=0.0,
-        learning_rate=2e-3,
-    )
-    with executor:
-        tower_report, tower = tower_future.result()
-    stage0 = combine_stage0(lm, tower, models / "stage0")
-    progress.done(
-        f"(tower image→caption top-1 {tower_report.retrieval_top1_before:.2f} → "
-        f"{tower_report.retrieval_top1_after:.2f} in {tower_report.steps} steps)"
-    )
-
-    checkpoints = {"untrained": init}
-    progress.step("stages 1 → 2 → 3 with the tiny recipes (mage train's code path)")
-    stage1 = train_stage(
-        "stage1_tiny",
-        stage0,
-        Path(paths["stage1"]),
-        models / "stage1",
-        settings.stage1_steps,
-        settings,
-        args.seed,
-        args.device,
-    )
-    stage2 = train_stage(
-        "stage2_tiny",
-        stage1,
-        Path(paths["stage2"]),
-        models / "stage2",
-        settings.stage2_steps,
-        settings,
-        args.seed,
-        args.device,
-    )
-    stage3 = train_stage(
-        "stage3_tiny",
-        stage2,
-        Path(paths["stage3"]),
-        models / "stage3",
-        settings.stage3_steps,
-        settings,
-        args.seed,
-        args.device,
-        replay_data=paths["stage2"],
-        max_length=512,
-    )
-    checkpoints.update({"stage 1": stage1, "stage 2": stage2, "stage 3": stage3})
-    progress.done(_loss_summary(models))
-
-    progress.step("evaluate: untrained, every stage, and stage 3 with blank images (text-only baseline)")
-    rows, raw = {}, {}
-    for name, path in checkpoints.items():
-        raw[name] = evaluate_checkpoint(
-            path,
-            paths,
+    side = second_core(max(1, args.threads))
+    try:
+        progress.step("stage 0: text-only LM pretraining (plays Vicuna) and CLIP-style tower pretraining (plays CLIP)")
+        tower_future = side.submit(pretrain_tower, init, paths, settings, args.seed, models / "stage0-tower")
+        lm = train_stage(
+            "stage2_tiny",
+            init,
+            text_path,
+            models / "stage0-lm",
+            settings.lm_steps,
             settings,
-            evals / name.replace(" ", ""),
-            plans=name in ("stage 2", "stage 3"),
-            device=args.device,
+            args.seed,
+            args.device,
+            itdm_weight=0.0,
+            learning_rate=2e-3,
         )
-        rows[name] = headline(raw[name])
-    raw["text-only baseline"] = evaluate_checkpoint(
-        stage3, paths, settings, evals / "blank", blank_images=True, device=args.device
-    )
-    rows["text-only baseline"] = headline(raw["text-only baseline"])
-    progress.done()
+        tower_report, tower = tower_future.result()
+        stage0 = combine_stage0(lm, tower, models / "stage0")
+        progress.done(
+            f"(tower image→caption top-1 {tower_report.retrieval_top1_before:.2f} → "
+            f"{tower_report.retrieval_top1_after:.2f} in {tower_report.steps} steps)"
+        )
+
+        def evaluate_beside(name: str, path: Path, plans: bool = False):
+            folder = evals / name.replace(" ", "")
+            return side.submit(evaluate_checkpoint, path, paths, settings, folder, plans=plans, device=args.device)
+
+        checkpoints = {"untrained": init}
+        pending = {"untrained": evaluate_beside("untrained", init)}
+        progress.step(
+            "stages 1 → 2 → 3 with the tiny recipes (mage train's code path; each finished stage is evaluated "
+            "in the second process meanwhile)"
+        )
+        stage1 = train_stage(
+            "stage1_tiny",
+            stage0,
+            Path(paths["stage1"]),
+            models / "stage1",
+            settings.stage1_steps,
+            settings,
+            args.seed,
+            args.device,
+        )
+        pending["stage 1"] = evaluate_beside("stage 1", stage1)
+        stage2 = train_stage(
+            "stage2_tiny",
+            stage1,
+            Path(paths["stage2"]),
+            models / "stage2",
+            settings.stage2_steps,
+            settings,
+            args.seed,
+            args.device,
+        )
+        pending["stage 2"] = evaluate_beside("stage 2", stage2, plans=True)
+        stage3 = train_stage(
+            "stage3_tiny",
+            stage2,
+            Path(paths["stage3"]),
+            models / "stage3",
+            settings.stage3_steps,
+            settings,
+            args.seed,
+            args.device,
+            replay_data=paths["stage2"],
+            max_length=512,
+        )
+        pending["stage 3"] = evaluate_beside("stage 3", stage3, plans=True)
+        checkpoints.update({"stage 1": stage1, "stage 2": stage2, "stage 3": stage3})
+        progress.done(_loss_summary(models))
+
+        progress.step("evaluate: stage 3 with blank images (text-only baseline) here, the last checkpoints beside it")
+        blank = evaluate_checkpoint(stage3, paths, settings, evals / "blank", blank_images=True, device=args.device)
+        raw = {name: future.result() for name, future in pending.items()}
+        raw["text-only baseline"] = blank
+        rows = {name: headline(scores) for name, scores in raw.items()}
+        progress.done()
+    finally:  # a failed or interrupted run does not wait for queued evaluations
+        side.shutdown(wait=True, cancel_futures=True)
 
     progress.step("write the report (JSON, Markdown, plot)")
     verdict = judge(rows)
