@@ -1,4 +1,5 @@
-"""Stage-3 tool-use dialogues: ShapeWorld requests answered with task plans (the schema of `tool_use.schema`).
+"""Stage-3 tool-use dialogues: ShapeWorld requests answered with task plans (the schema of `shapeworld.plan_schema`,
+validated by `tool_use.schema`).
 
 Each row is LLaVA-format and text-only: a system turn with `tool_system_prompt()`, the user's request, and the
 plan as `plan_to_text(plan)`::
@@ -18,6 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 
+from .plan_schema import plan_to_text, tool_system_prompt
 from .text import article, caption, name, relation_phrase
 from .world import COLOURS, Difficulty, item_rng, sample_scene
 
@@ -195,8 +197,6 @@ def tool_dialogue(
     index: int, seed: int, difficulty: Difficulty, split: str = "train", system_prompt: bool = True
 ) -> dict:
     """One LLaVA-format tool dialogue (see module docstring); also carries `"template"` and the `"plan"` itself."""
-    from tool_use.schema import plan_to_text, tool_system_prompt
-
     rng = item_rng(seed, f"tools-{split}", index)
     template = list(TEMPLATES)[rng.randrange(len(TEMPLATES))]
     request, plan = TEMPLATES[template](rng, difficulty)
@@ -208,8 +208,6 @@ def tool_dialogue(
 
 def tool_corpus(n: int, seed: int, difficulty: Difficulty) -> Iterator[str]:
     """Every tool text: the system prompt, one request and plan per template, and `n` random dialogues."""
-    from tool_use.schema import plan_to_text, tool_system_prompt
-
     yield tool_system_prompt()
     yield " ".join(IMAGE_FILES + AUDIO_FILES) + " " + " ".join(COLOURS)
     for k, template in enumerate(TEMPLATES.values()):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -60,3 +62,10 @@ def test_held_out_split_differs_and_is_deterministic():
     held_out = [r["conversations"][1]["value"] for r in _dialogues("eval", 200)]
     assert train != held_out
     assert _dialogues("eval", 20) == _dialogues("eval", 20)
+
+
+def test_shapeworld_imports_no_tool_code():
+    """The data generator writes plans with `shapeworld.plan_schema`; it never loads `tool_use` (layering)."""
+    script = "import sys, shapeworld; print(sorted(m for m in sys.modules if m.split('.')[0] == 'tool_use'))"
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"

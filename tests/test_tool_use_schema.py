@@ -159,3 +159,17 @@ def test_system_prompt_lists_every_tool():
     for name, spec in DEFAULT_TASKS.items():
         assert f"- {name}(" in prompt and f"-> {spec.output}" in prompt
     assert tool_system_prompt() == prompt
+
+
+def test_plan_vocabulary_is_defined_once_in_shapeworld():
+    """Tasks, plan text and system prompt live in `shapeworld.plan_schema`; `tool_use.schema` and `tool_use` export
+    the same objects, so ShapeWorld's plans and the validator cannot drift apart."""
+    import shapeworld.plan_schema as base
+    import tool_use
+    import tool_use.schema as schema
+
+    for name in base.__all__:
+        assert getattr(schema, name) is getattr(base, name), name
+        assert name in schema.__all__
+    for name in ("DEFAULT_TASKS", "TaskSpec", "plan_to_text", "tool_system_prompt"):
+        assert getattr(tool_use, name) is getattr(base, name), name

@@ -68,10 +68,12 @@ def _error(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shapeworld.plan_schema import DEFAULT_TASKS, plan_to_text, tool_system_prompt
+
     from .executor import execute_plan
     from .generation import generate_text
     from .registry import load_mage, registry_from_config
-    from .schema import DEFAULT_TASKS, PlanParseError, extract_plan, plan_to_text, tool_system_prompt, validate_plan
+    from .schema import PlanParseError, extract_plan, validate_plan
 
     if args.threads < 1:
         return _error(f"--threads must be at least 1, got {args.threads}")

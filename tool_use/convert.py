@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .schema import DEFAULT_TASKS, FILE_SUFFIXES, TaskSpec, plan_to_text, tool_system_prompt, validate_plan
+from shapeworld.plan_schema import DEFAULT_TASKS, TaskSpec, plan_to_text, tool_system_prompt
+
+from .schema import FILE_SUFFIXES, validate_plan
 
 REQUEST_KEYS = ("user_input", "request", "instruction", "user_request")
 _NODE_RE = re.compile(r"^<node-(\d+)>$")

@@ -30,7 +30,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .schema import DEFAULT_TASKS, PlanParseError, TaskSpec, extract_plan, parse_reference, validate_plan
+from shapeworld.plan_schema import DEFAULT_TASKS, TaskSpec
+
+from .schema import PlanParseError, extract_plan, parse_reference, validate_plan
 
 SHAPE_CODES = {"not_a_list", "empty_plan", "not_an_object", "missing_field", "extra_field", "bad_type", "bad_id"}
 

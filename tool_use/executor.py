@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shapeworld.plan_schema import TaskSpec
+
 from .media import confine, load_audio, load_image, save_output
 from .registry import ToolRegistry
-from .schema import PlanError, TaskSpec, parse_reference, validate_plan
+from .schema import PlanError, parse_reference, validate_plan
 
 
 @dataclass

@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shapeworld.plan_schema import DEFAULT_TASKS, MODALITIES, TaskSpec
+
 from .media import check_modality
-from .schema import DEFAULT_TASKS, MODALITIES, TaskSpec
 
 #: Prompts used when a task is served by a generic text-generation / image-text-to-text model.
 TEXT_PROMPTS: dict[str, str] = {
