@@ -9,6 +9,7 @@ Details and format decisions: docs/shapeworld.md.
 """
 
 from .benchmarks import benchmark_items, write_mmbench, write_mme, write_pope, write_seed
+from .corpus import text_corpus
 from .dataset import (
     dataset_paths,
     generate_dataset,
@@ -17,7 +18,7 @@ from .dataset import (
     write_llava_split,
     write_tool_dialogues,
 )
-from .text import caption, caption_row, instruction_row, instruction_turns, text_corpus
+from .text import caption, caption_row, instruction_row, instruction_turns
 from .tools import tool_dialogue
 from .world import (
     COLOURS,

@@ -1,11 +1,10 @@
 """Exact text from a scene's ground truth: names, captions (stage 1), instruction conversations (stage 2), Chinese
-templates, and `text_corpus` — every kind of text the world can produce, for training a closed-vocabulary tokenizer."""
+templates, and `vocabulary_sentences` (the closed vocabulary; the whole tokenizer corpus is `shapeworld.corpus`)."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator
 
 from .world import (
     COLOURS,
@@ -14,9 +13,6 @@ from .world import (
     QUESTION_TYPE_NAMES,
     SHAPES,
     Difficulty,
-    get_difficulty,
-    item_rng,
-    sample_scene,
 )
 
 LLAVA_SHORT_SUFFIX = "\nAnswer the question using a single word or phrase."
@@ -382,36 +378,6 @@ def vocabulary_sentences() -> list[str]:
     return lines
 
 
-def text_corpus(
-    num_scenes: int = 200, seed: int = 0, difficulty: str | Difficulty | dict | None = "hard"
-) -> Iterator[str]:
-    """Every kind of text the world produces: vocabulary lines, captions, instructions and answers, benchmark prompts
-    (MME/POPE/MMBench EN+CN/SEED with the LLaVA suffixes) and tool requests with their plan JSON.
-
-    Deterministic; `num_scenes` scenes per part. The default difficulty "hard" uses every colour, shape and the
-    written words, so a tokenizer trained on it covers any difficulty.
-    """
-    from .benchmarks import benchmark_items, prompt_texts
-
-    d = get_difficulty(difficulty)
-    yield from vocabulary_sentences()
-    for i in range(num_scenes):
-        rng = item_rng(seed, "corpus", i)
-        scene = sample_scene(rng, d, f"corpus-{i}")
-        yield caption(scene)
-        for question, answer in instruction_turns(rng, scene, d, max_turns=len(QUESTION_TYPES)):
-            yield question
-            yield answer
-    for benchmark in ("mme", "pope", "mmbench", "seed"):
-        for item in benchmark_items(benchmark, max(8, num_scenes // 4), seed, d):
-            yield from prompt_texts(benchmark, item)
-    try:
-        from .tools import tool_corpus
-    except ImportError:  # tool_use.schema not installed yet
-        return
-    yield from tool_corpus(max(8, num_scenes // 4), seed, d)
-
-
 __all__ = [
     "BRIEF_PROMPTS",
     "article",
@@ -439,6 +405,5 @@ __all__ = [
     "position",
     "relation_holds",
     "relation_phrase",
-    "text_corpus",
     "vocabulary_sentences",
 ]
