@@ -63,12 +63,21 @@ def test_dep_includes_all_referenced_steps_exactly():
         ([{"task": "summarization", "id": 1, "dep": [-1], "args": {"text": "a"}}], [(0, "bad_id")]),
         ([{"task": "paint", "id": 0, "dep": [-1], "args": {"text": "a"}}], [(0, "unknown_task")]),
         ([{"task": "summarization", "id": 0, "dep": [-1], "args": {}}], [(0, "missing_argument")]),
-        ([{"task": "summarization", "id": 0, "dep": [-1], "args": {"text": "a", "lang": "fr"}}], [(0, "extra_argument")]),
+        (
+            [{"task": "summarization", "id": 0, "dep": [-1], "args": {"text": "a", "lang": "fr"}}],
+            [(0, "extra_argument")],
+        ),
         ([{"task": "image-to-text", "id": 0, "dep": [-1], "args": {"image": "a cat"}}], [(0, "wrong_modality")]),
-        ([{"task": "summarization", "id": 0, "dep": [-1], "args": {"text": "see <GENERATED>-0"}}], [(0, "bad_reference")]),
+        (
+            [{"task": "summarization", "id": 0, "dep": [-1], "args": {"text": "see <GENERATED>-0"}}],
+            [(0, "bad_reference")],
+        ),
         ([{"task": "summarization", "id": 0, "dep": [3], "args": {"text": "<GENERATED>-3"}}], [(0, "missing_step")]),
         ([{"task": "summarization", "id": 0, "dep": [0], "args": {"text": "<GENERATED>-0"}}], [(0, "self_dependency")]),
-        ([{"task": "summarization", "id": 0, "dep": [-1, 0], "args": {"text": "a"}}], [(0, "dep_mismatch"), (0, "self_dependency")]),
+        (
+            [{"task": "summarization", "id": 0, "dep": [-1, 0], "args": {"text": "a"}}],
+            [(0, "dep_mismatch"), (0, "self_dependency")],
+        ),
     ],
 )
 def test_each_broken_plan_is_named(plan, expected):

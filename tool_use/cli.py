@@ -33,16 +33,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="MAGE checkpoint folder (save_pretrained)")
     parser.add_argument("--image", default=None, help="an image file the request may name (staged into the inputs)")
     parser.add_argument("--input-dir", default=None, help="a folder of user files the plan may name (read-only)")
-    parser.add_argument("--output-dir", default="mage_agent_output", help="artefacts + manifest.json (default: %(default)s)")
+    parser.add_argument(
+        "--output-dir", default="mage_agent_output", help="artefacts + manifest.json (default: %(default)s)"
+    )
     parser.add_argument("--tools", default=None, help="YAML tool config (model ids per task); see tool_use/registry.py")
     parser.add_argument("--no-default-tools", action="store_true", help="only the tools of --tools")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="plan length budget (default %(default)s)")
     parser.add_argument("--step-timeout", type=float, default=120.0, help="seconds per step (default %(default)s)")
     parser.add_argument("--max-steps", type=int, default=16, help="refuse longer plans (default %(default)s)")
-    parser.add_argument("--max-workers", type=int, default=2, help="independent steps run at once (default %(default)s)")
+    parser.add_argument(
+        "--max-workers", type=int, default=2, help="independent steps run at once (default %(default)s)"
+    )
     parser.add_argument("--plan-only", action="store_true", help="print and validate the plan, run nothing")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
-    parser.add_argument("--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1; see the README's --threads note)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch CPU threads (default 1; see the README's --threads note)",
+    )
 
 
 def build_registry(args: argparse.Namespace, model, processor, configured=None):
@@ -106,8 +116,10 @@ def run(args: argparse.Namespace) -> int:
         plan = extract_plan(raw)
     except PlanParseError as e:
         print(f"no plan: {e}", file=sys.stderr)
-        (out_dir / "manifest.json").write_text(json.dumps({"request": args.request, "status": "unparsable",
-                                                            "model_output": raw}, indent=2), encoding="utf-8")
+        (out_dir / "manifest.json").write_text(
+            json.dumps({"request": args.request, "status": "unparsable", "model_output": raw}, indent=2),
+            encoding="utf-8",
+        )
         return 2
     print(f"plan: {plan_to_text(plan)}")
     if args.plan_only:

@@ -143,8 +143,10 @@ def taskbench_to_plan(record: dict, tasks: dict[str, TaskSpec] = DEFAULT_TASKS) 
                 modality = _literal_modality(value)
             if name is None:
                 if not free.get(modality):
-                    raise ConversionError("unplaceable argument", f"node {i} ({task}): no free {modality} argument "
-                                          f"for {value!r}; {task} takes {spec.inputs}")
+                    raise ConversionError(
+                        "unplaceable argument",
+                        f"node {i} ({task}): no free {modality} argument for {value!r}; {task} takes {spec.inputs}",
+                    )
                 name = free[modality][0]
             if name in args:
                 raise ConversionError("duplicate argument", f"node {i} ({task}): two values for {name!r}")
@@ -156,8 +158,9 @@ def taskbench_to_plan(record: dict, tasks: dict[str, TaskSpec] = DEFAULT_TASKS) 
     return plan
 
 
-def record_to_llava(record: dict, tasks: dict[str, TaskSpec] = DEFAULT_TASKS, *, row: int = 0,
-                    system_prompt: bool = True) -> dict:
+def record_to_llava(
+    record: dict, tasks: dict[str, TaskSpec] = DEFAULT_TASKS, *, row: int = 0, system_prompt: bool = True
+) -> dict:
     """One record → one LLaVA row; raises :class:`ConversionError` (reason + detail) when it cannot."""
     if not isinstance(record, dict):
         raise ConversionError("not an object", type(record).__name__)
@@ -172,8 +175,9 @@ def record_to_llava(record: dict, tasks: dict[str, TaskSpec] = DEFAULT_TASKS, *,
     return {"id": str(record.get("id", f"plan-{row:06d}")), "conversations": turns}
 
 
-def convert_records(records: Iterable[dict], tasks: dict[str, TaskSpec] = DEFAULT_TASKS,
-                    system_prompt: bool = True) -> tuple[list[dict], ConversionReport]:
+def convert_records(
+    records: Iterable[dict], tasks: dict[str, TaskSpec] = DEFAULT_TASKS, system_prompt: bool = True
+) -> tuple[list[dict], ConversionReport]:
     """Convert every record; the report lists each skipped row (number, id, reason: detail)."""
     rows, report = [], ConversionReport()
     for i, record in enumerate(records):

@@ -81,7 +81,11 @@ def plan_arguments(plan: Any) -> tuple[set[str], set[str]]:
     if not isinstance(plan, list):
         return names, values
     for i, step in enumerate(plan):
-        if not isinstance(step, dict) or not isinstance(step.get("task"), str) or not isinstance(step.get("args"), dict):
+        if (
+            not isinstance(step, dict)
+            or not isinstance(step.get("task"), str)
+            or not isinstance(step.get("args"), dict)
+        ):
             continue
         for name, value in step["args"].items():
             k = parse_reference(value)
@@ -113,7 +117,9 @@ def _canonical(plan: Any) -> Any:
     out = []
     for step in plan:
         if isinstance(step, dict) and isinstance(step.get("args"), dict):
-            args = {n: (f"<GENERATED>-{k}" if (k := parse_reference(v)) is not None else v) for n, v in step["args"].items()}
+            args = {
+                n: (f"<GENERATED>-{k}" if (k := parse_reference(v)) is not None else v) for n, v in step["args"].items()
+            }
             step = {**step, "args": args}
         out.append(step)
     return out
@@ -170,8 +176,13 @@ def evaluate_plans(
         pred_values.append(pv)
     out: dict[str, Any] = {"num_samples": n}
     rate = (lambda x: x / n) if n else (lambda x: 0.0)
-    out.update(parse_rate=rate(parsed), well_formed_rate=rate(well_formed), valid_rate=rate(valid),
-               executable_rate=rate(executable), exact_match=rate(exact))
+    out.update(
+        parse_rate=rate(parsed),
+        well_formed_rate=rate(well_formed),
+        valid_rate=rate(valid),
+        executable_rate=rate(executable),
+        exact_match=rate(exact),
+    )
     for prefix, g, p in [
         ("node", gold_nodes, pred_nodes),
         ("edge", gold_edges, pred_edges),
@@ -197,7 +208,9 @@ def load_plan_rows(data: str | Path) -> list[dict]:
         else:
             raise FileNotFoundError(f"{data}: no eval/stage3_tools.json or stage3_tools.json (tool dialogues) here")
     text = path.read_text(encoding="utf-8")
-    rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
+    rows = (
+        json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
+    )
     return rows
 
 
@@ -249,8 +262,9 @@ def evaluate_plan_model(
     predictions: list[str] = []
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
-        predictions += generate_texts(model, processor, [b[2] for b in batch], systems=[b[1] for b in batch],
-                                      max_new_tokens=max_new_tokens)
+        predictions += generate_texts(
+            model, processor, [b[2] for b in batch], systems=[b[1] for b in batch], max_new_tokens=max_new_tokens
+        )
         if progress:
             import sys
 

@@ -191,7 +191,10 @@ def _audio_of(raw: Any) -> dict[str, Any]:
     if isinstance(raw, list):
         raw = raw[0]
     if isinstance(raw, dict) and "audio" in raw and "sampling_rate" in raw:
-        return {"array": np.asarray(raw["audio"], dtype=np.float32).reshape(-1), "sampling_rate": int(raw["sampling_rate"])}
+        return {
+            "array": np.asarray(raw["audio"], dtype=np.float32).reshape(-1),
+            "sampling_rate": int(raw["sampling_rate"]),
+        }
     raise TypeError(f"cannot read audio from a pipeline output: {str(raw)[:80]}")
 
 
@@ -209,8 +212,10 @@ def pick_pipeline_task(task: str, requested: str | None = None) -> str:
     for candidate in PIPELINE_TASKS.get(task, (task,)):
         if candidate in available:
             return candidate
-    raise ValueError(f"no transformers pipeline serves {task!r} here (tried {PIPELINE_TASKS.get(task, (task,))}); "
-                     f"set `pipeline:` in the tool config or register a custom tool")
+    raise ValueError(
+        f"no transformers pipeline serves {task!r} here (tried {PIPELINE_TASKS.get(task, (task,))}); "
+        f"set `pipeline:` in the tool config or register a custom tool"
+    )
 
 
 def pipeline_tool(
@@ -250,8 +255,12 @@ def pipeline_tool(
                 raw = pipe(args["text"], **gen)
             elif hf_task == "image-text-to-text":
                 question = args.get("text") or template.format(**{k: v for k, v in args.items() if k != "image"})
-                messages = [{"role": "user", "content": [{"type": "image", "image": args["image"]},
-                                                         {"type": "text", "text": question}]}]
+                messages = [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image", "image": args["image"]}, {"type": "text", "text": question}],
+                    }
+                ]
                 raw = pipe(text=messages, return_full_text=False, **gen)
             elif hf_task == "visual-question-answering":
                 raw = pipe(image=args["image"], question=args["text"])
@@ -397,8 +406,10 @@ def registry_from_config(config: dict[str, Any] | str | Path, *, base_dir: str |
         if "inputs" in entry or "output" in entry or task not in DEFAULT_TASKS:
             inputs, output = entry.pop("inputs", None), entry.pop("output", None)
             if not isinstance(inputs, dict) or output not in MODALITIES:
-                raise ValueError(f"tool config: tools.{task} is not a default task; give inputs: {{arg: modality}} "
-                                 f"and output: one of {MODALITIES}")
+                raise ValueError(
+                    f"tool config: tools.{task} is not a default task; give inputs: {{arg: modality}} "
+                    f"and output: one of {MODALITIES}"
+                )
             spec = TaskSpec(task, inputs, output)
         model = local(str(entry.pop("model")), f"tools.{task}.model")
         registry.add(pipeline_tool(task, model, pipeline_task=entry.pop("pipeline", None), spec=spec, **entry))

@@ -155,7 +155,9 @@ def _check_step_shape(i: int, step: Any, errors: list[PlanError]) -> bool:
     if "dep" in step:
         dep = step["dep"]
         if not isinstance(dep, list) or not dep or not all(_is_int(d) for d in dep):
-            errors.append(PlanError(i, "bad_type", f"dep must be a non-empty list of integers ([-1] for none), got {dep!r}"))
+            errors.append(
+                PlanError(i, "bad_type", f"dep must be a non-empty list of integers ([-1] for none), got {dep!r}")
+            )
             ok = False
     if "args" in step:
         args = step["args"]
@@ -174,11 +176,15 @@ def _check_args(i: int, step: dict, plan: list, tasks: dict[str, TaskSpec], erro
     args = step["args"]
     for name in spec.inputs:
         if name not in args:
-            errors.append(PlanError(i, "missing_argument", f"{spec.name} needs argument {name!r} ({spec.inputs[name]})"))
+            errors.append(
+                PlanError(i, "missing_argument", f"{spec.name} needs argument {name!r} ({spec.inputs[name]})")
+            )
     for name in args:
         if name not in spec.inputs:
             errors.append(
-                PlanError(i, "extra_argument", f"{spec.name} takes no argument {name!r}; it takes {sorted(spec.inputs)}")
+                PlanError(
+                    i, "extra_argument", f"{spec.name} takes no argument {name!r}; it takes {sorted(spec.inputs)}"
+                )
             )
     for name, value in args.items():
         want = spec.inputs.get(name)
@@ -190,16 +196,25 @@ def _check_args(i: int, step: dict, plan: list, tasks: dict[str, TaskSpec], erro
             src_spec = tasks.get(src.get("task")) if src is not None and isinstance(src.get("task"), str) else None
             if src_spec is not None and src_spec.output != want:
                 errors.append(
-                    PlanError(i, "wrong_modality", f"arg {name!r} needs {want} but step {k} ({src_spec.name}) "
-                              f"produces {src_spec.output}")
+                    PlanError(
+                        i,
+                        "wrong_modality",
+                        f"arg {name!r} needs {want} but step {k} ({src_spec.name}) produces {src_spec.output}",
+                    )
                 )
         elif isinstance(value, str) and _EMBEDDED_REFERENCE_RE.search(value):
-            errors.append(PlanError(i, "bad_reference", f"arg {name!r}: a reference must be the whole value, got {value!r}"))
+            errors.append(
+                PlanError(i, "bad_reference", f"arg {name!r}: a reference must be the whole value, got {value!r}")
+            )
         elif want in FILE_SUFFIXES:
             if not (isinstance(value, str) and value.strip().lower().endswith(FILE_SUFFIXES[want])):
                 errors.append(
-                    PlanError(i, "wrong_modality", f"arg {name!r} needs {want}: a step reference or a file name ending "
-                              f"in one of {list(FILE_SUFFIXES[want])}, got {value!r}")
+                    PlanError(
+                        i,
+                        "wrong_modality",
+                        f"arg {name!r} needs {want}: a step reference or a file name ending "
+                        f"in one of {list(FILE_SUFFIXES[want])}, got {value!r}",
+                    )
                 )
 
 
@@ -218,12 +233,17 @@ def _check_deps(i: int, step: dict, n: int, errors: list[PlanError]) -> set[int]
         elif k < 0 or k >= n:
             errors.append(PlanError(i, "missing_step", f"depends on step {k}, but the plan has steps 0..{n - 1}"))
         elif k > i:
-            errors.append(PlanError(i, "forward_dependency", f"depends on later step {k}; steps may only use earlier ones"))
+            errors.append(
+                PlanError(i, "forward_dependency", f"depends on later step {k}; steps may only use earlier ones")
+            )
     if not mixed and isinstance(dep, list) and all(_is_int(d) for d in dep) and dep_ids != ref_ids:
         expected = sorted(ref_ids) or [-1]
         errors.append(
-            PlanError(i, "dep_mismatch", f"dep is {dep} but the args reference {sorted(ref_ids) or 'no step'}; "
-                      f"expected dep {expected}")
+            PlanError(
+                i,
+                "dep_mismatch",
+                f"dep is {dep} but the args reference {sorted(ref_ids) or 'no step'}; expected dep {expected}",
+            )
         )
     return {k for k in dep_ids | ref_ids if 0 <= k < n and k != i}
 
