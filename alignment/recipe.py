@@ -59,7 +59,7 @@ def _abs(path: str | os.PathLike) -> str:
 
 def sea_label_grid(config, apply_to: str) -> int:
     """Side of the square grid the SEA labels must lie on, for a `MageConfig` and `sea_apply_to`."""
-    from modeling_mage.projectors import get_projector_class
+    from modeling_mage.ian import get_projector_class
 
     if apply_to == "vab":
         if config.projector_type != "ian":

@@ -19,7 +19,6 @@ from .projectors import (
     MageLinearProjector,
     MageMLPProjector,
     MageProjector,
-    build_projector,
     register_projector,
 )
 
@@ -280,9 +279,27 @@ class MageVectorAlignmentProjector(MageProjector):
         return self.vab(image_features)
 
 
-# The projector registry and builder live in projectors.py (one registry for all projector types); these names
-# stay importable from here.
+# ------------------------------------------------------------------------------------------------------ builder
+# The registry lives in projectors.py; the builder lives here, below every built-in projector's registration.
 PROJECTOR_CLASSES: dict[str, type[nn.Module]] = PROJECTOR_REGISTRY
+
+
+def get_projector_class(projector_type: str) -> type[nn.Module]:
+    """The registered class of `projector_type`; a `ValueError` lists the registered names otherwise."""
+    if projector_type not in PROJECTOR_REGISTRY:
+        raise ValueError(
+            f"MageConfig.projector_type={projector_type!r} is not registered; expected one of {sorted(PROJECTOR_REGISTRY)}."
+        )
+    return PROJECTOR_REGISTRY[projector_type]
+
+
+def build_projector(config: MageConfig) -> nn.Module:
+    """The projector named by `config.projector_type`, after its `check_config`."""
+    cls = get_projector_class(config.projector_type)
+    check = getattr(cls, "check_config", None)
+    if check is not None:
+        check(config)
+    return cls(config)
 
 
 __all__ = [
@@ -294,4 +311,5 @@ __all__ = [
     "MageMLPProjector",
     "PROJECTOR_CLASSES",
     "build_projector",
+    "get_projector_class",
 ]

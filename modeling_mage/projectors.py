@@ -15,8 +15,8 @@ Every projector maps `image_features (B, N, D_v)` (+ optional `pixel_values (B, 
 Hyper-parameters that `MageConfig` has no named field for are read from extra config attributes (any `MageConfig(...,
 resampler_num_layers=3)` keyword is stored in `config.json`); each class documents its own, with defaults.
 
-Remote code: imports only torch, transformers and siblings of this folder (never `ian.py` at import time: `ian.py`
-imports this file).
+Remote code: imports only torch, transformers and `configuration_mage.py` (`ian.py` imports this file and holds the
+builder, which knows every built-in projector).
 """
 
 from __future__ import annotations
@@ -500,31 +500,6 @@ class MageSAPerceiverProjector(MageProjector):
         return self.linear_2(self.act(self.linear_1(tokens)))
 
 
-# ------------------------------------------------------------------------------------------------------ builder
-def _ensure_builtin_projectors() -> None:
-    # The IAN lives in ian.py, which imports this file; importing it here (lazily) registers "ian".
-    from .ian import MageIntelligentAlignmentNetwork  # noqa: F401
-
-
-def get_projector_class(projector_type: str) -> type[nn.Module]:
-    """The registered class of `projector_type`; a `ValueError` lists the registered names otherwise."""
-    _ensure_builtin_projectors()
-    if projector_type not in PROJECTOR_REGISTRY:
-        raise ValueError(
-            f"MageConfig.projector_type={projector_type!r} is not registered; expected one of {sorted(PROJECTOR_REGISTRY)}."
-        )
-    return PROJECTOR_REGISTRY[projector_type]
-
-
-def build_projector(config: MageConfig) -> nn.Module:
-    """The projector named by `config.projector_type`, after its `check_config`."""
-    cls = get_projector_class(config.projector_type)
-    check = getattr(cls, "check_config", None)
-    if check is not None:
-        check(config)
-    return cls(config)
-
-
 __all__ = [
     "PROJECTOR_REGISTRY",
     "MageProjector",
@@ -537,6 +512,4 @@ __all__ = [
     "compute_tile_grid",
     "split_into_tiles",
     "register_projector",
-    "get_projector_class",
-    "build_projector",
 ]
