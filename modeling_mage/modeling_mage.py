@@ -2,7 +2,8 @@
 """PyTorch MAGE: vision tower → IAN (VAB + SEB) → causal LM, a sibling of transformers' `models/llava`.
 
 Remote code: this folder is copied flat into every checkpoint, so only relative imports between siblings, nothing but
-torch + transformers at load time, and it runs unchanged on transformers 4.51+ and 5.x.
+torch + transformers at load time, and it runs unchanged on transformers 4.51+ and 5.x. `MageModel`'s image methods
+(`MageImageFeaturesMixin`) are in `image_features.py`, the output dataclasses in `outputs.py`.
 """
 
 from __future__ import annotations
@@ -10,17 +11,18 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import __version__ as transformers_version
-from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling
 from transformers.utils import logging
 
 from .configuration_mage import MageConfig
 from .ian import MageSemanticEnhancementBlock, build_projector
+from .image_features import MageImageFeaturesMixin, unwrap_vision_tower
+from .outputs import MageCausalLMOutputWithPast, MageModelOutputWithPast
 from .projectors import PROJECTOR_REGISTRY  # noqa: F401  (4.57 copies only this file's direct relative imports)
 
 logger = logging.get_logger(__name__)
@@ -37,47 +39,20 @@ QUANTIZATION_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector"
 # Files of this folder that make up the remote code, and the auto_map that names them. `register_for_auto_class`
 # takes one class and refuses AutoModelForVision2Seq on 5.x, so the map is written explicitly (docs/DECISIONS.md,
 # Model: "save_pretrained").
-REMOTE_CODE_FILES = ("configuration_mage.py", "ian.py", "projectors.py", "modeling_mage.py")
+REMOTE_CODE_FILES = (
+    "configuration_mage.py",
+    "ian.py",
+    "projectors.py",
+    "image_features.py",
+    "outputs.py",
+    "modeling_mage.py",
+)
 AUTO_MAP = {
     "AutoConfig": "configuration_mage.MageConfig",
     "AutoModel": "modeling_mage.MageModel",
     "AutoModelForImageTextToText": "modeling_mage.MageForConditionalGeneration",
     "AutoModelForVision2Seq": "modeling_mage.MageForConditionalGeneration",
 }
-
-
-@dataclass
-class MageModelOutputWithPast(BaseModelOutputWithPast):
-    r"""
-    Outputs of [`MageModel`]: the LM's outputs plus the IAN output.
-
-    image_hidden_states (`torch.FloatTensor` of shape `(num_images, image_seq_length, hidden_size)`, *optional*):
-        Projector output (`V''` for the IAN) that was scattered into the LM input.
-    image_outputs ([`BaseModelOutputWithPooling`], *optional*):
-        What [`MageModel.get_image_features`] returned (transformers 5.x multimodal outputs): the vision tower's
-        `last_hidden_state (num_images, N, D_v)`, `hidden_states`/`attentions` when asked for, and the projector
-        output as `pooler_output (num_images, image_seq_length, hidden_size)`. `None` without images.
-    """
-
-    image_hidden_states: torch.FloatTensor | None = None
-    image_outputs: BaseModelOutputWithPooling | None = None
-
-
-@dataclass
-class MageCausalLMOutputWithPast(CausalLMOutputWithPast):
-    r"""
-    Outputs of [`MageForConditionalGeneration`]: transformers' causal-LM outputs (`loss` = ITG when `labels` are
-    given, `logits (batch_size, sequence_length, vocab_size)`, the KV cache — `cache` from 5.24, `past_key_values`
-    before — `hidden_states`, `attentions`) plus:
-
-    image_hidden_states (`torch.FloatTensor` of shape `(num_images, image_seq_length, hidden_size)`, *optional*):
-        Projector output (`V''`). Its mean over queries is `d_ian` of the ITDM loss.
-    image_outputs ([`BaseModelOutputWithPooling`], *optional*):
-        The vision side as [`MageModel.get_image_features`] returned it (`pooler_output` = `image_hidden_states`).
-    """
-
-    image_hidden_states: torch.FloatTensor | None = None
-    image_outputs: BaseModelOutputWithPooling | None = None
 
 
 def _one_cache(cache, past_key_values, warn: bool = False):
@@ -110,11 +85,6 @@ def _rope_is_scaled(text_config) -> bool:
         if any(d.get("rope_type", d.get("type", "default")) != "default" for d in dicts):
             return True
     return False
-
-
-def _config_flag(config, name: str, value: bool | None) -> bool:
-    """`value`, else `config.<name>` (False when the config has no such attribute)."""
-    return bool(value if value is not None else getattr(config, name, False))
 
 
 class MagePreTrainedModel(PreTrainedModel):
@@ -182,19 +152,15 @@ class MagePreTrainedModel(PreTrainedModel):
                 module.attention_bias.copy_(module.locality_bias())
 
 
-def _unwrap_vision_tower(tower: nn.Module) -> nn.Module:
-    # 4.x CLIPVisionModel wraps a `vision_model`; 5.x has none. Unwrapping gives both the same weight names.
-    return getattr(tower, "vision_model", tower)
-
-
-class MageModel(MagePreTrainedModel):
-    """Vision tower + projector + LM decoder (no LM head)."""
+class MageModel(MageImageFeaturesMixin, MagePreTrainedModel):
+    """Vision tower + projector + LM decoder (no LM head). The image methods (`get_image_features`,
+    `select_vision_features`, `get_placeholder_mask`) come from [`MageImageFeaturesMixin`] in `image_features.py`."""
 
     _checkpoint_conversion_mapping: dict = {}
 
     def __init__(self, config: MageConfig):
         super().__init__(config)
-        self.vision_tower = _unwrap_vision_tower(AutoModel.from_config(config.vision_config))
+        self.vision_tower = unwrap_vision_tower(AutoModel.from_config(config.vision_config))
         self.multi_modal_projector = build_projector(config)
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
@@ -204,156 +170,6 @@ class MageModel(MagePreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
-
-    def select_vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Vision tower hidden state at `vision_feature_layer`, CLS dropped under the "default" strategy.
-
-        `pixel_values (num_images, 3, H, W)` → `(num_images, N, D_v)`.
-        """
-        return self._tower_features(pixel_values)[0]
-
-    def _tower_features(
-        self,
-        pixel_values: torch.Tensor,
-        vision_feature_layer: int | None = None,
-        vision_feature_select_strategy: str | None = None,
-        output_attentions: bool = False,
-    ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
-        """`(features (num_images, N, D_v), the tower's outputs)`: the hidden state at `vision_feature_layer`
-        (default: the config's), CLS dropped under the "default" strategy."""
-        layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
-        strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
-        if not isinstance(layer, int):
-            raise ValueError(
-                f"vision_feature_layer={layer!r}: MAGE's projector reads one layer of the vision tower (an int); "
-                "a list of layers would change the feature width it was built for."
-            )
-        tower_dtype = next(self.vision_tower.parameters()).dtype
-        extra = {"output_attentions": True} if output_attentions else {}
-        outputs = self.vision_tower(pixel_values.to(tower_dtype), output_hidden_states=True, **extra)
-        features = outputs.hidden_states[layer]
-        if strategy == "default" and features.shape[1] == self.config.num_patches + 1:
-            features = features[:, 1:]
-        return features, outputs
-
-    def get_image_features(
-        self,
-        pixel_values: torch.Tensor,
-        vision_feature_layer: int | None = None,
-        vision_feature_select_strategy: str | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> BaseModelOutputWithPooling | tuple | torch.Tensor:
-        """The image tokens the LM reads, `pixel_values (num_images, 3, H, W)` → `(num_images, image_seq_length,
-        D_l)`, with the vision tower's outputs, as LLaVA's `get_image_features` on transformers 5.x.
-
-        H = W = the tower's image size S, or s·S for a projector with `hires_scale` s > 1 (VLSA's SA-Perceiver with
-        `sa_perceiver_hires_scale`): the tower then also encodes the s² tiles (`hires_features`) besides the S × S
-        snapshot (whose tower outputs are the ones returned).
-
-        Args:
-            vision_feature_layer (`int`, *optional*): tower layer read by the projector (default: the config's).
-            vision_feature_select_strategy (`str`, *optional*): `"default"` drops CLS, `"full"` keeps it.
-            output_hidden_states / output_attentions (`bool`, *optional*): also return the tower's hidden states
-                (`num_layers + 1` of `(num_images, N + 1, D_v)`) / attention maps (default: the config's flags).
-            return_dict (`bool`, *optional*): `True` → the [`BaseModelOutputWithPooling`], `False` → its
-                `to_tuple()`. `None` follows the installed transformers' LLaVA: on 5.x `config.return_dict` (the
-                output object by default), on 4.x the bare `pooler_output` tensor (the output object when tower
-                hidden states or attentions are asked for). Version-independent callers pass `return_dict=True` and
-                read `.pooler_output`.
-
-        Returns:
-            [`BaseModelOutputWithPooling`] with `pooler_output (num_images, image_seq_length, D_l)` (the projector
-            output), `last_hidden_state (num_images, N + 1, D_v)` and optional `hidden_states`/`attentions` of the
-            tower; its `to_tuple()`; or the `pooler_output` tensor alone (see `return_dict`).
-        """
-        if pixel_values.ndim != 4:
-            raise ValueError(
-                f"pixel_values must have shape (num_images, channels, height, width); got {tuple(pixel_values.shape)}."
-            )
-        tower_size = self.config.vision_config.image_size
-        scale = getattr(self.multi_modal_projector, "hires_scale", 1)
-        expected = tower_size * scale
-        if tuple(pixel_values.shape[-2:]) != (expected, expected):
-            hires = (
-                f" (sa_perceiver_hires_scale={scale}: {scale}x{scale} tiles of the tower's {tower_size}x{tower_size})"
-                if scale > 1
-                else ""
-            )
-            raise ValueError(
-                f"pixel_values are {tuple(pixel_values.shape[-2:])} pixels but the "
-                f"{'model' if hires else 'vision tower'} expects {expected}x{expected}{hires}; preprocess images "
-                "with the model's MageProcessor."
-            )
-        output_hidden_states = _config_flag(self.config, "output_hidden_states", output_hidden_states)
-        output_attentions = _config_flag(self.config, "output_attentions", output_attentions)
-        select = {
-            "vision_feature_layer": vision_feature_layer,
-            "vision_feature_select_strategy": vision_feature_select_strategy,
-            "output_attentions": output_attentions,
-        }
-        projector_dtype = next(self.multi_modal_projector.parameters()).dtype
-        if scale > 1:
-            image_tokens, tower = self._hires_image_features(pixel_values, tower_size, scale, projector_dtype, select)
-        else:
-            features, tower = self._tower_features(pixel_values, **select)
-            image_tokens = self.multi_modal_projector(features.to(projector_dtype), pixel_values.to(projector_dtype))
-        if return_dict is None:
-            if TRANSFORMERS_MAJOR >= 5:  # 5.x LLaVA: the config's return_dict (a ModelOutput by default)
-                return_dict = getattr(self.config, "return_dict", True) is not False
-            elif output_hidden_states or output_attentions:
-                return_dict = True
-            else:  # 4.x LLaVA's contract: the projected tensor
-                return image_tokens
-        output = BaseModelOutputWithPooling(
-            last_hidden_state=tower.last_hidden_state,
-            pooler_output=image_tokens,
-            hidden_states=tower.hidden_states if output_hidden_states else None,
-            attentions=tower.attentions if output_attentions else None,
-        )
-        return output if return_dict else output.to_tuple()
-
-    def _hires_image_features(
-        self, pixel_values: torch.Tensor, tile: int, scale: int, dtype: torch.dtype, select: dict
-    ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
-        """VLSA §3.1 for square `(B, 3, s·S, s·S)` images: the area-downsampled S × S snapshot → V_Lo, the s² row-major
-        S × S tiles → V_Hi `(B, s²·N, D_v)`, both through the same tower, then the projector. Returns the image tokens
-        and the snapshot's tower outputs."""
-        batch, channels = pixel_values.shape[:2]
-        # area = the mean of each s×s pixel block; it commutes with the per-channel affine normalisation
-        snapshot = nn.functional.interpolate(pixel_values, size=(tile, tile), mode="area")
-        tiles = pixel_values.unfold(2, tile, tile).unfold(3, tile, tile)  # (B, 3, s, s, S, S)
-        tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(batch * scale * scale, channels, tile, tile)
-        features, tower = self._tower_features(snapshot, **select)
-        hires = self._tower_features(tiles, **{**select, "output_attentions": False})[0]
-        hires = hires.reshape(batch, scale * scale * hires.shape[1], hires.shape[2])
-        tokens = self.multi_modal_projector(features.to(dtype), snapshot.to(dtype), hires_features=hires.to(dtype))
-        return tokens, tower
-
-    def get_placeholder_mask(
-        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor
-    ) -> torch.Tensor:
-        """Boolean mask `(B, L, D)` of image placeholder positions; raises when their count ≠ Q × images."""
-        if input_ids is None:
-            image_embedding = self.get_input_embeddings()(
-                torch.tensor(self.config.image_token_id, dtype=torch.long, device=inputs_embeds.device)
-            )
-            special_image_mask = (inputs_embeds == image_embedding).all(-1)
-        else:
-            special_image_mask = input_ids == self.config.image_token_id
-        n_image_tokens = int(special_image_mask.sum())
-        num_images, tokens_per_image = image_features.shape[0], image_features.shape[1]
-        if n_image_tokens != num_images * tokens_per_image:
-            raise ValueError(
-                "Image features and image tokens do not match: the input holds "
-                f"{n_image_tokens} image placeholder tokens (id {self.config.image_token_id}) but {num_images} "
-                f"image(s) × {tokens_per_image} tokens per image = {num_images * tokens_per_image} were expected. "
-                "Build inputs with MageProcessor, which expands each <image> to the right number of tokens, and "
-                "do not truncate through them."
-            )
-        return special_image_mask.unsqueeze(-1).expand_as(inputs_embeds)
 
     def _check_length(self, inputs: torch.Tensor, cache) -> None:
         """Warn (once) when the sequence runs past the LM's `max_position_embeddings` with unscaled RoPE.
@@ -751,7 +567,7 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
         model = cls(config)
         if torch_dtype is not None:
             model = model.to(torch_dtype)
-        model.model.vision_tower.load_state_dict(_unwrap_vision_tower(vision_model).state_dict())
+        model.model.vision_tower.load_state_dict(unwrap_vision_tower(vision_model).state_dict())
         model.model.language_model.load_state_dict(language_model.get_decoder().state_dict())
         model.lm_head.load_state_dict(language_model.get_output_embeddings().state_dict())
         if tokenizer is not None and len(tokenizer) != model.config.text_config.vocab_size:

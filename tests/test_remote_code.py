@@ -114,3 +114,23 @@ def test_transformers_4_57_loads_the_checkpoint_through_vision2seq(tiny_mage, ti
     assert result["version"].startswith("4.57")
     assert result["pipeline_text_type"] == "str"
     _check(result, tiny_mage)
+
+
+def test_every_remote_code_file_is_shipped_and_imported_by_the_modeling_file(tiny_mage_dir):
+    """The siblings the remote code imports are all in `REMOTE_CODE_FILES`, written by `save_pretrained`, and imported
+    by `modeling_mage.py` itself: transformers 4.57 copies only the modeling file's direct relative imports."""
+    import ast
+    from pathlib import Path
+
+    from modeling_mage import modeling_mage
+
+    folder = Path(modeling_mage.__file__).parent
+
+    def relative_imports(name: str) -> set[str]:
+        tree = ast.parse((folder / name).read_text(encoding="utf-8"))
+        return {f"{n.module}.py" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+
+    shipped = set(modeling_mage.REMOTE_CODE_FILES)
+    assert set().union(*map(relative_imports, shipped)) <= shipped
+    assert relative_imports("modeling_mage.py") == shipped - {"modeling_mage.py"}
+    assert shipped <= {path.name for path in tiny_mage_dir.iterdir()}
