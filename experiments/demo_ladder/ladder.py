@@ -245,6 +245,9 @@ def main() -> None:
         default="gaussian",
         help="IAN: MageConfig.seb_attention_bias (cell: each query reads only the patches inside its cell)",
     )
+    p.add_argument(
+        "--seb-output-norm", action="store_true", help="IAN: MageConfig.seb_output_norm (a LayerNorm on the SEB output)"
+    )
     p.add_argument("--lr2", type=float, default=1e-3, help="S2 peak learning rate (trainer path)")
     p.add_argument("--projector-lr2", type=float, default=None, help="S2 projector learning rate (trainer path)")
     p.add_argument("--s0", type=int, default=1200)
@@ -274,6 +277,7 @@ def main() -> None:
         + (f"vab+{args.seb_parts}" if args.seb_parts else "")
         + ("" if args.seb_heads == 4 else f"h{args.seb_heads}")
         + ("" if args.seb_bias == "gaussian" else args.seb_bias)
+        + ("onorm" if args.seb_output_norm else "")
         + f"_{args.template}"
         + f"_itdm{args.itdm:g}"
         + (f"{args.itdm_source[0]}" if args.itdm else "")
@@ -668,6 +672,7 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
         tie_word_embeddings=False,
         seb_num_heads=args.seb_heads,
         seb_attention_bias=args.seb_bias,
+        seb_output_norm=args.seb_output_norm,
         seb_hidden_size=64,
         seb_num_layers=1,
         seb_query_source=args.seb_query_source,
