@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 
 def build(workdir: Path, n_rows: int, seed: int):
     """The demo's data (ShapeWorld, its difficulty and question mix) and its untrained tiny MAGE."""
-    from mage_cli.demo import DemoSettings, build_model
+    from mage_cli.demo_stages import DemoSettings, build_model
     from shapeworld import dataset_paths, generate_dataset, text_corpus
 
     settings = DemoSettings()

@@ -79,7 +79,7 @@ def test_mage_demo_quick_runs_end_to_end(tmp_path):
 def test_demo_verdict_is_not_fooled_by_constant_yes_no_answers():
     """A stage 3 that says "yes" to everything (POPE F1 66.7, accuracy 50) against a baseline that says "no" (F1 0,
     accuracy 50) has learned nothing: the verdict must not pass it; a real gain on the same splits must pass."""
-    from mage_cli.demo import judge
+    from evaluation.demo_report import judge
 
     constant = {"MMB": 0.0, "SEED": 25.0}
     rows = {
@@ -96,7 +96,7 @@ def test_demo_verdict_is_not_fooled_by_constant_yes_no_answers():
 def test_stage0_text_holds_each_conversation_plain_and_with_its_caption_in_context(tmp_path):
     import json
 
-    from mage_cli.demo import text_only_rows
+    from mage_cli.demo_stages import text_only_rows
     from shapeworld import dataset_paths, generate_dataset
 
     generate_dataset(str(tmp_path), 4, 2, seed=0, image_size=48, difficulty="easy", benchmarks=())

@@ -65,7 +65,7 @@ def _raw(pope: float, grey_pope: float, skill: float, plans: float) -> dict:
 
 
 def test_strict_targets_pass_only_when_every_target_is_met():
-    from mage_cli.demo import strict_targets
+    from evaluation.demo_report import strict_targets
 
     assert strict_targets(_raw(pope=80, grey_pope=50, skill=0.9, plans=0.95))["all_met"]
     missed = strict_targets(_raw(pope=80, grey_pope=50, skill=0.8, plans=0.95))

@@ -1,0 +1,308 @@
+"""The demo's settings and its steps: data for stage 0, the tiny model, one training stage through `mage train`'s code
+path, stage 0's tower pretraining, the second-core worker for side jobs, and the evaluation of one checkpoint.
+`mage_cli.demo` runs them in order."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from shapeworld import Difficulty, get_difficulty
+
+
+@dataclass
+class DemoSettings:
+    """Sizes and step budgets of one demo run (`--quick` and `--size` pick a preset). The stage budgets, optimizer
+    settings and one-question rows are the learning ladder's regime (experiments/demo_ladder, docs/DECISIONS.md)."""
+
+    n_train: int = 20000  # stage-2 rows, one scene and one question each
+    n_eval: int = 100
+    # 48 px = 3 × 3 patches of 16 px, one per cell of ShapeWorld's 3 × 3 grid: no object straddles a patch border
+    image_size: int = 48
+    difficulty: str = "easy"
+    vocab_size: int = 2000  # above what the byte-level BPE uses on ShapeWorld text, so every word is one token
+    lm_steps: int = 1200  # stage 0, text-only LM (its data holds each conversation twice: plain and in context)
+    tower_steps: int = 1500  # stage 0, CLIP-style tower (steps, not seconds: runs must not depend on machine load)
+    stage1_steps: int = 1600
+    stage2_steps: int = 5000
+    stage3_steps: int = 300
+    batch_size: int = 32
+    # MAGE as the paper defines it: ITG + ITDM, at the ladder's weight, not the paper's 1 (docs/DECISIONS.md)
+    itdm_weight: float = 0.1
+    skill_questions: int = 400  # held-out questions per skill (existence, colour, shape, count, relation)
+    eval_limits: dict = dataclasses.field(
+        default_factory=lambda: {"mme": 60, "pope": 300, "mmbench": 50, "mmbench_cn": 30, "seed": 100, "plans": 60}
+    )
+    num_query_tokens: int = 9  # one query per grid cell (docs/DECISIONS.md)
+    # the ladder's optimizer: AdamW β2 0.98, no weight decay, 3 % warm-up, one learning rate for projector and LM
+    adam_beta2: float = 0.98
+    warmup_ratio: float = 0.03
+    # text is encoded before training (pretokenize), so the main process only opens images: the second core runs
+    # the side jobs instead (stage 0's tower, evaluations of finished checkpoints)
+    dataloader_num_workers: int = 0
+    model_overrides: dict = dataclasses.field(default_factory=dict)
+    # a short system prompt spends the tiny model's tokens on the rows (training and evaluation read the template)
+    system_prompt: str = "A chat about a picture of shapes."
+    max_turns: int = 1  # questions per stage-2 row: updates, not tokens per row, are what teach (docs/DECISIONS.md)
+    # The stage-2 mix, weighted (a type listed k times is asked k times as often): the held-out skills, the yes/no
+    # format of POPE and MME, and the multiple-choice format of MMBench and SEED
+    question_types: tuple[str, ...] = (
+        ("existence",) * 3
+        + ("count_shape",) * 3
+        + ("colour",) * 3
+        + ("relation",) * 2
+        + ("choice",) * 2
+        + ("shape", "count", "position")
+    )
+
+    def world(self) -> Difficulty:
+        """The ShapeWorld `Difficulty` of the demo's data: `difficulty` with the demo's question mix and turns."""
+        return dataclasses.replace(
+            get_difficulty(self.difficulty), question_types=self.question_types, max_turns=self.max_turns
+        )
+
+    @classmethod
+    def preset(cls, size: str, quick: bool) -> DemoSettings:
+        settings = cls()
+        if size == "small":
+            settings = dataclasses.replace(
+                settings,
+                image_size=96,  # 2 × 2 patches per grid cell
+                n_train=40000,
+                stage2_steps=10000,
+                num_query_tokens=16,
+                model_overrides={"text_hidden_size": 256, "text_layers": 4},  # tiny_config sizes
+            )
+        if quick:
+            settings = dataclasses.replace(
+                settings,
+                n_train=600,
+                n_eval=16,
+                lm_steps=10,
+                tower_steps=20,
+                stage1_steps=8,
+                stage2_steps=12,
+                stage3_steps=8,
+                batch_size=16,
+                eval_limits={"mme": 8, "pope": 24, "mmbench": 6, "mmbench_cn": 4, "seed": 12, "plans": 6},
+                skill_questions=16,
+            )
+        return settings
+
+
+# ---------------------------------------------------------------------------------------------------------- data
+def text_only_rows(paths: dict[str, str]) -> list[dict]:
+    """Stage-0 LM data: the ShapeWorld conversations and captions without their images (text the LM must speak),
+    plus each conversation again with its scene's caption in front of the first question ("In the picture: …"), so
+    the LM learns to answer from a description in its context, as a pretrained LLM can."""
+    sources = {key: json.loads(Path(paths[key]).read_text()) for key in ("stage1", "stage2")}
+    captions = {row["image"]: row["conversations"][1]["value"] for row in sources["stage1"]}
+    rows, in_context = [], []
+    for key, source_rows in sources.items():
+        for row in source_rows:
+            turns = [
+                dict(t, value=t["value"].replace("<image>\n", "").replace("<image>", "")) for t in row["conversations"]
+            ]
+            rows.append({"id": f"text-{row['id']}", "conversations": turns})
+            if key == "stage2" and row.get("image") in captions:
+                first = dict(turns[0], value=f"In the picture: {captions[row['image']]}.\n{turns[0]['value']}")
+                in_context.append({"id": f"context-{row['id']}", "conversations": [first] + turns[1:]})
+    return rows + in_context
+
+
+def build_model(settings: DemoSettings, corpus: list[str], seed: int, out: Path) -> Path:
+    from mage_testing.tiny import build_tiny_mage
+
+    model, processor = build_tiny_mage(
+        corpus,
+        image_size=settings.image_size,
+        num_query_tokens=settings.num_query_tokens,
+        seed=seed,
+        vocab_size=settings.vocab_size,
+        system_prompt=settings.system_prompt,
+        **settings.model_overrides,
+    )
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ training
+def train_stage(
+    recipe_name: str,
+    model_path: Path,
+    data: Path,
+    out: Path,
+    steps: int,
+    settings: DemoSettings,
+    seed: int,
+    device: str | None,
+    **recipe_overrides,
+) -> Path:
+    """One stage through `mage train`'s code path (same recipe files, trainer and checkpoints)."""
+    from training.api import train
+    from training.recipes import load_recipe
+
+    overrides = {
+        "itdm_weight": settings.itdm_weight,
+        "max_steps": steps,
+        "per_device_train_batch_size": settings.batch_size,
+        "seed": seed,
+        "logging_steps": max(1, steps // 10),
+        "save_steps": max(steps, 1),
+        "dataloader_num_workers": settings.dataloader_num_workers,
+        "warmup_ratio": settings.warmup_ratio,
+        "weight_decay": 0.0,
+        "projector_lr": None,
+        "group_by_modality_length": False,
+        # text encoded once, before training (its ShapeWorld rows are read for several epochs); the data worker then
+        # only opens images (benchmarks/trainer_overhead.py)
+        "pretokenize": True,
+        **recipe_overrides,
+    }
+    recipe = load_recipe(recipe_name, overrides)
+    extra = {"adam_beta2": settings.adam_beta2} | ({"use_cpu": True} if device == "cpu" else {})
+    # the demo's own folder (`OWNER_MARK`): a second `mage demo` into it replaces its stages
+    return train(recipe, model_path, data, out, disable_tqdm=False, overwrite=True, **extra)
+
+
+def pretrain_tower(model_path: Path, paths: dict[str, str], settings: DemoSettings, seed: int, out: Path):
+    """Stage 0 (vision): CLIP-style pretraining of the tower; returns the report and the saved folder."""
+    from PIL import Image
+
+    from modeling_mage import MageForConditionalGeneration
+    from processing_mage import MageProcessor
+    from training.pretrain_tower import pretrain_vision_tower
+
+    model = MageForConditionalGeneration.from_pretrained(model_path)
+    processor = MageProcessor.from_pretrained(model_path)
+    rows = json.loads(Path(paths["stage1"]).read_text())
+    folder = Path(paths["stage1"]).parent
+    images = [Image.open(folder / row["image"]).convert("RGB") for row in rows]
+    captions = [row["conversations"][1]["value"] for row in rows]
+    held_out = min(256, len(rows) // 4)
+    report = pretrain_vision_tower(
+        model,
+        processor,
+        images,
+        captions,
+        max_seconds=None,
+        max_steps=settings.tower_steps,
+        batch_size=min(64, len(rows) - held_out),
+        held_out=held_out,
+        seed=seed,
+    )
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return report, out
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def second_core(threads: int):
+    """One spawned worker process for the demo's side jobs, run in order beside the main process's training: stage
+    0's tower pretraining (it needs nothing from the text LM), then the evaluation of each finished checkpoint. A
+    `concurrent.futures.ProcessPoolExecutor`; use it as a context manager."""
+    import concurrent.futures
+    import multiprocessing
+
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads, initargs=(threads,)
+    )
+
+
+def combine_stage0(lm_path: Path, tower_path: Path, out: Path) -> Path:
+    """The text LM (and its processor) of `lm_path` with the vision tower of `tower_path`, saved to `out`."""
+    from modeling_mage import MageForConditionalGeneration
+    from processing_mage import MageProcessor
+
+    model = MageForConditionalGeneration.from_pretrained(lm_path)
+    tower = MageForConditionalGeneration.from_pretrained(tower_path).model.vision_tower
+    model.model.vision_tower.load_state_dict(tower.state_dict())
+    model.save_pretrained(out)
+    MageProcessor.from_pretrained(lm_path).save_pretrained(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+BENCHMARK_KEYS = ("mme", "pope", "mmbench", "mmbench_cn", "seed")
+
+
+def evaluate_checkpoint(
+    model_path: Path,
+    paths: dict[str, str],
+    settings: DemoSettings,
+    out: Path,
+    blank_images: bool = False,
+    plans: bool = False,
+    device: str | None = None,
+) -> dict:
+    """Scores of one checkpoint on the ShapeWorld benchmark splits (and the held-out plans)."""
+    from evaluation.api import evaluate
+    from modeling_mage import MageForConditionalGeneration
+    from processing_mage import MageProcessor
+
+    model = MageForConditionalGeneration.from_pretrained(model_path).eval()
+    if device:
+        model.to(device)
+    processor = MageProcessor.from_pretrained(model_path)
+    scores: dict = {}
+    for key in BENCHMARK_KEYS:
+        results = evaluate(
+            model,
+            processor,
+            key,
+            paths[key] if key != "mme" else paths["mme"],
+            str(out / key),
+            batch_size=32,
+            limit=settings.eval_limits[key],
+            blank_images=blank_images,
+            max_new_tokens=8,
+            model_path=str(model_path),
+            progress=False,
+            plots=False,
+            overwrite=True,  # the demo's own folder: an earlier demo's predictions are not this model's
+        )
+        scores.update(results["summary"])
+        scores[f"{key}_details"] = results["benchmarks"][key]["scores"]
+    scores.pop("Avg^N", None)
+    if paths.get("skills"):
+        from evaluation.skills import skill_accuracy
+
+        scores["skills"] = skill_accuracy(model, processor, paths["skills"], blank_images=blank_images)
+    if plans:
+        from tool_use.eval_plans import evaluate_plan_model
+
+        plan_scores = evaluate_plan_model(
+            model,
+            processor,
+            paths["eval_stage3"],
+            output_dir=str(out / "plans"),
+            batch_size=16,
+            limit=settings.eval_limits["plans"],
+            max_new_tokens=160,
+        )
+        scores["plans"] = plan_scores
+    return scores
+
+
+def loss_summary(models: Path) -> str:
+    """One line of each trained stage's first and last ITG / ITDM losses (from its `training_report.json`)."""
+    parts = []
+    for stage in ("stage1", "stage2", "stage3"):
+        path = models / stage / "training_report.json"
+        if path.is_file():
+            report = json.loads(path.read_text())
+            first, last = report.get("first_log") or {}, report.get("last_log") or {}
+            if "itg_loss" in first:
+                parts.append(
+                    f"{stage} ITG {first['itg_loss']:.2f}→{last['itg_loss']:.2f}, "
+                    f"ITDM {first.get('itdm_loss', float('nan')):.3f}→{last.get('itdm_loss', float('nan')):.3f}"
+                )
+    return "(" + "; ".join(parts) + ")" if parts else ""
