@@ -100,6 +100,30 @@ class MageConfig(PretrainedConfig):
             the VAB's aligned features).
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the projector MLPs.
+        resampler_hidden_size (`int`, *optional*):
+            Width of the Perceiver resampler (`projector_type="resampler"`). Defaults to the vision hidden size.
+        resampler_num_heads (`int`, *optional*):
+            Its attention heads. Defaults to `seb_num_heads`.
+        resampler_num_layers (`int`, *optional*):
+            Its layers. Defaults to `seb_num_layers`.
+        resampler_mlp_ratio (`int`, *optional*, defaults to 4):
+            Its MLP width as a multiple of `resampler_hidden_size`.
+        resampler_pos_emb (`bool`, *optional*, defaults to `False`):
+            A learnable position embedding on its keys (off, as in Honeybee's resampler).
+        c_abstractor_hidden_size (`int`, *optional*):
+            Channels of Honeybee's C-Abstractor (`projector_type="c_abstractor"`). Defaults to the vision hidden size.
+        c_abstractor_depth (`int`, *optional*, defaults to 3):
+            RegNet bottleneck blocks before and after its pooling.
+        c_abstractor_mlp_depth (`int`, *optional*, defaults to 2):
+            Linear layers of its output MLP.
+        c_abstractor_pos_emb (`bool`, *optional*, defaults to `True`):
+            A learnable position embedding on its input features.
+        sa_perceiver_attention (`str`, *optional*, defaults to `"silu"`):
+            VLSA's SA-Perceiver attention (`projector_type="sa_perceiver"`): `"silu"` as printed, or `"softmax"`.
+        sa_perceiver_self_attention (`bool`, *optional*, defaults to `True`):
+            Apply its Eq. 2 self-attention.
+        sa_perceiver_hires_scale (`int`, *optional*, defaults to 1):
+            1 = no tiles; s > 1 = the model takes s·S × s·S pixels and also encodes the s² tiles (docs/alignment.md).
         itdm_weight (`float`, *optional*, defaults to 1.0):
             Weight of the ITDM term: `L = L_ITG + itdm_weight * L_ITDM` (0 disables it).
         itdm_text_source (`str`, *optional*, defaults to `"hidden"`):
@@ -142,6 +166,18 @@ class MageConfig(PretrainedConfig):
         seb_attention_bias: str = "gaussian",
         seb_residual: str = "queries",
         projector_hidden_act: str = "gelu",
+        resampler_hidden_size: int | None = None,
+        resampler_num_heads: int | None = None,
+        resampler_num_layers: int | None = None,
+        resampler_mlp_ratio: int = 4,
+        resampler_pos_emb: bool = False,
+        c_abstractor_hidden_size: int | None = None,
+        c_abstractor_depth: int = 3,
+        c_abstractor_mlp_depth: int = 2,
+        c_abstractor_pos_emb: bool = True,
+        sa_perceiver_attention: str = "silu",
+        sa_perceiver_self_attention: bool = True,
+        sa_perceiver_hires_scale: int = 1,
         itdm_weight: float = 1.0,
         itdm_text_source: str = "hidden",
         itdm_text_layer: int = -1,
@@ -165,6 +201,18 @@ class MageConfig(PretrainedConfig):
         self.seb_attention_bias = seb_attention_bias
         self.seb_residual = seb_residual
         self.projector_hidden_act = projector_hidden_act
+        self.resampler_hidden_size = resampler_hidden_size
+        self.resampler_num_heads = resampler_num_heads
+        self.resampler_num_layers = resampler_num_layers
+        self.resampler_mlp_ratio = resampler_mlp_ratio
+        self.resampler_pos_emb = resampler_pos_emb
+        self.c_abstractor_hidden_size = c_abstractor_hidden_size
+        self.c_abstractor_depth = c_abstractor_depth
+        self.c_abstractor_mlp_depth = c_abstractor_mlp_depth
+        self.c_abstractor_pos_emb = c_abstractor_pos_emb
+        self.sa_perceiver_attention = sa_perceiver_attention
+        self.sa_perceiver_self_attention = sa_perceiver_self_attention
+        self.sa_perceiver_hires_scale = sa_perceiver_hires_scale
         self.itdm_weight = itdm_weight
         self.itdm_text_source = itdm_text_source
         self.itdm_text_layer = itdm_text_layer

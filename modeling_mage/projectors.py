@@ -50,9 +50,8 @@ def register_projector(name: str, query_based: bool | None = None):
     return decorator
 
 
-def _extra(config: MageConfig, name: str, default):
-    """An extra (un-named) config attribute, or `default` when absent or None."""
-    value = getattr(config, name, None)
+def _or(value, default):
+    """`value`, or `default` when it is None (a config field whose default is derived from another)."""
     return default if value is None else value
 
 
@@ -210,8 +209,8 @@ class MagePerceiverResampler(MageProjector):
     @classmethod
     def check_config(cls, config: MageConfig) -> None:
         super().check_config(config)
-        hidden = _extra(config, "resampler_hidden_size", config.vision_config.hidden_size)
-        heads = _extra(config, "resampler_num_heads", config.seb_num_heads)
+        hidden = _or(config.resampler_hidden_size, config.vision_config.hidden_size)
+        heads = _or(config.resampler_num_heads, config.seb_num_heads)
         if heads < 1 or hidden % heads:
             raise ValueError(
                 f"MageConfig.resampler_num_heads={heads} must divide resampler_hidden_size={hidden} "
@@ -221,14 +220,14 @@ class MagePerceiverResampler(MageProjector):
     def __init__(self, config: MageConfig):
         self.check_config(config)
         super().__init__()
-        hidden = _extra(config, "resampler_hidden_size", config.vision_config.hidden_size)
-        heads = _extra(config, "resampler_num_heads", config.seb_num_heads)
-        layers = _extra(config, "resampler_num_layers", config.seb_num_layers)
-        mlp_ratio = _extra(config, "resampler_mlp_ratio", 4)
+        hidden = _or(config.resampler_hidden_size, config.vision_config.hidden_size)
+        heads = _or(config.resampler_num_heads, config.seb_num_heads)
+        layers = _or(config.resampler_num_layers, config.seb_num_layers)
+        mlp_ratio = config.resampler_mlp_ratio
         self.input_proj = nn.Linear(config.vision_config.hidden_size, hidden)
         self.latents = nn.Parameter(torch.randn(1, config.num_query_tokens, hidden) * 0.02)
         self.position_embedding = None
-        if _extra(config, "resampler_pos_emb", False):
+        if config.resampler_pos_emb:
             tokens = config.num_patches + (1 if config.vision_feature_select_strategy == "full" else 0)
             self.position_embedding = nn.Parameter(torch.zeros(1, tokens, config.vision_config.hidden_size))
         self.layers = nn.ModuleList(
@@ -327,14 +326,12 @@ class MageCAbstractor(MageProjector):
         self.check_config(config)
         super().__init__()
         vision_hidden = config.vision_config.hidden_size
-        hidden = _extra(config, "c_abstractor_hidden_size", vision_hidden)
-        depth = _extra(config, "c_abstractor_depth", 3)
-        mlp_depth = _extra(config, "c_abstractor_mlp_depth", 2)
+        hidden = _or(config.c_abstractor_hidden_size, vision_hidden)
+        depth = config.c_abstractor_depth
+        mlp_depth = config.c_abstractor_mlp_depth
         self.num_patches = config.num_patches
         self.position_embedding = (
-            nn.Parameter(torch.zeros(1, config.num_patches, vision_hidden))
-            if _extra(config, "c_abstractor_pos_emb", True)
-            else None
+            nn.Parameter(torch.zeros(1, config.num_patches, vision_hidden)) if config.c_abstractor_pos_emb else None
         )
         side = math.isqrt(config.num_query_tokens)
         if depth:
@@ -447,7 +444,7 @@ class MageSAPerceiverProjector(MageProjector):
     embedding P `(B, D_v)` of the last call is kept in `self.last_global_embedding` (with its gradient) for VLSA's
     reconstruction objective (alignment/vlsa.py).
 
-    Extra config attributes: `sa_perceiver_attention` ("silu" as printed | "softmax"),
+    Config fields: `sa_perceiver_attention` ("silu" as printed | "softmax"),
     `sa_perceiver_self_attention` (True: apply Eq. 2), `sa_perceiver_hires_scale` (s, default 1). With s > 1 the
     model takes `pixel_values` of s·S × s·S pixels (S = the tower's image size; set the processor's image size to
     s·S): `MageModel.get_image_features` area-downsamples them to the S × S snapshot (V_Lo) and cuts them into s²
@@ -460,7 +457,7 @@ class MageSAPerceiverProjector(MageProjector):
     @classmethod
     def check_config(cls, config: MageConfig) -> None:
         super().check_config(config)
-        scale = _extra(config, "sa_perceiver_hires_scale", 1)
+        scale = config.sa_perceiver_hires_scale
         if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
             raise ValueError(
                 f"MageConfig.sa_perceiver_hires_scale={scale!r} must be an int >= 1 (1 = no high-resolution tiles; "
@@ -470,14 +467,14 @@ class MageSAPerceiverProjector(MageProjector):
     def __init__(self, config: MageConfig):
         self.check_config(config)
         super().__init__()
-        self.hires_scale = int(_extra(config, "sa_perceiver_hires_scale", 1))
+        self.hires_scale = int(config.sa_perceiver_hires_scale)
         vision_hidden, text_hidden = config.vision_config.hidden_size, config.text_config.hidden_size
         self.num_patches = config.num_patches
         self.grid_side = math.isqrt(config.num_query_tokens)
         self.perceiver = SAPerceiver(
             vision_hidden,
-            attention=_extra(config, "sa_perceiver_attention", "silu"),
-            self_attention=bool(_extra(config, "sa_perceiver_self_attention", True)),
+            attention=config.sa_perceiver_attention,
+            self_attention=bool(config.sa_perceiver_self_attention),
         )
         self.linear_1 = nn.Linear(vision_hidden, text_hidden)
         self.act = ACT2FN[config.projector_hidden_act]
