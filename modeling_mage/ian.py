@@ -56,7 +56,7 @@ class MageQueryCNN(nn.Module):
     `"pixels"`: a patchifying convolution (kernel = stride = the tower's patch size) on `pixel_values (B, 3, H, W)`;
     `"features"`: a 1×1 convolution on the vision feature grid `(B, D_v, g, g)`. Then a residual depth-wise 3×3
     convolution (spatial mixing; the channels are mixed by the stem and the out-projection, as in a depth-wise
-    separable block: a full 3×3 convolution cost 6× the rest of the CNN in a training step, benchmarks/perf/),
+    separable block: a full 3×3 convolution dominated the CNN's cost in a training step, docs/performance.md),
     adaptive average pooling to `√Q × √Q` (learnable convolutions instead of fixed pooling, paper §3.1) and a linear
     map to the LM width. Output `(B, Q, D_l)`.
     """
@@ -199,8 +199,8 @@ class MageSemanticEnhancementBlock(nn.Module):
             config.seb_num_heads,
         )
         self.register_buffer("attention_bias", self.locality_bias(), persistent=False)
-        # The output keeps the residual stream's scale: a LayerNorm here pinned every token to norm √D_l, and stage 1
-        # then shrank the image-dependent part to ~10 % of it (docs/DECISIONS.md).
+        # No output LayerNorm by default: with it, stage 1 shrank the image-dependent part of the tokens
+        # (docs/DECISIONS.md, "No LayerNorm on the SEB output").
         self.final_norm = nn.LayerNorm(hidden) if config.seb_output_norm else nn.Identity()
 
     def locality_bias(self) -> torch.Tensor | None:
