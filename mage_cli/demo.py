@@ -54,6 +54,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--itdm-weight", type=float, default=None, help="ITDM weight in stages 1-3 (default 0.1)")
     parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a DemoSettings field (repeatable; applied last), e.g. --set stage2_steps=8000 or "
+        "--set question_types=existence,colour,count_shape,relation",
+    )
+    parser.add_argument(
         "--strict",
         action="store_true",
         help="exit 1 unless every target of the report's --strict list is met (POPE ≥ 75 per split with grey images "
@@ -114,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.itdm_weight is not None:
         settings = dataclasses.replace(settings, itdm_weight=args.itdm_weight)
+    try:
+        settings = settings.with_overrides(args.overrides)
+    except ValueError as error:  # ShapeWorldError is a ValueError too
+        print(f"mage demo: error: {error}", file=sys.stderr)
+        return 2
     out = args.output_dir.resolve()
     if out.is_dir() and any(out.iterdir()) and not (out / OWNER_MARK).is_file() and not args.overwrite:
         print(

@@ -63,6 +63,40 @@ class DemoSettings:
             get_difficulty(self.difficulty), question_types=self.question_types, max_turns=self.max_turns
         )
 
+    def with_overrides(self, pairs: list[str]) -> DemoSettings:
+        """`["stage2_steps=8000", "question_types=existence,colour"]` applied to a copy, each value typed as its
+        field (int, float, bool, str; a tuple field takes comma-separated names). Raises `ValueError` naming the pair
+        and what was expected."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        changes = {}
+        for pair in pairs:
+            key, sep, text = pair.partition("=")
+            key, text = key.strip(), text.strip()
+            if not sep or key not in fields:
+                raise ValueError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
+            current = fields[key]
+            try:
+                if isinstance(current, bool):
+                    if text.lower() not in ("true", "false", "1", "0"):
+                        raise ValueError
+                    value = text.lower() in ("true", "1")
+                elif isinstance(current, (int, float, str)):
+                    value = type(current)(text)
+                elif isinstance(current, tuple):
+                    value = tuple(name.strip() for name in text.split(",") if name.strip())
+                else:
+                    raise TypeError
+            except ValueError:
+                raise ValueError(f"--set {pair!r}: {key} expects a {type(current).__name__}") from None
+            except TypeError:
+                raise ValueError(
+                    f"--set {pair!r}: {key} ({type(current).__name__}) cannot be set from the command line"
+                ) from None
+            changes[key] = value
+        settings = dataclasses.replace(self, **changes)
+        settings.world()  # a bad question type or turn count is refused here, before anything is written
+        return settings
+
     @classmethod
     def preset(cls, size: str, quick: bool) -> DemoSettings:
         settings = cls()

@@ -113,3 +113,22 @@ def test_stage0_text_holds_each_conversation_plain_and_with_its_caption_in_conte
         question = row["conversations"][0]["value"].replace("<image>\n", "")
         assert first == f"In the picture: {caption[row['image']]}.\n{question}"
         assert in_context[f"context-{row['id']}"]["conversations"][1:] == row["conversations"][1:]
+
+
+def test_demo_set_overrides_typed_fields_and_refuses_bad_ones(tmp_path, capsys):
+    from mage_cli.demo_stages import DemoSettings
+
+    settings = DemoSettings().with_overrides(["stage2_steps=800", "itdm_weight=0", "question_types=existence,colour"])
+    assert (settings.stage2_steps, settings.itdm_weight) == (800, 0.0)
+    assert settings.question_types == ("existence", "colour")
+    for pair, message in [
+        ("stage2_steps=many", "stage2_steps expects a int"),
+        ("nope=1", "expected KEY=VALUE with KEY one of"),
+        ("eval_limits=3", "cannot be set from the command line"),
+        ("question_types=existence,bogus", "question_types must be a non-empty subset"),
+    ]:
+        assert main(["demo", "--quick", "--output-dir", str(tmp_path / "out"), "--set", pair]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and message in error[0], error
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
