@@ -1,13 +1,8 @@
 """MAGE processor. Importing this package registers it with `AutoProcessor` in-process."""
 
-from .processing_mage import (
-    IMAGE_TOKEN,
-    VICUNA_V1_CHAT_TEMPLATE,
-    VICUNA_V1_SYSTEM_PROMPT,
-    MageProcessor,
-    prepare_tokenizer,
-    vicuna_v1_chat_template,
-)
+from . import processing_mage as _processing_mage
+from .processing_mage import *  # noqa: F403 (the public names, listed once: in processing_mage.py's `__all__`)
+from .processing_mage import MageProcessor
 
 
 def register_mage_processor() -> None:
@@ -22,11 +17,4 @@ def register_mage_processor() -> None:
 
 register_mage_processor()
 
-__all__ = [
-    "MageProcessor",
-    "IMAGE_TOKEN",
-    "VICUNA_V1_CHAT_TEMPLATE",
-    "VICUNA_V1_SYSTEM_PROMPT",
-    "prepare_tokenizer",
-    "vicuna_v1_chat_template",
-]
+__all__ = list(_processing_mage.__all__)
