@@ -129,25 +129,23 @@ def _q_count_colour(rng, scene, d):
     return f"How many {colour} shapes are there?", str(n), "short"
 
 
-def _unique(scene, key):
-    counts = Counter(o[key] for o in scene["objects"])
-    return [o for o in scene["objects"] if counts[o[key]] == 1]
+def _q_attribute(rng, scene, known: str, asked: str, question: str):
+    """Ask the `asked` attribute of an object named by its `known` one (`question` formatted with it), among the
+    objects whose `known` value no other object has; None when there is none."""
+    counts = Counter(o[known] for o in scene["objects"])
+    candidates = [o for o in scene["objects"] if counts[o[known]] == 1]
+    if not candidates:
+        return None
+    obj = rng.choice(candidates)
+    return question.format(obj[known]), obj[asked], "short"
 
 
 def _q_colour(rng, scene, d):
-    candidates = _unique(scene, "shape")
-    if not candidates:
-        return None
-    obj = rng.choice(candidates)
-    return f"What colour is the {obj['shape']}?", obj["colour"], "short"
+    return _q_attribute(rng, scene, "shape", "colour", "What colour is the {}?")
 
 
 def _q_shape(rng, scene, d):
-    candidates = _unique(scene, "colour")
-    if not candidates:
-        return None
-    obj = rng.choice(candidates)
-    return f"What shape is the {obj['colour']} object?", obj["shape"], "short"
+    return _q_attribute(rng, scene, "colour", "shape", "What shape is the {} object?")
 
 
 def _q_position(rng, scene, d):
