@@ -24,8 +24,6 @@ def generate_text(
     max_new_tokens: int = 128,
 ) -> str:
     """Greedy answer (special tokens stripped) to ``question`` about ``image`` (a PIL image or ``None``)."""
-    import torch
-
     prompt = chat_text(processor, question, with_image=image is not None, system=system)
     if image is not None:
         inputs = processor(images=[image], text=[prompt], return_tensors="pt")
@@ -33,18 +31,8 @@ def generate_text(
     else:
         inputs = processor(text=[prompt], return_tensors="pt")
     inputs = inputs.to(model.device)
-    tokenizer = processor.tokenizer
-    with torch.inference_mode():
-        out = model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    new_tokens = out[0, inputs["input_ids"].shape[1] :]
-    return tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+    new_tokens = _greedy_new_tokens(model, processor.tokenizer, inputs, max_new_tokens)
+    return processor.tokenizer.decode(new_tokens[0], skip_special_tokens=True).strip()
 
 
 def generate_texts(
@@ -56,8 +44,6 @@ def generate_texts(
     max_new_tokens: int = 128,
 ) -> list[str]:
     """Greedy text-only answers for a batch of questions (left padding), one optional system prompt each."""
-    import torch
-
     systems = systems or [None] * len(questions)
     prompts = [chat_text(processor, q, with_image=False, system=s) for q, s in zip(questions, systems)]
     tokenizer = processor.tokenizer
@@ -67,6 +53,14 @@ def generate_texts(
         inputs = processor(text=prompts, return_tensors="pt", padding=True).to(model.device)
     finally:
         tokenizer.padding_side = old_side
+    new_tokens = _greedy_new_tokens(model, tokenizer, inputs, max_new_tokens)
+    return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def _greedy_new_tokens(model: Any, tokenizer: Any, inputs: Any, max_new_tokens: int):
+    """Greedy `model.generate` on the processor's `inputs`; the tokens after the prompt, `(B, new)`."""
+    import torch
+
     with torch.inference_mode():
         out = model.generate(
             **inputs,
@@ -76,8 +70,7 @@ def generate_texts(
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
-    new_tokens = out[:, inputs["input_ids"].shape[1] :]
-    return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    return out[:, inputs["input_ids"].shape[1] :]
 
 
 __all__ = ["chat_text", "generate_text", "generate_texts"]
