@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .vlsa import train_on_images
+
 VQ_QUESTION = "List the {grid}x{grid} visual codes of the image, row by row."
 PIXEL_QUESTION = (
     "Give the RGB values of the region whose top-left corner is at ({x}, {y}) and which covers a quarter of the image, "
@@ -106,19 +108,12 @@ def train_vqvae(
     model: TinyVQVAE, images: torch.Tensor, steps: int = 200, batch_size: int = 32, lr: float = 2e-3, seed: int = 0
 ) -> list[float]:
     """Train the substitute VQ-VAE on `images (N, 3, S, S)` in [-1, 1]; returns the total loss per step."""
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        batch = images[torch.randint(0, images.shape[0], (batch_size,), generator=generator)]
+
+    def loss_of(batch: torch.Tensor) -> torch.Tensor:
         recon, vq_loss = model(batch)
-        loss = F.mse_loss(recon, batch) + vq_loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    return losses
+        return F.mse_loss(recon, batch) + vq_loss
+
+    return train_on_images(model, loss_of, images, steps, batch_size, lr, seed)
 
 
 class VQVAEQuantizer:

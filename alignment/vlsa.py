@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -194,13 +195,32 @@ def train_autoencoder(
     seed: int = 0,
 ) -> list[float]:
     """Train the substitute autoencoder on `images (N, 3, S, S)` in [-1, 1]; returns the loss per step."""
+
+    def loss_of(batch: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(autoencoder(batch), batch)
+
+    return train_on_images(autoencoder, loss_of, images, steps, batch_size, lr, seed)
+
+
+def train_on_images(
+    model: nn.Module,
+    loss_of: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> list[float]:
+    """Train a substitute image model (`train_autoencoder`, cognition's `train_vqvae`) with AdamW: each of `steps`
+    steps draws `batch_size` of `images (N, 3, S, S)` with replacement (seeded by `seed`) and minimises
+    `loss_of(batch)`; returns the loss per step."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(autoencoder.parameters(), lr=lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     losses = []
-    autoencoder.train()
+    model.train()
     for _ in range(steps):
         batch = images[torch.randint(0, images.shape[0], (batch_size,), generator=generator)]
-        loss = F.mse_loss(autoencoder(batch), batch)
+        loss = loss_of(batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -255,5 +275,6 @@ __all__ = [
     "DiffusersSD3Denoiser",
     "timestep_embedding",
     "train_autoencoder",
+    "train_on_images",
     "VLSAReconstructionObjective",
 ]
