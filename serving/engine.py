@@ -96,13 +96,13 @@ class TextAssembler:
             self.stopped = True
             return self.finish()
         end = self._safe_end()
-        out, self.sent = self.text[self.sent:end], end
+        out, self.sent = self.text[self.sent : end], end
         return out
 
     def finish(self) -> str:
         """The rest, trailing whitespace dropped."""
         self.text = self.text.rstrip()
-        out, self.sent = self.text[self.sent:], len(self.text)
+        out, self.sent = self.text[self.sent :], len(self.text)
         return out
 
 
@@ -196,38 +196,61 @@ class Engine:
         for i, m in enumerate(messages):
             role = m.get("role")
             if role not in ROLES:
-                raise RequestError(400, f"messages[{i}].role must be one of {list(ROLES)}, got {role!r}",
-                                   code="invalid_messages", param=f"messages[{i}].role")
+                raise RequestError(
+                    400,
+                    f"messages[{i}].role must be one of {list(ROLES)}, got {role!r}",
+                    code="invalid_messages",
+                    param=f"messages[{i}].role",
+                )
             if role == "system" and i != 0:
-                raise RequestError(400, "a system message may only come first", code="invalid_messages",
-                                   param=f"messages[{i}]")
+                raise RequestError(
+                    400, "a system message may only come first", code="invalid_messages", param=f"messages[{i}]"
+                )
             for part in m["content"]:
                 if part["type"] == "image":
                     images.append(part["image"])
                 elif self.image_token in part["text"]:
-                    raise RequestError(400, f"messages[{i}]: the text may not contain the image marker "
-                                       f"{self.image_token!r}; send images as image parts", code="invalid_messages")
+                    raise RequestError(
+                        400,
+                        f"messages[{i}]: the text may not contain the image marker "
+                        f"{self.image_token!r}; send images as image parts",
+                        code="invalid_messages",
+                    )
         if messages[-1]["role"] != "user":
             raise RequestError(400, "the last message must be the user's", code="invalid_messages", param="messages")
         last = messages[-1]["content"]
         if not any(p["type"] == "text" and p["text"].strip() for p in last):
-            raise RequestError(400, "the last user message is empty: ask something", code="empty_message",
-                               param="messages")
+            raise RequestError(
+                400, "the last user message is empty: ask something", code="empty_message", param="messages"
+            )
         if len(images) > self.max_images:
-            raise RequestError(400, f"too many images: {len(images)} in the conversation, this server takes at most "
-                               f"{self.max_images} (--max-images)", code="too_many_images", param="messages")
+            raise RequestError(
+                400,
+                f"too many images: {len(images)} in the conversation, this server takes at most "
+                f"{self.max_images} (--max-images)",
+                code="too_many_images",
+                param="messages",
+            )
         return images
 
     def prompt(self, messages: list[dict[str, Any]]) -> str:
         """The chat-template string of the conversation plus the generation prompt."""
-        rendered = [{"role": m["role"], "content": [{"type": "image"} if p["type"] == "image" else
-                                                    {"type": "text", "text": p["text"]} for p in m["content"]]}
-                    for m in messages]
+        rendered = [
+            {
+                "role": m["role"],
+                "content": [
+                    {"type": "image"} if p["type"] == "image" else {"type": "text", "text": p["text"]}
+                    for p in m["content"]
+                ],
+            }
+            for m in messages
+        ]
         try:
             return self.processor.apply_chat_template(rendered, add_generation_prompt=True, tokenize=False)
         except Exception as error:  # noqa: BLE001 (the template raises for what it cannot render)
-            raise RequestError(400, f"the chat template cannot render these messages: {error}",
-                               code="invalid_messages") from None
+            raise RequestError(
+                400, f"the chat template cannot render these messages: {error}", code="invalid_messages"
+            ) from None
 
     def prepare(
         self,
@@ -258,12 +281,21 @@ class Engine:
         input_ids = inputs["input_ids"][0].tolist()
         room = self.context_length - len(input_ids)
         if room < 1:
-            raise RequestError(400, f"the prompt is {len(input_ids)} tokens (images included); the model's context "
-                               f"is {self.context_length}", code="context_length_exceeded", param="messages")
+            raise RequestError(
+                400,
+                f"the prompt is {len(input_ids)} tokens (images included); the model's context "
+                f"is {self.context_length}",
+                code="context_length_exceeded",
+                param="messages",
+            )
         if max_tokens is not None and max_tokens > room:
-            raise RequestError(400, f"the prompt is {len(input_ids)} tokens and max_tokens is {max_tokens}; together "
-                               f"more than the model's context of {self.context_length}",
-                               code="context_length_exceeded", param="max_tokens")
+            raise RequestError(
+                400,
+                f"the prompt is {len(input_ids)} tokens and max_tokens is {max_tokens}; together "
+                f"more than the model's context of {self.context_length}",
+                code="context_length_exceeded",
+                param="max_tokens",
+            )
         pixel_values = inputs.get("pixel_values") if images else None
         do_sample = temperature is not None and temperature > 0
         if temperature is None:  # the checkpoint's own generation settings decide
@@ -291,8 +323,9 @@ class Engine:
         try:
             self.queue.put_nowait(job)
         except queue.Full:
-            raise RequestError(429, f"the queue is full ({self.queue.maxsize} requests waiting); retry later",
-                               code="queue_full") from None
+            raise RequestError(
+                429, f"the queue is full ({self.queue.maxsize} requests waiting); retry later", code="queue_full"
+            ) from None
         return job
 
     def pieces(self, job: Job) -> Iterator[str]:
@@ -451,8 +484,13 @@ class Engine:
         from transformers import StoppingCriteriaList
 
         t0 = time.perf_counter()
-        logger.info("batch of %d request(s) %s: prompt %d tokens (left-padded), up to %d new tokens",
-                    len(jobs), [j.id for j in jobs], prompt_len, max(j.max_new_tokens for j in jobs))
+        logger.info(
+            "batch of %d request(s) %s: prompt %d tokens (left-padded), up to %d new tokens",
+            len(jobs),
+            [j.id for j in jobs],
+            prompt_len,
+            max(j.max_new_tokens for j in jobs),
+        )
         self.batches.append(len(jobs))
         for j in jobs:
             j.batch_size = len(jobs)
