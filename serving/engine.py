@@ -330,51 +330,42 @@ class Engine:
 
     def pieces(self, job: Job) -> Iterator[str]:
         """The job's answer as it streams, stop strings and outer whitespace applied (a blocking iterator)."""
-        text = TextAssembler(job.stop)
-        while not text.stopped:
-            piece = job.streamer.text_queue.get()
-            if piece is job.streamer.stop_signal:
-                break
-            out = self._take(job, text, piece)
-            if out:
-                yield out
-        out = text.finish()
-        if out:
-            yield out
-        job.done.wait()
-        self._settle(job, text)
+        yield from self._stream(job, block=True)  # blocking, it never yields None
 
     async def apieces(self, job: Job, poll: float = 0.01) -> AsyncIterator[str]:
         """As :meth:`pieces`, for the event loop: polls the streamer instead of holding a worker thread while it
         waits (so many waiting requests never starve the thread pool that parses new ones)."""
+        for out in self._stream(job, block=False):
+            if out is None:
+                await asyncio.sleep(poll)
+            else:
+                yield out
+
+    @staticmethod
+    def _stream(job: Job, block: bool) -> Iterator[str | None]:
+        """The answer's pieces for :meth:`pieces` (`block`: waits for the streamer and the job's end) and
+        :meth:`apieces` (not `block`: yields None where it would wait, for the caller to sleep and come back)."""
         text = TextAssembler(job.stop)
         while not text.stopped:
             try:
-                piece = job.streamer.text_queue.get_nowait()
+                piece = job.streamer.text_queue.get(block=block)
             except queue.Empty:
-                await asyncio.sleep(poll)
+                yield None
                 continue
             if piece is job.streamer.stop_signal:
                 break
-            out = self._take(job, text, piece)
+            out = text.add(piece)
+            if text.stopped:
+                job.cancelled.set()  # a stop string: the row ends at the next step, the rest is not shown
             if out:
                 yield out
         out = text.finish()
         if out:
             yield out
+        if block:
+            job.done.wait()
         while not job.done.is_set():
-            await asyncio.sleep(poll)
-        self._settle(job, text)
-
-    @staticmethod
-    def _take(job: Job, text: TextAssembler, piece: str) -> str:
-        out = text.add(piece)
-        if text.stopped:
-            job.cancelled.set()  # a stop string: the row ends at the next step, the rest is not shown
-        return out
-
-    @staticmethod
-    def _settle(job: Job, text: TextAssembler) -> None:
+            yield None
         if job.error:
             raise RuntimeError(job.error)
         job.stopped_by_string = text.stopped
