@@ -137,7 +137,7 @@ class Difficulty:
 
 
 DIFFICULTIES: dict[str, Difficulty] = {
-    # what a tiny MAGE learns on CPU in minutes (DESIGN §5 calibration: 1-4 shapes, 5-6 colours, 64 px)
+    # what a tiny MAGE learns on CPU in minutes (docs/shapeworld.md, "Difficulty knobs")
     "easy": Difficulty(min_objects=1, max_objects=3, num_colours=5, num_shapes=3, vary_size=False, label_prob=0.0),
     "default": Difficulty(),
     "hard": Difficulty(min_objects=2, max_objects=6, num_colours=6, num_shapes=6, label_prob=0.3, distractors=6),
