@@ -92,6 +92,7 @@ def test_mage_train_refuses_sea_outside_stage_1(capsys, tmp_path):
     assert "alignment_objective='sea'" in err and "stage=2" in err
 
 
+@pytest.mark.slow
 def test_mage_train_with_sea_in_a_fresh_process(shapeworld, tmp_path):
     """`mage train` registers SEA itself (training/ never imports alignment/): nothing imported it before."""
     import subprocess

@@ -120,6 +120,7 @@ def test_push_refuses_bad_folders_and_repo_ids(tiny_mage_dir, tmp_path):
     assert tree_hashes(tiny_mage_dir, empty, corrupt) == before  # no model card written either
 
 
+@pytest.mark.slow
 def test_convert_refuses_before_loading_anything(tmp_path):
     assert_refused(
         run_cli("convert", "llava-hf", str(tmp_path / "nonexistent"), "--out", str(tmp_path / "o"), cwd=tmp_path),
@@ -149,6 +150,7 @@ def test_agent_checks_its_tool_config_before_loading_the_model(tiny_mage_dir, tm
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_train_refuses_an_output_folder_that_holds_a_model(tiny_mage_dir, tmp_path):
     data = tmp_path / "data.json"
     data.write_text(json.dumps([{"id": "0", "conversations": [{"from": "human", "value": "hi"},

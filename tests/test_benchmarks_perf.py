@@ -198,6 +198,7 @@ def test_predicted_ratios_follow_the_token_counts():
         train_step_flops(small, ModelSpec("llava"), 3)
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_measurement(tmp_path):
     output = tmp_path / "perf_tiny.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))

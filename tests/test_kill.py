@@ -72,6 +72,7 @@ def workspace(tmp_path_factory):
     return root, root / "model", data
 
 
+@pytest.mark.slow
 def test_train_killed_while_saving_resumes_to_the_same_weights(workspace, tmp_path):
     _, model, data = workspace
     settings = ["max_steps=6", "save_steps=2", "per_device_train_batch_size=4", "warmup_ratio=0",
@@ -99,6 +100,7 @@ def test_train_killed_while_saving_resumes_to_the_same_weights(workspace, tmp_pa
         assert (expected[name] == got[name]).all(), name
 
 
+@pytest.mark.slow
 def test_eval_killed_mid_line_resumes_without_losing_or_duplicating_rows(tiny_mage_dir, tmp_path):
     data = fixtures.write_pope(str(tmp_path / "pope"), questions_per_split=3)
     common = ["eval", "--model", str(tiny_mage_dir), "--benchmark", "pope", "--data", data, "--batch-size", "2",

@@ -132,6 +132,7 @@ def _pythons():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("python", "auto_name"), list(_pythons()))
 def test_fresh_process_remote_code_loads_every_new_projector(python, auto_name, tmp_path_factory):
     work = tmp_path_factory.mktemp("fresh")

@@ -52,6 +52,7 @@ def test_card_metadata_round_trip(checkpoint, tmp_path):
     assert "AutoModelForVision2Seq" in loaded.text and "AutoModelForImageTextToText" in loaded.text
 
 
+@pytest.mark.slow
 def test_dry_run_prints_plan_and_uploads_nothing(checkpoint, capsys):
     api = RecordingApi()
     plan = push(checkpoint, "me/mage-tiny", dry_run=True, api=api)
@@ -69,6 +70,7 @@ def test_upload_creates_repo_then_uploads_the_folder(checkpoint):
     assert api.calls[2][2]["folder_path"] == str(checkpoint) and api.calls[2][2]["revision"] == "v1"
 
 
+@pytest.mark.slow
 def test_a_folder_that_does_not_load_is_refused(checkpoint):
     (checkpoint / "modeling_mage.py").write_text("raise ImportError('broken remote code')\n")
     api = RecordingApi()

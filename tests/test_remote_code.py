@@ -97,6 +97,7 @@ def _check(result, tiny_mage):
     assert result["templated_equal"], "apply_chat_template(tokenize=True) must give the processor's own inputs"
 
 
+@pytest.mark.slow
 def test_fresh_process_loads_remote_code_on_this_transformers(tiny_mage, tiny_mage_dir, tmp_path):
     import transformers
 
@@ -108,6 +109,7 @@ def test_fresh_process_loads_remote_code_on_this_transformers(tiny_mage, tiny_ma
     _check(result, tiny_mage)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("MAGE_TF4_PYTHON"), reason="MAGE_TF4_PYTHON (a transformers 4.57 venv) not set")
 def test_transformers_4_57_loads_the_checkpoint_through_vision2seq(tiny_mage, tiny_mage_dir, tmp_path):
     result = _run_fresh(os.environ["MAGE_TF4_PYTHON"], tiny_mage_dir, "AutoModelForVision2Seq", tmp_path, True)

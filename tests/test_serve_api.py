@@ -313,6 +313,7 @@ def test_cli_bad_arguments_exit_2(tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith("mage serve: error: ") and words in err[0], err
 
 
+@pytest.mark.slow
 def test_cli_serves_a_checkpoint(tiny_mage_dir, tmp_path):
     """`mage serve` in its own process: it prints its URL, answers, and stops on SIGINT."""
     import os
