@@ -49,7 +49,9 @@ SHORT_SYSTEM_PROMPT = "A chat about a picture of shapes."  # the demo's
 PROJECT_QUESTIONS = {"exist": "_q_exists", "colour": "_q_colour", "count": "_q_count_shape", "position": "_q_relation"}
 
 
-def make_project_dataset(n: int, seed: int, image_size: int, qtypes, difficulty: str = "easy"):
+def make_project_dataset(
+    n: int, seed: int, image_size: int, qtypes, difficulty: str = "easy", near_negatives: bool = False
+):
     """The project's ShapeWorld (`shapeworld.world` scenes and renderer, `shapeworld.text` captions and question
     phrasings) in the reference's shape: one question per example, types in turn; `position` is the relation
     question ("Is the X to the left of the Y?"). Returns (examples, uint8 images (n, 3, H, W), blank image)."""
@@ -65,7 +67,10 @@ def make_project_dataset(n: int, seed: int, image_size: int, qtypes, difficulty:
         rng = item_rng(seed, "ladder", i)
         while True:
             scene = sample_scene(rng, d, f"s{i}")
-            made = getattr(T, PROJECT_QUESTIONS[qtype])(rng, scene, d)
+            if qtype == "exist" and near_negatives:  # POPE's popular/adversarial kind of "No" (the demo's skill set)
+                made = (*T.existence_question(rng, scene, d, near_negatives=True), "yesno")
+            else:
+                made = getattr(T, PROJECT_QUESTIONS[qtype])(rng, scene, d)
             if made is not None:
                 break
         question, answer, _ = made
@@ -248,6 +253,13 @@ def main() -> None:
     p.add_argument(
         "--seb-output-norm", action="store_true", help="IAN: MageConfig.seb_output_norm (a LayerNorm on the SEB output)"
     )
+    p.add_argument(
+        "--exist-train",
+        choices=("random", "near"),
+        default="random",
+        help="project world: existence negatives in training (near: sharing a shape or colour with a present object)",
+    )
+    p.add_argument("--exist-eval", choices=("random", "near"), default="random", help="the same for the held-out set")
     p.add_argument("--lr2", type=float, default=1e-3, help="S2 peak learning rate (trainer path)")
     p.add_argument("--projector-lr2", type=float, default=None, help="S2 projector learning rate (trainer path)")
     p.add_argument("--s0", type=int, default=1200)
@@ -278,6 +290,8 @@ def main() -> None:
         + ("" if args.seb_heads == 4 else f"h{args.seb_heads}")
         + ("" if args.seb_bias == "gaussian" else args.seb_bias)
         + ("onorm" if args.seb_output_norm else "")
+        + ("" if args.exist_train == "random" else f"_xtrain{args.exist_train}")
+        + ("" if args.exist_eval == "random" else f"_xeval{args.exist_eval}")
         + f"_{args.template}"
         + f"_itdm{args.itdm:g}"
         + (f"{args.itdm_source[0]}" if args.itdm else "")
@@ -305,8 +319,12 @@ def main() -> None:
         evl, eval_img = S.make_dataset(1600, 999999, 4, args.image_size, QT)
         blank = torch.full((3, args.image_size, args.image_size), 255, dtype=torch.uint8)
     else:
-        train, train_img, blank = make_project_dataset(args.ntrain, 1000 + args.seed, args.image_size, QT)
-        evl, eval_img, _ = make_project_dataset(1600, 999999, args.image_size, QT)
+        train, train_img, blank = make_project_dataset(
+            args.ntrain, 1000 + args.seed, args.image_size, QT, near_negatives=args.exist_train == "near"
+        )
+        evl, eval_img, _ = make_project_dataset(
+            1600, 999999, args.image_size, QT, near_negatives=args.exist_eval == "near"
+        )
     texts = []
     for e in train:
         texts += [e["caption"], render_qa(args.template, e["question"], e["answer"])]
@@ -392,6 +410,7 @@ def main() -> None:
     cache = (
         args.cache / f"s0sc_{'' if args.world == 'ref' else 'sw_'}{'' if args.tokenizer == 'word' else 'bpe_'}"
         f"{'' if args.image_size == 64 else f'px{args.image_size}_'}{args.template}_seed{args.seed}_{args.s0}_{args.sc}_{args.ntrain}"
+        f"{'' if args.exist_train == 'random' else '_xtrain' + args.exist_train}"  # S0's text holds the questions
     )
     if (cache / "model.safetensors").is_file():
         from safetensors.torch import load_file
