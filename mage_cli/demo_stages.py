@@ -192,7 +192,7 @@ def train_stage(
         "projector_lr": None,
         "group_by_modality_length": False,
         # text encoded once, before training (its ShapeWorld rows are read for several epochs); the data worker then
-        # only opens images (benchmarks/trainer_overhead.py)
+        # only opens images (experiments/trainer_overhead/)
         "pretokenize": True,
         **recipe_overrides,
     }

@@ -19,8 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("evaluation",),
     ("alignment",),  # objectives plug into training through its registry; training never imports alignment
     ("serving",),
-    ("mage_cli",),
-    ("benchmarks",),  # measure what the library and the CLI run; nothing imports them
+    ("mage_cli", "benchmarks"),  # the console script; the speed and cost benchmarks (studies live in experiments/)
 )
 FORBIDDEN = {("evaluation", "training")}  # allowed by the ranks, excluded by design (evaluation never trains)
 RANK = {package: rank for rank, layer in enumerate(LAYERS) for package in layer}

@@ -1,4 +1,4 @@
-"""`benchmarks/trainer_overhead.py` runs every variant at tiny step counts and writes its table and numbers (the
+"""`experiments/trainer_overhead/trainer_overhead.py` runs every variant at tiny step counts and writes its table and numbers (the
 ratios themselves are measured by the benchmark, not asserted here)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def test_trainer_overhead_benchmark_writes_every_variant(tmp_path):
     out = tmp_path / "overhead.md"
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "trainer_overhead.py"), "--steps", "2", "--blocks", "1",
+        [sys.executable, str(ROOT / "experiments" / "trainer_overhead" / "trainer_overhead.py"), "--steps", "2", "--blocks", "1",
          "--warmup", "1", "--workers", "0", "--out", str(out)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
     )  # fmt: skip

@@ -7,7 +7,7 @@ set built with `pretokenize=True`, only loads the images and collates. All use o
 alike; a step's time is the wall time between consecutive optimizer steps (data loading included), the first
 `--warmup` steps of each block dropped, medians over all blocks.
 
-    python benchmarks/trainer_overhead.py --out benchmarks/results/trainer_overhead.md
+    python experiments/trainer_overhead/trainer_overhead.py --out experiments/trainer_overhead/results/trainer_overhead.md
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
