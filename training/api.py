@@ -15,8 +15,20 @@ import shutil
 import warnings
 from pathlib import Path
 
+import torch
+from transformers import TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from modeling_mage import MageForConditionalGeneration
+from processing_mage import MageProcessor
+
 from .checkpoint import ModelError, check_mage_checkpoint
+from .collator import MageDataCollator
+from .data import build_dataset
+from .lora import apply_lora, quantization_config
+from .objectives import AlignedMageTrainer
 from .recipes import Recipe, alignment_objective_builder
+from .trainer import MageTrainer, count_trainable, set_trainable_for_stage
 
 logger = logging.getLogger(__name__)
 REPORT_FILE = "training_report.json"
@@ -26,14 +38,6 @@ RECIPE_FILE = "mage_recipe.json"  # written into every checkpoint; compared on -
 def load_model_and_processor(model_path: str | os.PathLike, recipe: Recipe, mode: str = "full"):
     """`(model, processor)` ready for `recipe`: ITDM settings written into the config, stage freezing applied
     (`mode="full"`), or LoRA / QLoRA adapters added (`"lora"` / `"qlora"`)."""
-    import torch
-
-    from modeling_mage import MageForConditionalGeneration
-    from processing_mage import MageProcessor
-
-    from .lora import apply_lora, quantization_config
-    from .trainer import count_trainable, set_trainable_for_stage
-
     config = check_mage_checkpoint(model_path)
     if mode not in ("full", "lora", "qlora"):
         raise ModelError(f"mode={mode!r}: expected 'full', 'lora' or 'qlora'.")
@@ -76,9 +80,6 @@ def load_model_and_processor(model_path: str | os.PathLike, recipe: Recipe, mode
 
 def training_arguments(recipe: Recipe, output_dir: str | os.PathLike, **overrides):
     """`TrainingArguments` from a recipe (LLaVA-1.5 names map one to one)."""
-    import torch
-    from transformers import TrainingArguments
-
     values = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=recipe.per_device_train_batch_size,
@@ -121,8 +122,6 @@ def training_arguments(recipe: Recipe, output_dir: str | os.PathLike, **override
 
 
 def _has_accelerator() -> bool:
-    import torch
-
     mps = getattr(torch.backends, "mps", None)
     xpu = getattr(torch, "xpu", None)
     return bool(
@@ -161,13 +160,6 @@ def train(
     The final model is written to a hidden folder inside `output_dir` and then moved into place file by file,
     `config.json` last, so a crash while saving never leaves a loadable half model.
     """
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
-
-    from .collator import MageDataCollator
-    from .data import build_dataset
-    from .objectives import AlignedMageTrainer
-    from .trainer import MageTrainer, count_trainable
-
     output_dir = Path(output_dir)
     last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     if resume:
@@ -251,8 +243,6 @@ def last_complete_checkpoint(output_dir: Path) -> str | None:
     """The newest `checkpoint-N` of `output_dir` that was saved completely. Newer ones that were not (a process
     killed while saving) are renamed `.incomplete-checkpoint-N` with a warning, so neither this resume nor the
     Trainer's checkpoint rotation mistakes them for a state to continue from."""
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
     if not output_dir.is_dir():
         return None
     steps = sorted(
@@ -313,8 +303,6 @@ def warn_on_recipe_change(checkpoint: Path, recipe: Recipe) -> None:
 
 
 def _recipe_saver_class():
-    from transformers import TrainerCallback
-
     class _RecipeSaver(TrainerCallback):
         def __init__(self, recipe: Recipe):
             self.recipe = recipe

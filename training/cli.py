@@ -14,6 +14,7 @@ Recipes: a path or a bundled name (stage{1,2,3}_{7b,13b,tiny}); any field can be
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from .checkpoint import ModelError
@@ -57,16 +58,16 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         print(f"mage train: error: --threads={args.threads}: expected >= 1.", file=sys.stderr)
         return 2
-    from .fixtures import torch_threads
+    from .fixtures import torch_threads  # heavy
 
     with torch_threads(args.threads):
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .api import train
-    from .data import DataError
-    from .recipes import RecipeError, load_recipe
+    from .api import train  # heavy
+    from .data import DataError  # heavy
+    from .recipes import RecipeError, load_recipe  # heavy
 
     try:
         recipe = load_recipe(args.recipe, args.overrides)
@@ -89,9 +90,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(output) -> None:
-    import json
-
-    from .api import REPORT_FILE
+    from .api import REPORT_FILE  # heavy
 
     path = output / REPORT_FILE
     if not path.is_file():

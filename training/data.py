@@ -25,7 +25,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from .templates import IMAGE_TOKEN, ROLE_MAP, ConversationEncoder, SampleError
 
@@ -192,8 +194,6 @@ class LlavaDataset(torch.utils.data.Dataset):
         skips: SkipLog | None = None,
         pretokenize: bool = False,
     ):
-        import datasets
-
         self.skips = skips if skips is not None else SkipLog()
         self.processor = processor
         self.encoder = ConversationEncoder(processor, template, max_length)
@@ -273,8 +273,6 @@ class LlavaDataset(torch.utils.data.Dataset):
         }
 
     def _load_image(self, path: str) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
-
         try:
             with Image.open(path) as image:
                 image = image.convert("RGB")

@@ -8,6 +8,9 @@ import json
 import random
 from pathlib import Path
 
+import torch
+from PIL import Image, ImageDraw
+
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 60, 220), "yellow": (230, 210, 40)}
 SHAPES = ("square", "circle")
 VOCABULARY = (
@@ -19,8 +22,6 @@ VOCABULARY = (
 
 
 def draw(colour: str, shape: str, size: int = 64, position: tuple[int, int] = (8, 8)):
-    from PIL import Image, ImageDraw
-
     image = Image.new("RGB", (size, size), (128, 128, 128))
     box = [position[0], position[1], position[0] + size // 3, position[1] + size // 3]
     painter = ImageDraw.Draw(image)
@@ -46,8 +47,10 @@ def write_tiny_llava_dataset(
         if stage == 1:
             turns = [("<image>", f"a {colour} {shape} on grey")]
         elif stage == 3:
-            plan = [{"task": "image-to-text", "id": 0, "dep": [-1], "args": {"image": "<resource>-0"}},
-                    {"task": "text-to-speech", "id": 1, "dep": [0], "args": {"text": "<GENERATED>-0"}}]
+            plan = [
+                {"task": "image-to-text", "id": 0, "dep": [-1], "args": {"image": "<resource>-0"}},
+                {"task": "text-to-speech", "id": 1, "dep": [0], "args": {"text": "<GENERATED>-0"}},
+            ]
             turns = [("<image>\nDescribe the image briefly, then read it aloud.", json.dumps(plan))]
         else:
             turns = [("<image>\nWhat colour is the shape?", colour)]
@@ -56,7 +59,12 @@ def write_tiny_llava_dataset(
         rows.append({"id": f"img{index}", "image": name, "conversations": _turns(turns)})
     if stage == 2:
         for index in range(num_text_only):
-            rows.append({"id": f"txt{index}", "conversations": _turns([("Say hello.", " ".join(["hello there"] * (index % 2 + 1)))])})
+            rows.append(
+                {
+                    "id": f"txt{index}",
+                    "conversations": _turns([("Say hello.", " ".join(["hello there"] * (index % 2 + 1)))]),
+                }
+            )
         rng.shuffle(rows)
     path = folder / "data.json"
     path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
@@ -72,7 +80,6 @@ def torch_threads(count: int | None):
     if count is None:
         yield
         return
-    import torch
 
     previous = torch.get_num_threads()
     torch.set_num_threads(count)

@@ -17,8 +17,14 @@ import os
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import BitsAndBytesConfig
+
+from modeling_mage import QUANTIZATION_SKIP_MODULES, MageForConditionalGeneration
+from processing_mage import MageProcessor
 
 from .checkpoint import check_mage_checkpoint
+from .outputs import check_output_dir, write_folder
 
 LORA_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 LORA_MODULES_TO_SAVE = ["multi_modal_projector"]
@@ -26,8 +32,6 @@ LORA_MODULES_TO_SAVE = ["multi_modal_projector"]
 
 def lora_config(r: int = 128, alpha: int = 256, dropout: float = 0.05):
     """PEFT `LoraConfig` on the LM's attention and MLP projections, projector fully trained."""
-    from peft import LoraConfig
-
     return LoraConfig(
         r=r,
         lora_alpha=alpha,
@@ -40,10 +44,6 @@ def lora_config(r: int = 128, alpha: int = 256, dropout: float = 0.05):
 
 def quantization_config(compute_dtype: torch.dtype | None = None):
     """4-bit NF4 `BitsAndBytesConfig` that keeps the vision tower, the projector and `lm_head` unquantised."""
-    from transformers import BitsAndBytesConfig
-
-    from modeling_mage import QUANTIZATION_SKIP_MODULES
-
     if compute_dtype is None:
         compute_dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     return BitsAndBytesConfig(
@@ -64,8 +64,6 @@ def apply_lora(
     gradient_checkpointing: bool = False,
 ):
     """Wrap `model` in a `PeftModel` (after `prepare_model_for_kbit_training` when `quantized`)."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
-
     if quantized:
         model = prepare_model_for_kbit_training(
             model,
@@ -88,13 +86,7 @@ def merge_lora(
     `overwrite` (`training.outputs.OutputDirError`); the checkpoint is written beside it and renamed into place.
     Returns `output_dir`.
     """
-    from .outputs import check_output_dir, write_folder
-
     check_output_dir(Path(output_dir), overwrite)
-    from peft import PeftModel
-
-    from modeling_mage import MageForConditionalGeneration
-    from processing_mage import MageProcessor
 
     adapter_dir = Path(adapter_dir)
     config_path = adapter_dir / "adapter_config.json"

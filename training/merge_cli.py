@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .lora import merge_lora
+    from .lora import merge_lora  # heavy
 
     try:
         output = merge_lora(args.adapter, args.output_dir, base_model=args.base, overwrite=args.overwrite)

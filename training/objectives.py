@@ -25,8 +25,10 @@ import os
 from collections.abc import Callable
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .trainer import MageTrainer
 
@@ -142,9 +144,6 @@ class AlignedMageTrainer(MageTrainer):
         super()._save_checkpoint(model, trial, *args, **kwargs)
         state = self.aux_state_dict()
         if state and self.args.should_save:
-            from safetensors.torch import save_file
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
             folder = os.path.join(
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
@@ -154,8 +153,6 @@ class AlignedMageTrainer(MageTrainer):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, AUX_FILE)
         if os.path.isfile(path):
-            from safetensors.torch import load_file
-
             state = load_file(path)
             for name, (_, objective) in self.objectives.items():
                 if isinstance(objective, nn.Module):

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 RECIPE_DIR = Path(__file__).parent / "recipes"
 TEMPLATES = ("plain", "vicuna_v1")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
@@ -294,8 +296,6 @@ def resolve_recipe_path(name_or_path: str | os.PathLike) -> Path:
 
 def load_recipe(name_or_path: str | os.PathLike, overrides: dict | list[str] | None = None) -> Recipe:
     """Load a YAML recipe and apply overrides (a dict, or `key=value` strings as given to `--set`)."""
-    import yaml
-
     path = resolve_recipe_path(name_or_path)
     try:
         with open(path, encoding="utf-8") as handle:

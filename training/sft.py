@@ -18,6 +18,7 @@ import os
 import trl
 from transformers import Trainer
 
+from .api import training_arguments
 from .recipes import Recipe
 from .trainer import ItdmLossMixin
 
@@ -25,8 +26,6 @@ from .trainer import ItdmLossMixin
 def sft_config(recipe: Recipe, output_dir: str | os.PathLike, **overrides):
     """An `SFTConfig` equal to `training.api.training_arguments(recipe, ...)` plus the TRL settings MAGE needs
     (no dataset preparation, no packing / padding-free, no TRL truncation: the data set already truncates safely)."""
-    from .api import training_arguments
-
     base = training_arguments(recipe, output_dir, **overrides)
     known = {f.name for f in dataclasses.fields(trl.SFTConfig)}
     values = {f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init and f.name in known}
