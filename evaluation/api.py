@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import json
 import os
 from collections.abc import Sequence
 
 from . import hf_layouts, mmbench, mme, official_rules, pope, seed
+from .provenance import model_fingerprint
 from .records import BENCHMARKS, BenchmarkFormatError, EvalRecord, LoadedBenchmark
 from .report import CONVENTIONS, git_commit, summary, table4, write_report
 
@@ -137,8 +139,6 @@ def evaluate(
     Returns:
         `{"model", "git_commit", "created", "settings", "benchmarks": {name: {...scores...}}, "summary"}`.
     """
-    from .provenance import model_fingerprint
-
     names = list(BENCHMARKS) if benchmark == "all" else [benchmark]
     os.makedirs(output_dir, exist_ok=True)
     results = {
@@ -195,8 +195,6 @@ def evaluate(
 def _carry_over(results: dict, path: str) -> None:
     """Keep the other benchmarks of an earlier report in the same folder made with the same model and settings, so
     one benchmark per call still adds up to one report."""
-    import json
-
     try:
         with open(path, encoding="utf-8") as handle:
             earlier = json.load(handle)
@@ -246,7 +244,7 @@ def run_benchmark(
     split=None,
 ) -> dict:
     """Load, predict (resuming), score and describe one benchmark."""
-    from .runner import RunSettings, run_predictions
+    from .runner import RunSettings, run_predictions  # heavy
 
     loaded = load_benchmark(name, path, circular=circular, strict=strict, split=split)
     records = limit_records(loaded.records, limit)

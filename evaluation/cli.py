@@ -27,6 +27,11 @@ import json
 import os
 import sys
 
+from .api import BENCHMARKS, evaluate, find_benchmark_data, load_benchmark
+from .predictions_io import score_predictions_file
+from .provenance import model_fingerprint
+from .records import BenchmarkFormatError
+
 BENCHMARK_CHOICES = ("mme", "pope", "mmbench", "mmbench_cn", "seed", "plans", "all")
 
 
@@ -147,11 +152,11 @@ def check_model_folder(path: str) -> None:
 
 def load_model(path: str, device: str = "auto", dtype: str = "auto"):
     """`(model, processor)` from a MAGE checkpoint folder, in eval mode on `device`."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    import torch  # heavy
+    from transformers import AutoModelForImageTextToText, AutoProcessor  # heavy
 
-    import modeling_mage  # noqa: F401  (registers the Auto classes)
-    import processing_mage  # noqa: F401
+    import modeling_mage  # heavy  # noqa: F401  (registers the Auto classes)
+    import processing_mage  # heavy  # noqa: F401
 
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--model {path!r} is not a folder; expected a checkpoint saved with save_pretrained")
@@ -170,7 +175,7 @@ def run_plans(model, processor, args: argparse.Namespace) -> dict:
     """`--benchmark plans`: hand over to the tool-use package (`tool_use.eval_plans.evaluate_plan_model`, which
     generates a plan per held-out tool request and scores it with `evaluate_plans`); imported only here."""
     try:
-        from tool_use import eval_plans
+        from tool_use import eval_plans  # optional
     except ImportError as error:
         raise SystemExit(f"mage eval --benchmark plans needs the tool_use package ({error})") from error
     runner = getattr(eval_plans, "evaluate_plan_model", None)
@@ -200,8 +205,6 @@ def run_plans(model, processor, args: argparse.Namespace) -> dict:
 
 def check_data(args: argparse.Namespace) -> None:
     """Load the benchmark records (images stay on disk) so a malformed file fails before the model loads."""
-    from .api import BENCHMARKS, find_benchmark_data, load_benchmark
-
     names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
     for name in names:
         path = args.data if args.benchmark != "all" else find_benchmark_data(args.data, name)
@@ -216,9 +219,6 @@ def _error(message: str) -> int:
 
 def run_predictions_file(args: argparse.Namespace) -> int:
     """`--predictions FILE`: score an existing predictions file against `--data`, no model loaded."""
-    from .predictions_io import score_predictions_file
-    from .records import BenchmarkFormatError
-
     try:
         results = score_predictions_file(
             args.benchmark,
@@ -246,10 +246,7 @@ def run(args: argparse.Namespace) -> int:
         return _error(str(error))
     if args.predictions is not None:
         return run_predictions_file(args)
-    from .api import evaluate
-    from .provenance import model_fingerprint
-    from .records import BenchmarkFormatError
-    from .runner import SettingsMismatch, check_same_model
+    from .runner import SettingsMismatch, check_same_model  # heavy
 
     if args.benchmark != "plans":  # bad data is named before a model is loaded
         try:
@@ -265,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
             except SettingsMismatch as error:
                 return _error(str(error))
 
-    import torch
+    import torch  # heavy
 
     torch.set_num_threads(args.threads)
     try:

@@ -36,10 +36,10 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
 
 
 def plot_table(rows: dict[str, dict[str, float]], path: Path) -> None:
-    import matplotlib
+    import matplotlib  # heavy
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy
 
     columns = [c for c in ("POPE acc", "MMB", "SEED", "plan valid %") if any(c in r for r in rows.values())]
     figure, axis = plt.subplots(figsize=(9, 4))

@@ -12,13 +12,13 @@ import json
 import os
 import random
 
+from PIL import Image, ImageDraw
+
 COLOURS = {"red": (220, 20, 20), "green": (20, 180, 20), "blue": (20, 20, 220), "yellow": (230, 210, 20)}
 
 
 def shape_image(colour: str, size: int = 64):
     """A grey `size`×`size` RGB image with one square of `colour` (a key of `COLOURS`)."""
-    from PIL import Image, ImageDraw
-
     image = Image.new("RGB", (size, size), (128, 128, 128))
     ImageDraw.Draw(image).rectangle([size // 4, size // 4, 3 * size // 4, 3 * size // 4], fill=COLOURS[colour])
     return image

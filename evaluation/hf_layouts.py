@@ -42,7 +42,7 @@ def is_hf_layout(path: str) -> bool:
 
 
 def _load(path: str, split: str | None, preference: tuple[str, ...] = SPLIT_PREFERENCE):
-    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk  # heavy
 
     if os.path.isdir(path) and any(os.path.isfile(os.path.join(path, n)) for n in ("dataset_dict.json", "state.json")):
         data = load_from_disk(path)
@@ -62,7 +62,7 @@ def _load(path: str, split: str | None, preference: tuple[str, ...] = SPLIT_PREF
 
 def _undecoded(dataset):
     """Cast image columns to undecoded bytes (`{"bytes", "path"}` dicts)."""
-    from datasets import Image, Sequence
+    from datasets import Image, Sequence  # heavy
 
     for name, feature in dataset.features.items():
         if isinstance(feature, Image):

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import sys
 
+from tqdm.auto import tqdm
+
 try:
     from lmms_eval.api.instance import Instance
     from lmms_eval.api.model import lmms
@@ -86,8 +88,6 @@ class Mage(lmms):
         return self._generate_all([r.args for r in requests])
 
     def _generate_all(self, args: list[tuple]) -> list[str]:
-        from tqdm.auto import tqdm
-
         outputs: list[str] = []
         for begin in tqdm(range(0, len(args), self.batch_size), desc="mage", disable=self.rank != 0):
             chunk = args[begin : begin + self.batch_size]
@@ -161,7 +161,7 @@ class Mage(lmms):
 
 def lmms_eval_manifest():
     """Entry point payload for lmms-eval ≥ 0.7 (group `lmms_eval.models`)."""
-    from lmms_eval.models.registry_v2 import ModelManifest
+    from lmms_eval.models.registry_v2 import ModelManifest  # optional
 
     return ModelManifest(model_id=MODEL_NAME, simple_class_path=CLASS_PATH)
 
@@ -169,7 +169,7 @@ def lmms_eval_manifest():
 def register_with_lmms_eval() -> None:
     """Make `--model mage` resolvable in this process, on every lmms-eval version that has a registry."""
     try:
-        from lmms_eval.models import MODEL_REGISTRY_V2
+        from lmms_eval.models import MODEL_REGISTRY_V2  # optional
     except ImportError:  # older lmms-eval: @register_model above is all it needs
         return
     MODEL_REGISTRY_V2.register_manifest(lmms_eval_manifest(), overwrite=True)
@@ -178,7 +178,7 @@ def register_with_lmms_eval() -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m evaluation.lmms_eval_adapter …` = lmms-eval's CLI with `mage` registered."""
     register_with_lmms_eval()
-    from lmms_eval.__main__ import cli_evaluate
+    from lmms_eval.__main__ import cli_evaluate  # optional
 
     sys.argv = [sys.argv[0]] + list(sys.argv[1:] if argv is None else argv)
     cli_evaluate()

@@ -28,7 +28,10 @@ import sys
 from collections import defaultdict, deque
 
 from . import official_rules
+from .api import load_benchmark, score_predictions
+from .mme import SUBTASKS
 from .records import BenchmarkFormatError, EvalRecord, json_object
+from .report import CONVENTIONS, git_commit, summary, table4, write_report
 
 # Cells pandas reads as NaN by default; VLMEvalKit then turns the prediction into the string "nan" (`str(x)`).
 PANDAS_NA = {
@@ -78,8 +81,6 @@ def is_table(path: str) -> bool:
 def read_mme_folder(folder: str, records: list[EvalRecord]) -> dict[str, str]:
     """`{uid: prediction}` from an MME eval-tool folder; each line matched to a record of `--data` by subtask
     (file name), image (name without extension) and question."""
-    from .mme import SUBTASKS
-
     index: dict[tuple[str, str, str], deque[EvalRecord]] = defaultdict(deque)
     for record in records:
         index[(record.subtask, _stem(record.image_id), _norm_question(record.question))].append(record)
@@ -131,7 +132,7 @@ def _table_rows(path: str) -> list[tuple[str, dict[str, str]]]:
             rows = [(f"{path}:{reader.line_num}", row) for row in reader]
     else:
         try:
-            import openpyxl
+            import openpyxl  # optional
         except ImportError as error:
             raise BenchmarkFormatError(
                 f"{path}: reading XLSX needs openpyxl, which is not installed (pip install openpyxl), or save the "
@@ -326,9 +327,6 @@ def score_predictions_file(
     Args:
         scoring: how the predictions were made; SEED predictions count as generated text unless `"likelihood"`.
     """
-    from .api import load_benchmark, score_predictions
-    from .report import CONVENTIONS, git_commit, summary, table4, write_report
-
     official_rules.check_rules(rules)
     table = is_table(predictions_path) and benchmark in ("mmbench", "mmbench_cn")
     loaded = load_benchmark(benchmark, data, circular=not table, strict=strict, split=split)

@@ -60,7 +60,7 @@ def model_fingerprint(model, model_path: str = "") -> str:
             if os.path.isfile(path) and _is_model_file(name):
                 digest.update(f"{name}\0{_file_digest(path)}\0".encode())
         return digest.hexdigest()
-    import torch
+    import torch  # heavy
 
     for name, tensor in sorted(model.state_dict().items()):
         data = tensor.detach().to("cpu").contiguous()

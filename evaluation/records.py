@@ -7,6 +7,7 @@ Images stay on disk (or as encoded bytes) until `load_image()` is called, so loa
 from __future__ import annotations
 
 import io
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +21,6 @@ class BenchmarkFormatError(ValueError):
 
 def json_object(line: str, where: str) -> dict:
     """One JSON object from a line of a benchmark or predictions file; anything else names `where` (file:line)."""
-    import json
-
     try:
         row = json.loads(line)
     except json.JSONDecodeError as error:  # its messages may end in "at": the column goes first
@@ -73,7 +72,7 @@ class EvalRecord:
 
     def load_image(self):
         """The record's image as an RGB `PIL.Image`; a missing or unreadable image names the file and the row."""
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, UnidentifiedImageError  # heavy
 
         try:
             if self.image_bytes is not None:
@@ -105,7 +104,7 @@ class LoadedBenchmark:
 
 def blank_image(size: int = 336):
     """A uniform grey RGB image (the text-only baseline's stand-in for every image)."""
-    from PIL import Image
+    from PIL import Image  # heavy
 
     return Image.new("RGB", (size, size), (128, 128, 128))
 

@@ -197,10 +197,10 @@ def markdown_table(results: dict, run_name: str = "this run") -> str:
 
 def write_plots(results: dict, output_dir: str) -> list[str]:
     """Per-subtask bar charts and POPE precision/recall; returns the PNG paths written."""
-    import matplotlib
+    import matplotlib  # heavy
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy
 
     paths = []
     bars = {

@@ -18,6 +18,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import torch
+from tqdm.auto import tqdm
+
 from .prompts import chat_prompt, likelihood_query, question_text
 from .provenance import record_key
 from .records import BenchmarkFormatError, EvalRecord, blank_image
@@ -149,8 +152,6 @@ def _images(records: Sequence[EvalRecord], blank: bool):
 
 def generate_batch(model, processor, records: Sequence[EvalRecord], max_new_tokens: int, blank: bool = False):
     """Greedy answers for `records` (one left-padded batch); returns `(texts, image errors)`."""
-    import torch
-
     images, errors = _images(records, blank)
     texts = [chat_prompt(processor, question_text(r)) for r in records]
     processor.tokenizer.padding_side = "left"
@@ -195,8 +196,6 @@ def continuation_logprobs(
     `prompt + separator + text` past the prompt's own tokens. Sequences are left-padded with explicit position ids.
     With `greedy=True` a third list says whether each continuation is the greedy one (lmms-eval's `is_greedy`).
     """
-    import torch
-
     full = [p + separator + c for p, c in zip(prompts, continuations)]
     processor.tokenizer.padding_side = "left"
     inputs = processor(images=images, text=full, return_tensors="pt", padding=True).to(model.device)
@@ -233,7 +232,9 @@ def _forward_shared_images(model, inputs, images: list, position_ids, keep: int)
     if not hasattr(inner, "get_image_features") or len(first) == len(images):
         return model(**inputs, position_ids=position_ids, logits_to_keep=keep).logits
     unique = sorted(first.values())
-    features = inner.get_image_features(inputs["pixel_values"][unique], return_dict=True).pooler_output  # (num_unique, Q, D_l)
+    features = inner.get_image_features(
+        inputs["pixel_values"][unique], return_dict=True
+    ).pooler_output  # (num_unique, Q, D_l)
     slot = {index: k for k, index in enumerate(unique)}
     features = features[[slot[o] for o in owner]]
     embeds = model.get_input_embeddings()(inputs["input_ids"])
@@ -280,8 +281,6 @@ def run_predictions(
     Timing: `{"new_samples", "seconds", "samples_per_second", "resumed", "retried_failed", "redone_changed_input"}`
     for the work done in this call (see the module docstring for what is kept).
     """
-    from tqdm.auto import tqdm
-
     keys = {r.uid: record_key(r) for r in records}
     done, dropped = reusable_rows(predictions_path, settings, keys)
     pending = [r for r in records if r.uid not in done]

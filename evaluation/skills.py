@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .records import BenchmarkFormatError, EvalRecord, json_object
+from .runner import generate_batch
 
 
 def read_skill_set(path: str | Path) -> list[EvalRecord]:
@@ -51,8 +52,6 @@ def skill_accuracy(
     model, processor, path: str | Path, batch_size: int = 32, blank_images: bool = False, max_new_tokens: int = 4
 ) -> dict[str, float]:
     """`{skill: accuracy in [0, 1]}` over every question of `path`, plus `"questions": {skill: count}`."""
-    from .runner import generate_batch
-
     records = read_skill_set(path)
     right, total = defaultdict(int), defaultdict(int)
     for begin in range(0, len(records), batch_size):
