@@ -25,6 +25,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from shapeworld.plan_schema import DEFAULT_TASKS, plan_to_text, tool_system_prompt
+
+from . import generation
+from .executor import execute_plan
+from .registry import ToolRegistry, load_mage, mage_tool, registry_from_config, shapeworld_tool
+from .schema import PlanParseError, extract_plan, validate_plan
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`mage agent` options (no heavy imports here)."""
@@ -58,8 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_registry(args: argparse.Namespace, model, processor, configured=None):
     """Default tools (MAGE in memory + ShapeWorld) overlaid by the --tools YAML (`configured`: that YAML's registry,
     already read; read here when `None`)."""
-    from .registry import ToolRegistry, mage_tool, registry_from_config, shapeworld_tool
-
     registry = ToolRegistry()
     if not args.no_default_tools:
         registry.add(shapeworld_tool())
@@ -78,13 +83,6 @@ def _error(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shapeworld.plan_schema import DEFAULT_TASKS, plan_to_text, tool_system_prompt
-
-    from .executor import execute_plan
-    from .generation import generate_text
-    from .registry import load_mage, registry_from_config
-    from .schema import PlanParseError, extract_plan, validate_plan
-
     if args.threads < 1:
         return _error(f"--threads must be at least 1, got {args.threads}")
     model_dir = Path(args.model)
@@ -106,11 +104,13 @@ def run(args: argparse.Namespace) -> int:
         shutil.copyfile(image, staged / image.name)
         input_dirs.insert(0, staged)
 
-    import torch
+    import torch  # heavy
 
     torch.set_num_threads(args.threads)
     model, processor = load_mage(model_dir)
-    raw = generate_text(model, processor, args.request, system=tool_system_prompt(), max_new_tokens=args.max_new_tokens)
+    raw = generation.generate_text(
+        model, processor, args.request, system=tool_system_prompt(), max_new_tokens=args.max_new_tokens
+    )
     print(f"model output: {raw[:500]}{'...' if len(raw) > 500 else ''}")
     try:
         plan = extract_plan(raw)

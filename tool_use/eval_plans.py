@@ -26,12 +26,14 @@ number of samples. Exact-match rate (predicted plan == gold plan after canonical
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from shapeworld.plan_schema import DEFAULT_TASKS, TaskSpec
 
+from .generation import generate_texts
 from .schema import PlanParseError, extract_plan, parse_reference, validate_plan
 
 SHAPE_CODES = {"not_a_list", "empty_plan", "not_an_object", "missing_field", "extra_field", "bad_type", "bad_id"}
@@ -250,8 +252,6 @@ def evaluate_plan_model(
     Malformed rows are skipped and counted (``skipped_rows``). With ``output_dir``, every prediction is written to
     ``predictions_plans.jsonl`` (id, request, prediction, gold, parse/validation errors).
     """
-    from .generation import generate_texts
-
     rows = load_plan_rows(data)[: limit if limit is not None else None]
     items, skipped = [], []
     for i, row in enumerate(rows):
@@ -266,8 +266,6 @@ def evaluate_plan_model(
             model, processor, [b[2] for b in batch], systems=[b[1] for b in batch], max_new_tokens=max_new_tokens
         )
         if progress:
-            import sys
-
             print(f"plans: {len(predictions)}/{len(items)}", file=sys.stderr)
     golds = [b[3] for b in items]
     metrics = evaluate_plans(predictions, golds, tasks)

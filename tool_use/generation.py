@@ -59,7 +59,7 @@ def generate_texts(
 
 def _greedy_new_tokens(model: Any, tokenizer: Any, inputs: Any, max_new_tokens: int):
     """Greedy `model.generate` on the processor's `inputs`; the tokens after the prompt, `(B, new)`."""
-    import torch
+    import torch  # heavy
 
     with torch.inference_mode():
         out = model.generate(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 
 class PathNotAllowedError(PermissionError):
@@ -42,8 +43,6 @@ def confine(name: str, allowed_dirs: list[Path]) -> Path:
 
 def load_image(path: Path):
     """Open an image file as RGB (fully loaded, file closed)."""
-    from PIL import Image
-
     with Image.open(path) as img:
         return img.convert("RGB")
 
@@ -81,8 +80,6 @@ def check_modality(value: Any, modality: str) -> str | None:
     if modality == "text":
         return None if isinstance(value, str) else f"expected text (str), got {type(value).__name__}"
     if modality == "image":
-        from PIL import Image
-
         return None if isinstance(value, Image.Image) else f"expected a PIL image, got {type(value).__name__}"
     if modality == "audio":
         ok = isinstance(value, dict) and "array" in value and "sampling_rate" in value

@@ -35,9 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import yaml
+
 from shapeworld.plan_schema import DEFAULT_TASKS, MODALITIES, TaskSpec
 
+from . import generation
 from .media import check_modality
+from .shapeworld_render import render_description
 
 #: Prompts used when a task is served by a generic text-generation / image-text-to-text model.
 TEXT_PROMPTS: dict[str, str] = {
@@ -186,8 +191,6 @@ def _text_of(raw: Any) -> str:
 
 
 def _audio_of(raw: Any) -> dict[str, Any]:
-    import numpy as np
-
     if isinstance(raw, list):
         raw = raw[0]
     if isinstance(raw, dict) and "audio" in raw and "sampling_rate" in raw:
@@ -199,7 +202,7 @@ def _audio_of(raw: Any) -> dict[str, Any]:
 
 
 def _available_pipeline_tasks() -> set[str]:
-    from transformers.pipelines import SUPPORTED_TASKS
+    from transformers.pipelines import SUPPORTED_TASKS  # heavy
 
     return set(SUPPORTED_TASKS)
 
@@ -241,7 +244,7 @@ def pipeline_tool(
     gen = dict(generate_kwargs or {"max_new_tokens": 64})
 
     def build() -> Callable[..., Any]:
-        from transformers import pipeline
+        from transformers import pipeline  # heavy
 
         hf_task = pick_pipeline_task(task, pipeline_task)
         pipe = pipeline(hf_task, model=model, **pipeline_kwargs)
@@ -300,13 +303,13 @@ def mage_tool(
 
     def build() -> Callable[..., Any]:
         mdl, proc = model_and_processor if model_and_processor is not None else _load_mage_shared(str(model))
-        from .generation import generate_text
-
         lock = _MODEL_LOCKS.setdefault(id(mdl), threading.Lock())
 
         def run(image: Any, text: str | None = None) -> str:
             with lock:  # one generate at a time per model: parallel plan steps share it
-                return generate_text(mdl, proc, text or default_question, image=image, max_new_tokens=max_new_tokens)
+                return generation.generate_text(
+                    mdl, proc, text or default_question, image=image, max_new_tokens=max_new_tokens
+                )
 
         return run
 
@@ -328,10 +331,10 @@ def _load_mage_shared(path: str) -> tuple[Any, Any]:
 
 def load_mage(path: str | Path) -> tuple[Any, Any]:
     """Load a MAGE checkpoint folder as ``(model.eval(), processor)`` with the project's classes."""
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText  # heavy
 
-    import modeling_mage  # noqa: F401  (registers the Auto classes)
-    from processing_mage import MageProcessor
+    import modeling_mage  # heavy  # noqa: F401  (registers the Auto classes)
+    from processing_mage import MageProcessor  # heavy
 
     model = AutoModelForImageTextToText.from_pretrained(str(path))
     processor = MageProcessor.from_pretrained(str(path))
@@ -339,11 +342,9 @@ def load_mage(path: str | Path) -> tuple[Any, Any]:
 
 
 def shapeworld_tool() -> Tool:
-    """The offline text-to-image tool: ShapeWorld draws the scene a description names (imported on first call)."""
+    """The offline text-to-image tool: ShapeWorld draws the scene a description names."""
 
     def build() -> Callable[..., Any]:
-        from .shapeworld_render import render_description
-
         return lambda text: render_description(text)
 
     return Tool(DEFAULT_TASKS["text-to-image"], build, source="shapeworld")
@@ -358,8 +359,6 @@ def registry_from_config(config: dict[str, Any] | str | Path, *, base_dir: str |
     Unknown top-level keys are errors naming the allowed ones.
     """
     if not isinstance(config, dict):
-        import yaml
-
         path = Path(config)
         base_dir = base_dir or path.parent
         try:

@@ -16,17 +16,29 @@ import random
 import re
 from typing import Any
 
+from shapeworld.world import COLOURS, GRID, POSITIONS, SHAPES, ObjectSpec, get_difficulty, render_scene, sample_scene
+
 # relation -> (cell of the first object, cell of the second) when neither has an explicit position
-_RELATION_CELLS = {"left": ((1, 0), (1, 2)), "right": ((1, 2), (1, 0)), "above": ((0, 1), (2, 1)), "below": ((2, 1), (0, 1))}
+_RELATION_CELLS = {
+    "left": ((1, 0), (1, 2)),
+    "right": ((1, 2), (1, 0)),
+    "above": ((0, 1), (2, 1)),
+    "below": ((2, 1), (0, 1)),
+}
 _RELATION_RE = re.compile(r"\b(to the left of|left of|to the right of|right of|above|below|under)\b")
-_RELATION_NAME = {"to the left of": "left", "left of": "left", "to the right of": "right", "right of": "right",
-                  "above": "above", "below": "below", "under": "below"}
+_RELATION_NAME = {
+    "to the left of": "left",
+    "left of": "left",
+    "to the right of": "right",
+    "right of": "right",
+    "above": "above",
+    "below": "below",
+    "under": "below",
+}
 _FILL_ORDER = [(1, 1), (1, 0), (1, 2), (0, 1), (2, 1), (0, 0), (0, 2), (2, 0), (2, 2)]
 
 
 def _vocabulary() -> tuple[dict, tuple, dict]:
-    from shapeworld.world import COLOURS, POSITIONS, SHAPES
-
     phrases = {}
     for cell, (answer, caption) in POSITIONS.items():
         phrases[caption] = cell
@@ -37,8 +49,6 @@ def _vocabulary() -> tuple[dict, tuple, dict]:
 
 def description_to_scene(text: str) -> dict[str, Any]:
     """A ShapeWorld scene dict (``shapeworld.world`` format) for the objects ``text`` describes."""
-    from shapeworld.world import GRID, ObjectSpec, get_difficulty, sample_scene
-
     colours, shapes, phrases = _vocabulary()
     low = " " + re.sub(r"\s+", " ", str(text).lower()) + " "
     obj_re = re.compile(
@@ -47,8 +57,10 @@ def description_to_scene(text: str) -> dict[str, Any]:
     pos_re = re.compile(r"(" + "|".join(sorted(map(re.escape, phrases), key=len, reverse=True)) + r")\b")
     mentions = list(obj_re.finditer(low))
     if not mentions:
-        raise ValueError(f"nothing to draw: the text names no '[size] colour shape' (colours {list(colours)}, "
-                         f"shapes {list(shapes)}): {str(text)[:100]!r}")
+        raise ValueError(
+            f"nothing to draw: the text names no '[size] colour shape' (colours {list(colours)}, "
+            f"shapes {list(shapes)}): {str(text)[:100]!r}"
+        )
     objects: list[dict[str, Any]] = []
     seen = set()
     for j, m in enumerate(mentions):
@@ -60,13 +72,15 @@ def description_to_scene(text: str) -> dict[str, Any]:
         between = low[m.end() : end]
         pos = pos_re.search(between)
         rel = _RELATION_RE.search(between)
-        objects.append({
-            "shape": shape,
-            "colour": colour,
-            "size": {"big": "large", None: "medium"}.get(size, size),
-            "cell": phrases[pos.group(1)] if pos and (not rel or pos.start() < rel.start()) else None,
-            "relation": _RELATION_NAME[rel.group(1)] if rel and j + 1 < len(mentions) else None,
-        })
+        objects.append(
+            {
+                "shape": shape,
+                "colour": colour,
+                "size": {"big": "large", None: "medium"}.get(size, size),
+                "cell": phrases[pos.group(1)] if pos and (not rel or pos.start() < rel.start()) else None,
+                "relation": _RELATION_NAME[rel.group(1)] if rel and j + 1 < len(mentions) else None,
+            }
+        )
     for a, b in zip(objects, objects[1:]):
         if a["relation"] and a["cell"] is None and b["cell"] is None:
             a["cell"], b["cell"] = _RELATION_CELLS[a["relation"]]
@@ -90,8 +104,13 @@ def description_to_scene(text: str) -> dict[str, Any]:
         if cell is None or cell in {o["cell"] for o in objects}:
             cell = free[0] if free else None
         if cell is not None:
-            label = {"text": word.group(1), "row": cell[0], "col": cell[1],
-                     "cx": round((cell[1] + 0.5) / GRID, 4), "cy": round((cell[0] + 0.5) / GRID, 4)}
+            label = {
+                "text": word.group(1),
+                "row": cell[0],
+                "col": cell[1],
+                "cx": round((cell[1] + 0.5) / GRID, 4),
+                "cy": round((cell[0] + 0.5) / GRID, 4),
+            }
     difficulty = get_difficulty({"jitter": 0.0, "distractors": 0})
     forced = [ObjectSpec(shape=o["shape"], colour=o["colour"], cell=o["cell"], size=o["size"]) for o in objects]
     scene = sample_scene(random.Random(0), difficulty, "tool", forced=forced, num_objects=len(forced), label=False)
@@ -101,8 +120,6 @@ def description_to_scene(text: str) -> dict[str, Any]:
 
 def render_description(text: str, image_size: int = 336):
     """``shapeworld.render_scene(description_to_scene(text), image_size)`` — an RGB ``PIL.Image``."""
-    from shapeworld.world import render_scene
-
     return render_scene(description_to_scene(text), image_size)
 
 
