@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from .engine import Engine
 from .errors import RequestError
@@ -30,8 +32,9 @@ def _number(payload: dict, name: str, kind: type, default: Any = None) -> Any:
     if kind is int:
         ok = ok and float(value).is_integer()
     if not ok:
-        raise RequestError(400, f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}",
-                           param=name)
+        raise RequestError(
+            400, f"{name} must be a{'n integer' if kind is int else ' number'}, got {value!r}", param=name
+        )
     return kind(value)
 
 
@@ -59,14 +62,22 @@ def openai_messages(raw: Any, *, image_dir: Path | None, max_pixels: int) -> lis
                     image = image_from_url(url, image_dir, what=f"{where} (image)", max_pixels=max_pixels)
                     parts.append({"type": "image", "image": image})
                 else:
-                    raise RequestError(400, f"{where} must be {{'type': 'text', 'text': ...}} or "
-                                       "{'type': 'image_url', 'image_url': {'url': ...}}", code="invalid_messages",
-                                       param=where)
+                    raise RequestError(
+                        400,
+                        f"{where} must be {{'type': 'text', 'text': ...}} or "
+                        "{'type': 'image_url', 'image_url': {'url': ...}}",
+                        code="invalid_messages",
+                        param=where,
+                    )
         elif content is None and m.get("role") == "assistant":
             parts = []
         else:
-            raise RequestError(400, f"messages[{i}].content must be a string or a list of parts",
-                               code="invalid_messages", param=f"messages[{i}].content")
+            raise RequestError(
+                400,
+                f"messages[{i}].content must be a string or a list of parts",
+                code="invalid_messages",
+                param=f"messages[{i}].content",
+            )
         out.append({"role": m.get("role"), "content": parts})
     return out
 
@@ -105,11 +116,10 @@ def parse_request(body: bytes, engine: Engine, *, image_dir: Path | None, max_pi
     return job, stream
 
 
-def add_api_routes(app: Any, engine: Engine, *, image_dir: Path | None = None,
-                   max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+def add_api_routes(
+    app: Any, engine: Engine, *, image_dir: Path | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> None:
     """Add the three routes and the JSON error handler to the FastAPI `app`."""
-    from fastapi.responses import JSONResponse, StreamingResponse
-    from starlette.concurrency import run_in_threadpool
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, error: RequestError) -> JSONResponse:
@@ -117,13 +127,20 @@ def add_api_routes(app: Any, engine: Engine, *, image_dir: Path | None = None,
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": engine.model_name, "queued": engine.queue.qsize(),
-                "max_queue": engine.queue.maxsize, "max_batch": engine.max_batch}
+        return {
+            "status": "ok",
+            "model": engine.model_name,
+            "queued": engine.queue.qsize(),
+            "max_queue": engine.queue.maxsize,
+            "max_batch": engine.max_batch,
+        }
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": engine.model_name, "object": "model", "created": 0,
-                                            "owned_by": "mage"}]}
+        return {
+            "object": "list",
+            "data": [{"id": engine.model_name, "object": "model", "created": 0, "owned_by": "mage"}],
+        }
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
@@ -139,15 +156,29 @@ def add_api_routes(app: Any, engine: Engine, *, image_dir: Path | None = None,
                 text = await engine.acomplete(job)
             except RuntimeError as error:
                 return JSONResponse(RequestError(500, str(error), code="generation_failed").to_json(), 500)
-            return {**head, "object": "chat.completion",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "finish_reason": engine.finish_reason(job)}],
-                    "usage": {"prompt_tokens": job.prompt_tokens, "completion_tokens": job.completion_tokens,
-                              "total_tokens": job.prompt_tokens + job.completion_tokens}}
+            return {
+                **head,
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": engine.finish_reason(job),
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": job.prompt_tokens,
+                    "completion_tokens": job.completion_tokens,
+                    "total_tokens": job.prompt_tokens + job.completion_tokens,
+                },
+            }
 
         def chunk(delta: dict, finish: str | None = None) -> str:
-            data = {**head, "object": "chat.completion.chunk",
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            data = {
+                **head,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
             return f"data: {json.dumps(data)}\n\n"
 
         async def events():

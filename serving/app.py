@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
+
 from .agent import AgentRunner
 from .api import add_api_routes
 from .engine import Engine
 from .images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
+from .webui import build_ui, shapeworld_examples
 
 
 @dataclass
@@ -45,29 +48,49 @@ class ServeOptions:
 def build_app(model: Any, processor: Any, options: ServeOptions | None = None) -> tuple[Any, Engine]:
     """``(FastAPI app, engine)`` serving `model`: the API, and the Gradio chat mounted at ``/``."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import gradio as gr
-    from fastapi import FastAPI
-
-    from .webui import build_ui, shapeworld_examples
+    import gradio as gr  # optional
 
     options = options or ServeOptions()
     work_dir = Path(options.work_dir or tempfile.mkdtemp(prefix="mage-serve-"))
-    engine = Engine(model, processor, model_name=options.model_name, max_batch=options.max_batch,
-                    max_queue=options.max_queue, batch_window=options.batch_window, max_images=options.max_images,
-                    default_max_tokens=options.default_max_tokens)
+    engine = Engine(
+        model,
+        processor,
+        model_name=options.model_name,
+        max_batch=options.max_batch,
+        max_queue=options.max_queue,
+        batch_window=options.batch_window,
+        max_images=options.max_images,
+        default_max_tokens=options.default_max_tokens,
+    )
     agent = None
     if options.agent:
-        agent = AgentRunner(model, processor, work_dir=work_dir / "agent", tools=options.tools,
-                            step_timeout=options.step_timeout, max_steps=options.max_steps)
+        agent = AgentRunner(
+            model,
+            processor,
+            work_dir=work_dir / "agent",
+            tools=options.tools,
+            step_timeout=options.step_timeout,
+            max_steps=options.max_steps,
+        )
     examples = shapeworld_examples(work_dir / "examples", n=options.examples) if options.examples else []
     app = FastAPI(title="MAGE", description="MAGE: an OpenAI-compatible API and a web chat")
     add_api_routes(app, engine, image_dir=options.image_dir, max_pixels=options.max_image_pixels)
-    blocks = build_ui(engine, agent, examples=examples, max_pixels=options.max_image_pixels,
-                      title=f"MAGE — {options.model_name}")
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=["ui-monospace", "monospace"])  # no web fonts: the server may be offline
-    app = gr.mount_gradio_app(app, blocks, path="/", ssr_mode=False, theme=theme, footer_links=[],
-                              max_file_size=DEFAULT_MAX_IMAGE_BYTES, allowed_paths=[str(work_dir / "examples")])
+    blocks = build_ui(
+        engine, agent, examples=examples, max_pixels=options.max_image_pixels, title=f"MAGE — {options.model_name}"
+    )
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )  # no web fonts: the server may be offline
+    app = gr.mount_gradio_app(
+        app,
+        blocks,
+        path="/",
+        ssr_mode=False,
+        theme=theme,
+        footer_links=[],
+        max_file_size=DEFAULT_MAX_IMAGE_BYTES,
+        allowed_paths=[str(work_dir / "examples")],
+    )
     return app, engine
 
 
@@ -86,7 +109,7 @@ class Server:
     """uvicorn on an already bound socket; `url` is known before it starts."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
-        import uvicorn
+        import uvicorn  # optional
 
         self.sock = bind(host, port)
         self.host, self.port = self.sock.getsockname()[:2]

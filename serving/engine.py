@@ -26,6 +26,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+from transformers import StoppingCriteriaList, TextIteratorStreamer
+
 from .errors import RequestError
 
 logger = logging.getLogger("serving")
@@ -133,8 +136,6 @@ class _RowStops:
         self.prompt_len = prompt_len
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
         generated = input_ids.shape[1] - self.prompt_len
         flags = [generated >= j.max_new_tokens or j.cancelled.is_set() for j in self.jobs]
         return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
@@ -315,8 +316,6 @@ class Engine:
     # -- queue --------------------------------------------------------------------------------------------------
     def submit(self, job: Job) -> Job:
         """Queue `job` (a 429 `RequestError` when the queue is full) and give it its streamer."""
-        from transformers import TextIteratorStreamer
-
         if self._stop.is_set():
             raise RequestError(503, "the server is shutting down", code="shutting_down")
         job.streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -456,8 +455,6 @@ class Engine:
             j.done.set()
 
     def _run(self, jobs: list[Job]) -> None:
-        import torch
-
         tokenizer = self.tokenizer
         padded = tokenizer.pad({"input_ids": [j.input_ids for j in jobs]}, padding_side="left", return_tensors="pt")
         inputs = {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
@@ -472,8 +469,6 @@ class Engine:
             settings.update(temperature=first.temperature, top_p=first.top_p)
         else:
             settings.update(temperature=None, top_p=None, top_k=None)
-        from transformers import StoppingCriteriaList
-
         t0 = time.perf_counter()
         logger.info(
             "batch of %d request(s) %s: prompt %d tokens (left-padded), up to %d new tokens",

@@ -8,10 +8,15 @@ queue and batches), the agent through :class:`serving.agent.AgentRunner`. A bad 
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import os
 import random
 from pathlib import Path
 from typing import Any
+
+from shapeworld.world import get_difficulty, render_scene, sample_scene
 
 from .agent import AgentRunner
 from .engine import Engine
@@ -23,8 +28,6 @@ PLAN_HEADERS = ["step", "task", "depends on", "arguments", "status", "output"]
 
 def shapeworld_examples(folder: str | Path, n: int = 3, seed: int = 0, image_size: int = 224) -> list[tuple[str, str]]:
     """Draw `n` ShapeWorld scenes into `folder`; return ``(png path, question)`` pairs for the examples."""
-    from shapeworld.world import get_difficulty, render_scene, sample_scene
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -60,27 +63,31 @@ def _shown(turns: list[list[str]]) -> list[dict[str, str]]:
 
 def images_html(images: list[tuple[Any, str]]) -> str:
     """Step images inline (PNG data URLs) with their captions, for the agent tab."""
-    import base64
-    import html
-    import io
-
     figures = []
     for image, caption in images:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         data = base64.b64encode(buffer.getvalue()).decode()
-        figures.append(f'<figure style="display:inline-block;margin:0 12px 8px 0;text-align:center">'
-                       f'<img src="data:image/png;base64,{data}" alt="{html.escape(caption)}" '
-                       f'style="max-height:200px;max-width:260px"><figcaption>{html.escape(caption)}</figcaption>'
-                       f'</figure>')
+        figures.append(
+            f'<figure style="display:inline-block;margin:0 12px 8px 0;text-align:center">'
+            f'<img src="data:image/png;base64,{data}" alt="{html.escape(caption)}" '
+            f'style="max-height:200px;max-width:260px"><figcaption>{html.escape(caption)}</figcaption>'
+            f"</figure>"
+        )
     return "".join(figures)
 
 
-def build_ui(engine: Engine, agent: AgentRunner | None, *, examples: list[tuple[str, str]] = (),
-             max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, title: str = "MAGE") -> Any:
+def build_ui(
+    engine: Engine,
+    agent: AgentRunner | None,
+    *,
+    examples: list[tuple[str, str]] = (),
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    title: str = "MAGE",
+) -> Any:
     """The Gradio Blocks app (not launched: `serving.app` mounts it on the API's FastAPI app)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import gradio as gr
+    import gradio as gr  # optional
 
     def load(image_path: str | None) -> Any:
         if not image_path:
@@ -91,8 +98,12 @@ def build_ui(engine: Engine, agent: AgentRunner | None, *, examples: list[tuple[
         """Stream the last turn's answer into `turns`; a bad input leaves the turn out and says why."""
         try:
             image = load(image_path)
-            job = engine.prepare(_chat_messages(turns, image), max_tokens=int(max_tokens),
-                                 temperature=float(temperature), top_p=float(top_p))
+            job = engine.prepare(
+                _chat_messages(turns, image),
+                max_tokens=int(max_tokens),
+                temperature=float(temperature),
+                top_p=float(top_p),
+            )
             engine.submit(job)
         except RequestError as error:
             turns.pop()
@@ -107,8 +118,9 @@ def build_ui(engine: Engine, agent: AgentRunner | None, *, examples: list[tuple[
             return
         yield turns, _shown(turns), ""
 
-    def send(message: str, turns: list[list[str]], image_path: str | None, temperature: float, top_p: float,
-             max_tokens: int):
+    def send(
+        message: str, turns: list[list[str]], image_path: str | None, temperature: float, top_p: float, max_tokens: int
+    ):
         turns = [list(t) for t in (turns or [])]
         if not message or not message.strip():
             yield turns, _shown(turns), "⚠️ the message is empty: ask something", message
@@ -117,8 +129,7 @@ def build_ui(engine: Engine, agent: AgentRunner | None, *, examples: list[tuple[
         for state, shown, error in answer(turns, image_path, temperature, top_p, max_tokens):
             yield state, shown, error, ("" if not error else message)
 
-    def regenerate(turns: list[list[str]], image_path: str | None, temperature: float, top_p: float,
-                   max_tokens: int):
+    def regenerate(turns: list[list[str]], image_path: str | None, temperature: float, top_p: float, max_tokens: int):
         turns = [list(t) for t in (turns or [])]
         if not turns:
             yield turns, _shown(turns), "⚠️ nothing to regenerate yet"
@@ -143,15 +154,26 @@ def build_ui(engine: Engine, agent: AgentRunner | None, *, examples: list[tuple[
             turns = gr.State([])
             with gr.Row():
                 with gr.Column(scale=1):
-                    image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"],
-                                     elem_id="chat-image", height=260)
+                    image = gr.Image(
+                        type="filepath",
+                        label="Image",
+                        sources=["upload", "clipboard"],
+                        elem_id="chat-image",
+                        height=260,
+                    )
                     with gr.Accordion("Sampling", open=False, elem_id="chat-sampling"):
-                        temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="temperature (0 = greedy)",
-                                                elem_id="chat-temperature")
+                        temperature = gr.Slider(
+                            0.0, 2.0, value=0.0, step=0.05, label="temperature (0 = greedy)", elem_id="chat-temperature"
+                        )
                         top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p", elem_id="chat-top-p")
-                        max_tokens = gr.Slider(1, max(2, min(1024, engine.context_length - 1)), step=1,
-                                               value=min(128, engine.context_length - 1), label="max new tokens",
-                                               elem_id="chat-max-tokens")
+                        max_tokens = gr.Slider(
+                            1,
+                            max(2, min(1024, engine.context_length - 1)),
+                            step=1,
+                            value=min(128, engine.context_length - 1),
+                            label="max new tokens",
+                            elem_id="chat-max-tokens",
+                        )
                 with gr.Column(scale=2):
                     chatbot = gr.Chatbot(label="MAGE", elem_id="chatbot", height=380, render_markdown=False)
                     error = gr.Markdown("", elem_id="chat-error")
@@ -161,26 +183,48 @@ def build_ui(engine: Engine, agent: AgentRunner | None, *, examples: list[tuple[
                         regenerate_button = gr.Button("Regenerate", elem_id="chat-regenerate")
                         clear_button = gr.Button("Clear", elem_id="chat-clear")
             if examples:
-                gr.Examples([[path, question] for path, question in examples], inputs=[image, message],
-                            label="ShapeWorld examples (drawn on start)")
+                gr.Examples(
+                    [[path, question] for path, question in examples],
+                    inputs=[image, message],
+                    label="ShapeWorld examples (drawn on start)",
+                )
             settings = [temperature, top_p, max_tokens]
             for trigger in (send_button.click, message.submit):
-                trigger(send, [message, turns, image, *settings], [turns, chatbot, error, message],
-                        concurrency_limit=engine.max_batch)  # several users' turns meet in one engine batch
-            regenerate_button.click(regenerate, [turns, image, *settings], [turns, chatbot, error],
-                                    concurrency_limit=engine.max_batch)
+                trigger(
+                    send,
+                    [message, turns, image, *settings],
+                    [turns, chatbot, error, message],
+                    concurrency_limit=engine.max_batch,
+                )  # several users' turns meet in one engine batch
+            regenerate_button.click(
+                regenerate, [turns, image, *settings], [turns, chatbot, error], concurrency_limit=engine.max_batch
+            )
             clear_button.click(lambda: ([], [], "", None), None, [turns, chatbot, error, image])
         with gr.Tab("Agent", elem_id="agent-tab"):
-            gr.Markdown("MAGE writes a tool plan for the request, then the plan runs (ShapeWorld draws, MAGE answers); "
-                        "plans may only name the uploaded image.")
+            gr.Markdown(
+                "MAGE writes a tool plan for the request, then the plan runs (ShapeWorld draws, MAGE answers); "
+                "plans may only name the uploaded image."
+            )
             with gr.Row():
                 agent_request = gr.Textbox(label="Request", lines=3, elem_id="agent-input", scale=3)
-                agent_image = gr.Image(type="filepath", label="Image (optional)", sources=["upload", "clipboard"],
-                                       elem_id="agent-image", height=150, scale=1)
+                agent_image = gr.Image(
+                    type="filepath",
+                    label="Image (optional)",
+                    sources=["upload", "clipboard"],
+                    elem_id="agent-image",
+                    height=150,
+                    scale=1,
+                )
             agent_button = gr.Button("Run", variant="primary", elem_id="agent-run")
             agent_status = gr.Markdown("", elem_id="agent-status")
-            plan_table = gr.Dataframe(headers=PLAN_HEADERS, label="Plan", elem_id="agent-plan", interactive=False,
-                                      wrap=True, column_widths=["7%", "17%", "10%", "31%", "9%", "26%"])
+            plan_table = gr.Dataframe(
+                headers=PLAN_HEADERS,
+                label="Plan",
+                elem_id="agent-plan",
+                interactive=False,
+                wrap=True,
+                column_widths=["7%", "17%", "10%", "31%", "9%", "26%"],
+            )
             gallery = gr.HTML("", elem_id="agent-images")
             with gr.Accordion("Model output", open=False):
                 raw = gr.Textbox(show_label=False, lines=4, elem_id="agent-raw")
