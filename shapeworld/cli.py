@@ -13,6 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .benchmarks import BENCHMARKS
+from .dataset import generate_dataset
+from .world import ShapeWorldError, get_difficulty
+
 DATASETS = ("shapeworld",)
 _KNOBS = (
     "min_objects",
@@ -63,10 +67,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .benchmarks import BENCHMARKS
-    from .dataset import generate_dataset
-    from .world import ShapeWorldError, get_difficulty
-
     try:
         difficulty = get_difficulty(args.difficulty)
         overrides = {k: getattr(args, k) for k in _KNOBS if getattr(args, k, None) is not None}

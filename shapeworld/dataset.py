@@ -30,6 +30,8 @@ import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 
+from tqdm import tqdm
+
 from .benchmarks import BENCHMARKS, benchmark_items, write_mmbench, write_mme, write_pope, write_seed
 from .text import caption, caption_row, instruction_row
 from .tools import tool_dialogue
@@ -370,8 +372,6 @@ def _progress(progress, total: int):
         return None, progress
     if not progress:
         return None, None
-    from tqdm import tqdm
-
     bar = tqdm(total=total, unit="item", desc="shapeworld", mininterval=0.5)
     return bar, bar.update
 

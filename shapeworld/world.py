@@ -16,9 +16,12 @@ share the same (shape, colour), so "the red circle" always names one object.
 from __future__ import annotations
 
 import io
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+
+from PIL import Image, ImageDraw, ImageFont
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -259,8 +262,6 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
     if shape == "diamond":
         return [(cx, cy - r), (cx + 0.8 * r, cy), (cx, cy + r), (cx - 0.8 * r, cy)]
     if shape == "star":
-        import math
-
         points = []
         for k in range(10):
             radius = r if k % 2 == 0 else 0.45 * r
@@ -274,8 +275,6 @@ _FONTS: dict[int, object] = {}
 
 
 def _font(size: int):
-    from PIL import ImageFont
-
     if size not in _FONTS:
         try:
             _FONTS[size] = ImageFont.load_default(size=size)  # FreeType (Pillow >= 10.1 built with FreeType)
@@ -286,8 +285,6 @@ def _font(size: int):
 
 def render_scene(scene: dict, image_size: int = 336):
     """The scene drawn as an RGB `PIL.Image` of `image_size`×`image_size` (grey background, filled shapes)."""
-    from PIL import Image, ImageDraw
-
     if image_size < 16:
         raise ShapeWorldError(f"image_size must be >= 16 px, got {image_size}")
     s = image_size
