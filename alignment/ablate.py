@@ -28,9 +28,15 @@ import argparse
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from evaluation.api import evaluate
+from evaluation.report import table4
+from shapeworld.dataset import generate_dataset
+from training.recipes import load_recipe
 
 DEFAULT_PROJECTORS = "linear,mlp2x_gelu,resampler,c_abstractor,ian"
 OBJECTIVES = ("none", "itdm", "sea", "itdm+sea")
@@ -89,7 +95,7 @@ def plan_cells(
     projectors: list[str], queries: list[int], objectives: list[str], seeds: int, patches: int
 ) -> list[Cell]:
     """The distinct cells; per-patch projectors collapse onto `patches` tokens."""
-    from modeling_mage.configuration_mage import PROJECTOR_TYPES
+    from modeling_mage.configuration_mage import PROJECTOR_TYPES  # heavy
 
     for name in projectors:
         if name not in PROJECTOR_TYPES:
@@ -119,8 +125,6 @@ def ensure_data(args, work: Path, image_size: int) -> Path:
         return Path(args.data)
     data = work / f"shapeworld_{image_size}px_{args.difficulty}_{args.n_train}_{args.n_eval}"
     if not (data / "manifest.json").is_file():
-        from shapeworld.dataset import generate_dataset
-
         generate_dataset(str(data), args.n_train, args.n_eval, seed=0, image_size=image_size, difficulty=args.difficulty,
                          n_tools_train=0, n_tools_eval=0, benchmarks=("mme", "mmbench", "seed"))  # fmt: skip
     return data
@@ -138,10 +142,10 @@ def corpus(data: Path) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- stage 0
 def stage0_language_model(work: Path, texts: list[str], seed: int, steps: int, batch_size: int, image_size: int):
     """Text-only LM pre-training on ShapeWorld text; returns the LM + head state dict (cached per seed)."""
-    import torch
-    from safetensors.torch import load_file, save_file
+    import torch  # heavy
+    from safetensors.torch import load_file, save_file  # heavy
 
-    from mage_testing.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage  # heavy
 
     path = work / f"stage0_seed{seed}_{steps}.safetensors"
     if path.is_file():
@@ -173,10 +177,9 @@ def stage0_language_model(work: Path, texts: list[str], seed: int, steps: int, b
 def _train_stage(stage: int, model_dir: Path, out_dir: Path, rows: Path, cell: Cell, args) -> dict:
     """One stage of one cell through `training.api.train` (the path of `mage train`); SEA in stage 1 for `sea`
     cells, with the ShapeWorld oracle labels (SUBSTITUTE) read from the data's `scenes.jsonl`."""
-    from training.api import REPORT_FILE, train
-    from training.recipes import load_recipe
+    from training.api import REPORT_FILE, train  # heavy
 
-    from . import recipe as _alignment_recipe  # noqa: F401 - registers alignment_objective="sea" with training/
+    from . import recipe as _alignment_recipe  # heavy  # noqa: F401 - registers alignment_objective="sea" with training/
 
     steps = args.stage1_steps if stage == 1 else args.stage2_steps
     overrides = {"max_steps": steps, "seed": cell.seed, "itdm_weight": 1.0 if "itdm" in cell.objective else 0.0,
@@ -194,11 +197,9 @@ def _train_stage(stage: int, model_dir: Path, out_dir: Path, rows: Path, cell: C
 
 
 def run_cell(cell: Cell, args, data: Path, work: Path, image_size: int, texts: list[str]) -> dict:
-    import torch
+    import torch  # heavy
 
-    from evaluation.api import evaluate
-    from evaluation.report import table4
-    from mage_testing.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage  # heavy
 
     start = time.time()
     cell_dir = work / "cells" / cell.name
@@ -224,8 +225,8 @@ def run_cell(cell: Cell, args, data: Path, work: Path, image_size: int, texts: l
             2, cell_dir / "stage1", cell_dir / "stage2", data / "train" / "stage2_instructions.json", cell, args
         ),
     }
-    from modeling_mage import MageForConditionalGeneration
-    from processing_mage import MageProcessor
+    from modeling_mage import MageForConditionalGeneration  # heavy
+    from processing_mage import MageProcessor  # heavy
 
     model = MageForConditionalGeneration.from_pretrained(cell_dir / "stage2", dtype=torch.float32).eval()
     processor = MageProcessor.from_pretrained(cell_dir / "stage2")
@@ -283,10 +284,10 @@ def markdown(rows: list[dict], command: str) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    import matplotlib  # heavy
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy
 
     labels = [f"{r['projector']}\n{r['tokens']}t {r['objective']}" for r in rows if "Avg^N" in r]
     means = [r["Avg^N"]["mean"] for r in rows if "Avg^N" in r]
@@ -318,8 +319,6 @@ CELL_SETTINGS = ("image_size", "data", "n_train", "n_eval", "difficulty", "stage
 def check_settings(out: Path, args: argparse.Namespace) -> bool:
     """Write `out/settings.json`, or refuse (False, message on stderr) when it holds different cell settings: a resumed
     run must not mix cells trained with another budget."""
-    import sys
-
     settings = {key: getattr(args, key) for key in CELL_SETTINGS}
     path = out / "settings.json"
     if path.is_file():
@@ -346,9 +345,7 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    import torch
+    import torch  # heavy
 
     if args.threads < 1:
         print(f"mage ablate: error: --threads must be at least 1, got {args.threads}", file=sys.stderr)

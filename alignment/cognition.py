@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import re
 from collections.abc import Sequence
@@ -21,7 +23,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 from torch import nn
+
+from shapeworld.world import BACKGROUND, COLOURS
 
 from .vlsa import train_on_images
 
@@ -51,8 +56,6 @@ class PaletteQuantizer:
 
     @classmethod
     def shapeworld(cls, grid: int = 8) -> PaletteQuantizer:
-        from shapeworld.world import BACKGROUND, COLOURS
-
         return cls([*COLOURS.values(), BACKGROUND], [*COLOURS, "background"], grid)
 
     def encode(self, image) -> torch.Tensor:
@@ -134,8 +137,6 @@ class VQVAEQuantizer:
 def load_images(paths: Sequence[str], size: int) -> torch.Tensor:
     """Images resized to `size × size`, as `(N, 3, size, size)` in [-1, 1]; unreadable files are skipped and counted
     in the returned tensor's absence (a `ValueError` names the first one when none can be read)."""
-    from PIL import Image, UnidentifiedImageError
-
     tensors, bad = [], []
     for path in paths:
         try:
@@ -166,9 +167,6 @@ def build_cognition_dataset(
     """VLSA cognition-alignment data from a ShapeWorld folder: `data_dir/<split>/<source>` with VQ-code and pixel
     questions inserted, written to `out_path` (image paths made absolute). `quantizer="palette"` (substitute 1) or
     `"tiny_vqvae"` (substitute 2, trained here on the split's images for `vqvae_steps`). Returns counts."""
-    import json
-    import os
-
     folder = os.path.join(data_dir, split)
     with open(os.path.join(folder, source), encoding="utf-8") as handle:
         rows = json.load(handle)
@@ -184,8 +182,6 @@ def build_cognition_dataset(
         raise ValueError(f"quantizer={quantizer!r}; expected 'palette' or 'tiny_vqvae'.")
     rng = random.Random(seed)
     out, counts = [], {"rows": 0, "vq_turns": 0, "pixel_turns": 0, "skipped": 0}
-    from PIL import Image
-
     for row in rows:
         if not row.get("image"):
             out.append(row)

@@ -13,11 +13,27 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
+from mage_testing.tiny import build_tiny_mage
+from modeling_mage import MageForConditionalGeneration
+from processing_mage import MageProcessor
+from training.api import load_model_and_processor, training_arguments
+from training.collator import MageDataCollator
+from training.data import build_dataset
+from training.objectives import AlignedMageTrainer
+from training.recipes import load_recipe
+
+from .ablate import Cell, _train_stage, corpus, stage0_language_model
+from .cognition import load_images
+from .sea import sea_word_features, shapeworld_patch_labels, shapeworld_words, tokenize_words
+from .vlsa import TinyAutoencoder, TinyDenoiser, VLSAReconstructionObjective, reconstruction_loss, train_autoencoder
 
 
 def token_word_retrieval_accuracy(visual: torch.Tensor, word_feats: torch.Tensor, gold: Sequence[set[int]]) -> float:
@@ -43,10 +59,6 @@ def modality_gap(visual: torch.Tensor, word_feats: torch.Tensor) -> float:
 def measure_retrieval(model, processor, data: Path, grid: int, apply_to: str, limit: int = 60) -> float:
     """Retrieval accuracy of the tokens (`"tokens"` = projector output on a `grid` × `grid` grid, `"vab"` = the
     IAN's per-patch VAB output) on the first `limit` held-out scenes; gold = oracle words with coverage ≥ 0.5."""
-    from PIL import Image
-
-    from .sea import sea_word_features, shapeworld_patch_labels, shapeworld_words, tokenize_words
-
     words = shapeworld_words()
     ids, mask = tokenize_words(processor.tokenizer, words)
     word_feats = sea_word_features(ids, mask, model.get_input_embeddings())
@@ -85,20 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--work", default="/tmp/sea_probe")
     parser.add_argument("--out", default=None, help="write the measurements as JSON here")
-    import sys
-
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    from .ablate import Cell, _train_stage, corpus, stage0_language_model
-
     apply_to = args.apply_to or ("vab" if args.projector == "ian" else "tokens")
     data, work = Path(args.data), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     texts = corpus(data)
-    from mage_testing.tiny import build_tiny_mage
-    from modeling_mage import MageForConditionalGeneration
-    from processing_mage import MageProcessor
-
     results = []
     for seed in range(args.seeds):
         model, processor = build_tiny_mage(texts, image_size=64, num_query_tokens=args.queries,
@@ -143,18 +147,6 @@ def reconstruction_probe(data: Path, steps: int = 150, ae_steps: int = 300, seed
     """VLSA V12 (measured): stage 1 with `L_rec` through the SUBSTITUTE tiny autoencoder + denoiser, then the
     held-out L_rec with each image's own Epigone condition vs. the condition of another image (batch rolled by one).
     A lower loss with the own condition means the visual tokens carry image information into the denoiser."""
-    from PIL import Image
-
-    from mage_testing.tiny import build_tiny_mage
-    from training.api import load_model_and_processor, training_arguments
-    from training.collator import MageDataCollator
-    from training.data import build_dataset
-    from training.objectives import AlignedMageTrainer
-    from training.recipes import load_recipe
-
-    from .cognition import load_images
-    from .vlsa import TinyAutoencoder, TinyDenoiser, VLSAReconstructionObjective, reconstruction_loss, train_autoencoder
-
     torch.manual_seed(seed)
     train_images = sorted((data / "train" / "images").glob("*.png"))[:800]
     autoencoder = TinyAutoencoder(latent_channels=4, width=32)
@@ -202,6 +194,4 @@ def reconstruction_probe(data: Path, steps: int = 150, ae_steps: int = 300, seed
 
 
 def corpus_texts(data: Path) -> list[str]:
-    from .ablate import corpus
-
     return corpus(data)

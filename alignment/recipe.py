@@ -37,7 +37,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
+from modeling_mage.ian import get_projector_class
 from training.recipes import Recipe, RecipeError, register_alignment_objective
 
 from .sea import (
@@ -59,8 +62,6 @@ def _abs(path: str | os.PathLike) -> str:
 
 def sea_label_grid(config, apply_to: str) -> int:
     """Side of the square grid the SEA labels must lie on, for a `MageConfig` and `sea_apply_to`."""
-    from modeling_mage.ian import get_projector_class
-
     if apply_to == "vab":
         if config.projector_type != "ian":
             raise RecipeError(
@@ -115,8 +116,6 @@ class ShapeWorldRowLabels:
             scene = self.scenes.get(_abs(path)) if path is not None else None
             if scene is None:
                 return None
-            from PIL import Image
-
             with Image.open(path) as image:  # the header only: render the masks at the image's own size
                 size = image.size[0]
             self._cache[row_id] = shapeworld_patch_labels(scene, self.grid, self.words, size, self.top_n)
@@ -128,8 +127,6 @@ class ClipRowLabels:
     (`ClipPatchLabeller`, patch features pooled to the label grid), computed on first use and cached."""
 
     def __init__(self, images: dict[str, str], clip_path: str, words: Sequence[str], grid: int, top_n: int):
-        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
-
         self.images, self.grid, self.top_n = images, grid, top_n
         self.image_processor = AutoImageProcessor.from_pretrained(clip_path)
         model = CLIPModel.from_pretrained(clip_path, dtype=torch.float32)
@@ -141,8 +138,6 @@ class ClipRowLabels:
             path = self.images.get(row_id)
             if path is None:
                 return None
-            from PIL import Image
-
             with Image.open(path) as image:
                 pixels = self.image_processor([image.convert("RGB")], return_tensors="pt")["pixel_values"]
             ids, scores = self.labeller(pixels, grid=self.grid)

@@ -18,9 +18,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from shapeworld.world import BACKGROUND, COLOURS, SHAPES, render_scene
 
 NO_LABEL = -1
 SEA_KEYS = ("sea_label_ids", "sea_label_scores")
@@ -104,17 +107,11 @@ BACKGROUND_WORD = "background"
 
 def shapeworld_words() -> list[str]:
     """The oracle word list: ShapeWorld's colour and shape words, then "background"."""
-    from shapeworld.world import COLOURS, SHAPES
-
     return [*COLOURS, *SHAPES, BACKGROUND_WORD]
 
 
 def object_masks(scene: dict, image_size: int) -> list[torch.Tensor]:
     """One boolean `(S, S)` mask per object of `scene`, from rendering it alone on the background."""
-    import numpy as np
-
-    from shapeworld.world import BACKGROUND, render_scene
-
     masks = []
     for obj in scene["objects"]:
         alone = {**scene, "objects": [obj], "marks": [], "label": None}

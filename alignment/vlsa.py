@@ -165,7 +165,7 @@ class DiffusersSD3Denoiser(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str, **kwargs) -> DiffusersSD3Denoiser:
         try:
-            from diffusers import StableDiffusion3Pipeline
+            from diffusers import StableDiffusion3Pipeline  # optional
         except ImportError as error:  # pragma: no cover - depends on the environment
             raise ImportError("rec_backend='sd3' needs diffusers: pip install diffusers") from error
         return cls(StableDiffusion3Pipeline.from_pretrained(name_or_path, **kwargs))
