@@ -19,6 +19,8 @@ import math
 import sys
 from pathlib import Path
 
+from training import outputs
+
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -65,13 +67,11 @@ class ConvertError(ValueError):
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
     """Refuse an `out` that is a file, or a folder that holds anything, unless `overwrite`."""
-    from training.outputs import check_output_dir as check
-
-    check(out, overwrite, flag="--out")
+    outputs.check_output_dir(out, overwrite, flag="--out")
 
 
 def _dtype(name: str):
-    import torch
+    import torch  # heavy
 
     return getattr(torch, name)
 
@@ -89,8 +89,8 @@ def convert_init(
     """Stage-1 starting point from a pretrained tower and LM; writes model + processor + remote code to `out`
     (refused when `out` holds files, unless `overwrite`)."""
     check_output_dir(out, overwrite)
-    from modeling_mage import MageForConditionalGeneration
-    from processing_mage import MageProcessor
+    from modeling_mage import MageForConditionalGeneration  # heavy
+    from processing_mage import MageProcessor  # heavy
 
     probe = _probe_processor_tokens(vision, text, projector, num_query_tokens)
     processor = MageProcessor.from_vision_text_pretrained(vision, text, num_image_tokens=probe)
@@ -107,9 +107,9 @@ def convert_init(
 
 
 def _probe_processor_tokens(vision: str, text: str, projector: str, num_query_tokens: int) -> int:
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # heavy
 
-    from modeling_mage import MageConfig
+    from modeling_mage import MageConfig  # heavy
 
     vision_config = AutoConfig.from_pretrained(vision)
     vision_config = getattr(vision_config, "vision_config", vision_config)
@@ -134,11 +134,11 @@ def convert_llava_hf(
     Refuses a source whose `model_type` is not `"llava"` or whose weights do not all load into LLaVA (a weight left
     at its random initialisation would be reported as converted), and an `out` that holds files unless `overwrite`.
     """
-    import torch
-    from transformers import AutoProcessor, LlavaForConditionalGeneration, PretrainedConfig
+    import torch  # heavy
+    from transformers import AutoProcessor, LlavaForConditionalGeneration, PretrainedConfig  # heavy
 
-    from modeling_mage import MageConfig, MageForConditionalGeneration
-    from processing_mage import MageProcessor
+    from modeling_mage import MageConfig, MageForConditionalGeneration  # heavy
+    from processing_mage import MageProcessor  # heavy
 
     check_output_dir(out, overwrite)
     if not Path(source).exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
@@ -197,13 +197,12 @@ def convert_llava_hf(
 
 def _save(model, processor, out: Path, max_shard_size: str, overwrite: bool) -> Path:
     """Write the checkpoint into a hidden folder beside `out`, then rename it into place (`training.outputs`)."""
-    from training.outputs import write_folder
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder, max_shard_size=max_shard_size)
         processor.save_pretrained(folder)
 
-    return write_folder(out, write, overwrite, flag="--out")
+    return outputs.write_folder(out, write, overwrite, flag="--out")
 
 
 def check_query_tokens(projector: str, num_query_tokens: int) -> None:

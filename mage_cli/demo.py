@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,11 @@ from mage_cli.demo_stages import (
     text_only_rows,
     train_stage,
 )
-from shapeworld import get_difficulty
+from mage_cli.model_card import build_model_card
+from mage_cli.reload_check import reload_and_answer
+from shapeworld import dataset_paths, generate_dataset, get_difficulty, item_rng, sample_scene, scene_png, text_corpus
+from shapeworld.skills import write_skill_sets
+from shapeworld.world import ObjectSpec
 
 OWNER_MARK = ".mage-demo"  # marks an output folder as the demo's own
 # Questions the reloaded model answers about a new scene (step 9).
@@ -104,10 +109,7 @@ class Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from shapeworld import dataset_paths, generate_dataset, text_corpus
-    from shapeworld.skills import write_skill_sets
+    import torch  # heavy
 
     torch.set_num_threads(max(1, args.threads))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, args.threads)))  # subprocesses (reload, agent) follow
@@ -320,9 +322,8 @@ def _markdown(table: str, verdict: dict, settings: DemoSettings, tower) -> str:
 
 
 def _publishable_copy(checkpoint: Path, final: Path, scores: dict, settings: DemoSettings) -> Path:
-    from mage_cli.model_card import build_model_card
-    from modeling_mage import MageForConditionalGeneration
-    from processing_mage import MageProcessor
+    from modeling_mage import MageForConditionalGeneration  # heavy
+    from processing_mage import MageProcessor  # heavy
 
     model = MageForConditionalGeneration.from_pretrained(checkpoint)
     processor = MageProcessor.from_pretrained(checkpoint)
@@ -345,13 +346,6 @@ def _publishable_copy(checkpoint: Path, final: Path, scores: dict, settings: Dem
 
 
 def _reload_and_agent(final: Path, out: Path, progress: Progress, seed: int, image_size: int) -> bool:
-    import subprocess
-    import sys
-
-    from mage_cli.reload_check import reload_and_answer
-    from shapeworld import item_rng, sample_scene, scene_png
-    from shapeworld.world import ObjectSpec
-
     progress.step("reload in a fresh process (AutoModelForImageTextToText + AutoProcessor, remote code) and answer")
     # Exactly one circle, so "What colour is the circle?" has one answer.
     scene = sample_scene(

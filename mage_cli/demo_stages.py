@@ -4,12 +4,19 @@ path, stage 0's tower pretraining, the second-core worker for side jobs, and the
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
+from evaluation.api import evaluate
 from shapeworld import Difficulty, get_difficulty
+from tool_use.eval_plans import evaluate_plan_model
+from training.recipes import load_recipe
 
 
 @dataclass
@@ -147,7 +154,7 @@ def text_only_rows(paths: dict[str, str]) -> list[dict]:
 
 
 def build_model(settings: DemoSettings, corpus: list[str], seed: int, out: Path) -> Path:
-    from mage_testing.tiny import build_tiny_mage
+    from mage_testing.tiny import build_tiny_mage  # heavy
 
     model, processor = build_tiny_mage(
         corpus,
@@ -176,8 +183,7 @@ def train_stage(
     **recipe_overrides,
 ) -> Path:
     """One stage through `mage train`'s code path (same recipe files, trainer and checkpoints)."""
-    from training.api import train
-    from training.recipes import load_recipe
+    from training.api import train  # heavy
 
     overrides = {
         "itdm_weight": settings.itdm_weight,
@@ -204,11 +210,9 @@ def train_stage(
 
 def pretrain_tower(model_path: Path, paths: dict[str, str], settings: DemoSettings, seed: int, out: Path):
     """Stage 0 (vision): CLIP-style pretraining of the tower; returns the report and the saved folder."""
-    from PIL import Image
-
-    from modeling_mage import MageForConditionalGeneration
-    from processing_mage import MageProcessor
-    from training.pretrain_tower import pretrain_vision_tower
+    from modeling_mage import MageForConditionalGeneration  # heavy
+    from processing_mage import MageProcessor  # heavy
+    from training.pretrain_tower import pretrain_vision_tower  # heavy
 
     model = MageForConditionalGeneration.from_pretrained(model_path)
     processor = MageProcessor.from_pretrained(model_path)
@@ -234,7 +238,7 @@ def pretrain_tower(model_path: Path, paths: dict[str, str], settings: DemoSettin
 
 
 def _set_threads(threads: int) -> None:
-    import torch
+    import torch  # heavy
 
     torch.set_num_threads(threads)
 
@@ -243,9 +247,6 @@ def second_core(threads: int):
     """One spawned worker process for the demo's side jobs, run in order beside the main process's training: stage
     0's tower pretraining (it needs nothing from the text LM), then the evaluation of each finished checkpoint. A
     `concurrent.futures.ProcessPoolExecutor`; use it as a context manager."""
-    import concurrent.futures
-    import multiprocessing
-
     return concurrent.futures.ProcessPoolExecutor(
         max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads, initargs=(threads,)
     )
@@ -253,8 +254,8 @@ def second_core(threads: int):
 
 def combine_stage0(lm_path: Path, tower_path: Path, out: Path) -> Path:
     """The text LM (and its processor) of `lm_path` with the vision tower of `tower_path`, saved to `out`."""
-    from modeling_mage import MageForConditionalGeneration
-    from processing_mage import MageProcessor
+    from modeling_mage import MageForConditionalGeneration  # heavy
+    from processing_mage import MageProcessor  # heavy
 
     model = MageForConditionalGeneration.from_pretrained(lm_path)
     tower = MageForConditionalGeneration.from_pretrained(tower_path).model.vision_tower
@@ -278,9 +279,8 @@ def evaluate_checkpoint(
     device: str | None = None,
 ) -> dict:
     """Scores of one checkpoint on the ShapeWorld benchmark splits (and the held-out plans)."""
-    from evaluation.api import evaluate
-    from modeling_mage import MageForConditionalGeneration
-    from processing_mage import MageProcessor
+    from modeling_mage import MageForConditionalGeneration  # heavy
+    from processing_mage import MageProcessor  # heavy
 
     model = MageForConditionalGeneration.from_pretrained(model_path).eval()
     if device:
@@ -307,12 +307,10 @@ def evaluate_checkpoint(
         scores[f"{key}_details"] = results["benchmarks"][key]["scores"]
     scores.pop("Avg^N", None)
     if paths.get("skills"):
-        from evaluation.skills import skill_accuracy
+        from evaluation.skills import skill_accuracy  # heavy
 
         scores["skills"] = skill_accuracy(model, processor, paths["skills"], blank_images=blank_images)
     if plans:
-        from tool_use.eval_plans import evaluate_plan_model
-
         plan_scores = evaluate_plan_model(
             model,
             processor,

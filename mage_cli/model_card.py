@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
 CARD_TEMPLATE = """---
 {{ card_data }}
 ---
@@ -85,7 +87,7 @@ def _flatten_results(results: dict | None) -> dict[str, dict[str, float]]:
 def _image_seq_length(config: dict) -> int | str:
     """Tokens per image, from the saved config (query projectors: Q; patch projectors: the patch count)."""
     try:
-        from modeling_mage import MageConfig
+        from modeling_mage import MageConfig  # heavy
 
         return MageConfig.from_dict(config).image_seq_length
     except Exception:  # a card must not fail on a config this version cannot parse
@@ -103,8 +105,6 @@ def build_model_card(
     limits: str = DEFAULT_LIMITS,
 ):
     """A `ModelCard` for the checkpoint in `folder` (reads its config.json) with a `model-index` from `results`."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
     config = json.loads((Path(folder) / "config.json").read_text())
     vision, text = config.get("vision_config", {}), config.get("text_config", {})
     model_name = repo_id.split("/")[-1]

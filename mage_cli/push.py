@@ -17,6 +17,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from huggingface_hub import HfApi
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from safetensors import SafetensorError, safe_open
+
+from mage_cli.model_card import build_model_card
+from mage_cli.reload_check import draw_check_image, reload_and_answer
+
 REQUIRED_FILES = ("config.json", "configuration_mage.py", "modeling_mage.py", "ian.py", "processing_mage.py")
 
 
@@ -52,8 +59,6 @@ def file_plan(folder: Path) -> list[dict]:
 
 def check_repo_id(repo_id: str) -> None:
     """`USER/NAME` as the Hub accepts it (huggingface_hub's own validation, plus the namespace it requires here)."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     try:
         validate_repo_id(repo_id)
     except HFValidationError as error:
@@ -81,8 +86,6 @@ def check_folder(folder: Path) -> None:
         raise PushError(f"{folder / 'config.json'}: not a JSON object ({error})") from error
     if model_type != "mage":
         raise PushError(f"{folder / 'config.json'} has model_type={model_type!r}; expected 'mage'.")
-    from safetensors import SafetensorError, safe_open
-
     for weights in sorted(folder.glob("*.safetensors")):
         try:
             with safe_open(str(weights), framework="pt") as handle:
@@ -93,8 +96,6 @@ def check_folder(folder: Path) -> None:
 
 def preflight(folder: Path) -> dict:
     """Load the folder in a fresh process (Auto classes, remote code) and answer one question."""
-    from mage_cli.reload_check import draw_check_image, reload_and_answer
-
     with tempfile.TemporaryDirectory() as tmp:
         image = draw_check_image(Path(tmp) / "preflight.png")
         return reload_and_answer(folder, [image], ["What is in the image?"], max_new_tokens=4)
@@ -114,8 +115,6 @@ def push(
     api=None,
 ) -> list[dict]:
     """Check, write the card, then (unless `dry_run`) create the repo and upload the folder. Returns the file plan."""
-    from mage_cli.model_card import build_model_card
-
     check_repo_id(repo_id)
     check_folder(folder)
     if not skip_preflight:
@@ -141,8 +140,6 @@ def push(
     if dry_run:
         return plan
     if api is None:
-        from huggingface_hub import HfApi
-
         api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     if revision:

@@ -15,6 +15,8 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+from PIL import Image, ImageDraw
+
 _SCRIPT = textwrap.dedent(
     """
     import json, sys
@@ -52,8 +54,6 @@ _SCRIPT = textwrap.dedent(
 
 def draw_check_image(path: str | os.PathLike) -> Path:
     """A 64×64 test scene (a red circle left of a blue square) for load checks; returns its path."""
-    from PIL import Image, ImageDraw
-
     image = Image.new("RGB", (64, 64), (235, 235, 235))
     draw = ImageDraw.Draw(image)
     draw.ellipse([6, 20, 26, 40], fill=(220, 30, 30))

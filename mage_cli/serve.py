@@ -18,28 +18,60 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
+
+from tool_use.registry import load_mage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`mage serve` options (no heavy imports here)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--model", required=True, help="MAGE checkpoint folder (save_pretrained) or Hub id")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)"
+    )
     parser.add_argument("--port", type=int, default=7860, help="port (default %(default)s; 0 picks a free one)")
     parser.add_argument("--device", default="cpu", help="torch device for the model (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1, as for `mage agent`)")
+    parser.add_argument(
+        "--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1, as for `mage agent`)"
+    )
     parser.add_argument("--max-batch", type=int, default=8, help="requests run together at most (default %(default)s)")
-    parser.add_argument("--max-queue", type=int, default=64, help="requests waiting at most; more get HTTP 429 (default %(default)s)")
-    parser.add_argument("--batch-window", type=float, default=0.05, metavar="SECONDS", help="how long the first request waits for others to batch with (default %(default)s)")
-    parser.add_argument("--max-images", type=int, default=1, help="images per conversation (default %(default)s, as LLaVA-1.5 was trained)")
-    parser.add_argument("--max-image-pixels", type=int, default=25_000_000, help="larger images are refused (default %(default)s)")
-    parser.add_argument("--max-tokens", type=int, default=256, help="new tokens when a request names none (default %(default)s)")
-    parser.add_argument("--image-dir", default=None, help="a folder whose files requests may name by path (default: none, data URLs only)")
-    parser.add_argument("--name", default=None, help="the model id /v1/models reports (default: the --model folder's name)")
+    parser.add_argument(
+        "--max-queue", type=int, default=64, help="requests waiting at most; more get HTTP 429 (default %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-window",
+        type=float,
+        default=0.05,
+        metavar="SECONDS",
+        help="how long the first request waits for others to batch with (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-images",
+        type=int,
+        default=1,
+        help="images per conversation (default %(default)s, as LLaVA-1.5 was trained)",
+    )
+    parser.add_argument(
+        "--max-image-pixels", type=int, default=25_000_000, help="larger images are refused (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=256, help="new tokens when a request names none (default %(default)s)"
+    )
+    parser.add_argument(
+        "--image-dir",
+        default=None,
+        help="a folder whose files requests may name by path (default: none, data URLs only)",
+    )
+    parser.add_argument(
+        "--name", default=None, help="the model id /v1/models reports (default: the --model folder's name)"
+    )
     parser.add_argument("--tools", default=None, help="the agent tab's tool YAML, as `mage agent --tools`")
-    parser.add_argument("--step-timeout", type=float, default=120.0, help="agent: seconds per step (default %(default)s)")
+    parser.add_argument(
+        "--step-timeout", type=float, default=120.0, help="agent: seconds per step (default %(default)s)"
+    )
     parser.add_argument("--max-steps", type=int, default=16, help="agent: refuse longer plans (default %(default)s)")
     parser.add_argument("--no-agent", action="store_true", help="no agent tab")
 
@@ -75,12 +107,9 @@ def run(args: argparse.Namespace) -> int:
     problem = check_arguments(args)
     if problem:
         return _error(problem)
-    import logging
+    import torch  # heavy
 
-    import torch
-
-    from serving.app import ServeOptions, Server, build_app
-    from tool_use.registry import load_mage
+    from serving.app import ServeOptions, Server, build_app  # optional
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -91,10 +120,17 @@ def run(args: argparse.Namespace) -> int:
         return _error(f"cannot load --model {args.model}: {str(error).splitlines()[0]}")
     options = ServeOptions(
         model_name=args.name or Path(args.model.rstrip("/")).name,
-        max_batch=args.max_batch, max_queue=args.max_queue, batch_window=args.batch_window,
-        max_images=args.max_images, default_max_tokens=args.max_tokens, max_image_pixels=args.max_image_pixels,
-        image_dir=Path(args.image_dir).resolve() if args.image_dir else None, agent=not args.no_agent,
-        tools=args.tools, step_timeout=args.step_timeout, max_steps=args.max_steps,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        batch_window=args.batch_window,
+        max_images=args.max_images,
+        default_max_tokens=args.max_tokens,
+        max_image_pixels=args.max_image_pixels,
+        image_dir=Path(args.image_dir).resolve() if args.image_dir else None,
+        agent=not args.no_agent,
+        tools=args.tools,
+        step_timeout=args.step_timeout,
+        max_steps=args.max_steps,
     )
     try:
         app, engine = build_app(model, processor, options)
