@@ -4,6 +4,8 @@ Importing this package registers MAGE with the transformers Auto classes in-proc
 AutoModelForImageTextToText and, where transformers still has it, AutoModelForVision2Seq).
 """
 
+import transformers
+
 from .configuration_mage import MageConfig
 from .ian import (
     MageIntelligentAlignmentNetwork,
@@ -25,8 +27,6 @@ from .modeling_mage import (
 
 def register_mage() -> None:
     """Register the MAGE classes with the transformers Auto classes (idempotent)."""
-    import transformers
-
     transformers.AutoConfig.register("mage", MageConfig, exist_ok=True)
     transformers.AutoModel.register(MageConfig, MageModel, exist_ok=True)
     for auto_name in ("AutoModelForImageTextToText", "AutoModelForVision2Seq"):
