@@ -2,7 +2,7 @@
 to the true ones (greedy, LLaVA's short-answer prompt, as the demo's report scores them).
 
     python experiments/demo_regime/probe_answers.py --model /tmp/demo_new_s0/models/stage2 \
-        --skills /tmp/demo_new_s0/data/eval/skills/skills.jsonl --per-skill 160
+        --skills /tmp/demo_new_s0/data/eval/skills/skills.jsonl --per-skill 160 [--no-suffix]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 
 import torch
 
+from evaluation import prompts
 from evaluation.runner import generate_batch
 from evaluation.skills import first_word, read_skill_set
 from modeling_mage import MageForConditionalGeneration
@@ -24,7 +25,14 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--skills", required=True, help="a skills.jsonl (shapeworld.skills.write_skill_sets)")
     parser.add_argument("--per-skill", type=int, default=160)
+    parser.add_argument(
+        "--no-suffix",
+        action="store_true",
+        help="ask the bare question, without LLaVA's 'Answer the question using a single word or phrase.'",
+    )
     args = parser.parse_args()
+    if args.no_suffix:  # the training rows carry the suffix on half the short questions
+        prompts._BUILDERS["pope"] = lambda record: record.question
     torch.set_num_threads(1)
     model = MageForConditionalGeneration.from_pretrained(args.model).eval()
     processor = MageProcessor.from_pretrained(args.model)
