@@ -85,6 +85,14 @@ class MageQueryCNN(nn.Module):
         return self.out_proj(hidden.flatten(2).transpose(1, 2))
 
 
+def patch_grid(tokens: torch.Tensor, num_patches: int) -> torch.Tensor:
+    """The last `num_patches` tokens `(B, N, D)` (a kept CLS token dropped) as a feature map `(B, D, √N_p, √N_p)`."""
+    patches = tokens[:, -num_patches:]
+    batch, count, width = patches.shape
+    side = math.isqrt(count)
+    return patches.transpose(1, 2).reshape(batch, width, side, side)
+
+
 def grid_locality_bias(query_side: int, patch_side: int, num_heads: int) -> torch.Tensor:
     """Additive attention bias `(num_heads, Q, N_p)`: `-d² / (2 σ_h²)`, with `d` the distance (in patches) from a query
     cell's centre to a patch centre and `σ_h = cell · 2^(h-1)` for head `h` (half a cell, one cell, two, …), so the
@@ -168,9 +176,9 @@ class MageSemanticEnhancementBlock(nn.Module):
     """SEB: CNN queries (+ learnable 2-D position embedding) cross-attend to the VAB output (then a LayerNorm only
     when `config.seb_output_norm`). The residual stream the attention and MLP add to is set by `config.seb_residual`:
     `"queries"` the CNN queries themselves; `"vab"` the VAB output average-pooled onto the `√Q × √Q` query grid, with
-    the CNN queries (+ positions) steering the attention only. With `config.seb_attention_bias="gaussian"` each head's attention logits get a
-    fixed locality bias (`grid_locality_bias`); with `"cell"` each query reads only the patches inside its cell of the
-    query grid (`grid_cell_mask`). Neither is learned or saved.
+    the CNN queries (+ positions) steering the attention only. With `config.seb_attention_bias="gaussian"` each
+    head's attention logits get a fixed locality bias (`grid_locality_bias`); with `"cell"` each query reads only
+    the patches inside its cell of the query grid (`grid_cell_mask`). Neither is learned or saved.
 
     Args to `forward`:
         aligned (`torch.Tensor` of shape `(B, N_p, D_l)`): the VAB output, used as keys and values.
@@ -185,7 +193,6 @@ class MageSemanticEnhancementBlock(nn.Module):
         hidden = config.text_config.hidden_size
         self.query_cnn = MageQueryCNN(config)
         self.residual = config.seb_residual
-        self.grid_size = math.isqrt(config.num_query_tokens)
         self.num_patches = config.num_patches
         self.position_embedding = nn.Parameter(torch.zeros(1, config.num_query_tokens, hidden))
         self.layers = nn.ModuleList(MageCrossAttentionBlock(config) for _ in range(config.seb_num_layers))
@@ -219,11 +226,8 @@ class MageSemanticEnhancementBlock(nn.Module):
         queries = self.query_cnn(pixel_values, feature_grid).to(aligned.dtype)
         queries = queries + self.position_embedding.to(aligned.dtype)
         stream, query_embed = queries, None
-        if self.residual == "vab":
-            patches = aligned[:, -self.num_patches :]  # a kept CLS token is not on the grid
-            batch, count, width = patches.shape
-            side = math.isqrt(count)
-            grid = F.adaptive_avg_pool2d(patches.transpose(1, 2).reshape(batch, width, side, side), self.grid_size)
+        if self.residual == "vab":  # the VAB output pooled onto the query grid (a kept CLS token is not on it)
+            grid = F.adaptive_avg_pool2d(patch_grid(aligned, self.num_patches), self.query_cnn.grid_size)
             stream, query_embed = grid.flatten(2).transpose(1, 2), queries
         bias = self.attention_bias
         if bias is not None:
@@ -252,19 +256,13 @@ class MageIntelligentAlignmentNetwork(MageProjector):
         self.vab = MageVectorAlignmentBlock(config)
         self.seb = MageSemanticEnhancementBlock(config)
 
-    def _feature_grid(self, image_features: torch.Tensor) -> torch.Tensor:
-        patches = image_features[:, -self.config.num_patches :]  # drop CLS if the strategy kept it
-        batch, count, width = patches.shape
-        side = math.isqrt(count)
-        return patches.transpose(1, 2).reshape(batch, width, side, side)
-
     def forward(self, image_features: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
         aligned = self.vab(image_features)
         if self.config.seb_query_source == "pixels":
             if pixel_values is None:
                 raise ValueError("The IAN with seb_query_source='pixels' needs `pixel_values` for its query CNN.")
             return self.seb(aligned, pixel_values=pixel_values)
-        return self.seb(aligned, feature_grid=self._feature_grid(image_features))
+        return self.seb(aligned, feature_grid=patch_grid(image_features, self.config.num_patches))
 
 
 @register_projector("vab")
