@@ -78,8 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch CPU threads (default 1: the tiny model gains nothing from more, and oversubscribed cores on a "
-        "busy machine made 2 threads up to 26x slower)",
+        help="torch CPU threads (default 1; see the README's --threads note)",
     )
 
 

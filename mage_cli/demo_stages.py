@@ -197,8 +197,8 @@ def train_stage(
         "weight_decay": 0.0,
         "projector_lr": None,
         "group_by_modality_length": False,
-        # text encoded once, before training (its ShapeWorld rows are read for several epochs); the data worker then
-        # only opens images (experiments/trainer_overhead/)
+        # text encoded once, before training (its ShapeWorld rows are read for several epochs); the training loop
+        # then only opens images (experiments/trainer_overhead/)
         "pretokenize": True,
         **recipe_overrides,
     }
@@ -292,7 +292,7 @@ def evaluate_checkpoint(
             model,
             processor,
             key,
-            paths[key] if key != "mme" else paths["mme"],
+            paths[key],
             str(out / key),
             batch_size=32,
             limit=settings.eval_limits[key],
