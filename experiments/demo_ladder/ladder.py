@@ -260,6 +260,20 @@ def main() -> None:
         help="project world: existence negatives in training (near: sharing a shape or colour with a present object)",
     )
     p.add_argument("--exist-eval", choices=("random", "near"), default="random", help="the same for the held-out set")
+    p.add_argument(
+        "--stage0-from",
+        type=Path,
+        default=None,
+        help="trainer path: start S1 from this MAGE checkpoint (its LM, tower, projector, tokenizer and processor; "
+        "the demo's stage 0 made by demo_stage0.py) instead of the ladder's S0 + SC",
+    )
+    p.add_argument(
+        "--demo-data",
+        type=Path,
+        default=None,
+        help="trainer path: train S1 and S2 on a demo data folder's rows (train/stage1_captions.json, "
+        "train/stage2_instructions.json) instead of the ladder's; the held-out set stays the ladder's",
+    )
     p.add_argument("--lr2", type=float, default=1e-3, help="S2 peak learning rate (trainer path)")
     p.add_argument("--projector-lr2", type=float, default=None, help="S2 projector learning rate (trainer path)")
     p.add_argument("--s0", type=int, default=1200)
@@ -298,8 +312,12 @@ def main() -> None:
         + ("" if args.lr2 == 1e-3 else f"_lr{args.lr2:g}")
         + ("" if args.projector_lr2 is None else f"_plr{args.projector_lr2:g}")
         + ("" if args.s2 == 5000 else f"_s2x{args.s2}")
+        + ("" if args.stage0_from is None else "_s0demo")
+        + ("" if args.demo_data is None else "_datademo")
         + f"_seed{args.seed}"
     )
+    if args.stage0_from is not None and (args.path, args.projector, args.tokenizer) != ("trainer", "ian", "bpe"):
+        raise SystemExit("--stage0-from needs --path trainer --projector ian --tokenizer bpe (the demo's checkpoint)")
     T0 = time.time()
     R: dict = {
         "name": name,
@@ -325,12 +343,27 @@ def main() -> None:
         evl, eval_img, _ = make_project_dataset(
             1600, 999999, args.image_size, QT, near_negatives=args.exist_eval == "near"
         )
-    texts = []
-    for e in train:
-        texts += [e["caption"], render_qa(args.template, e["question"], e["answer"])]
-    tokenizer = build_tokenizer(texts, args.tokenizer)
-    for i, sp in enumerate(SPECIALS):
-        assert tokenizer.convert_tokens_to_ids(sp) == i, sp
+    if args.stage0_from is None:
+        texts = []
+        for e in train:
+            texts += [e["caption"], render_qa(args.template, e["question"], e["answer"])]
+        tokenizer = build_tokenizer(texts, args.tokenizer)
+        for i, sp in enumerate(SPECIALS):
+            assert tokenizer.convert_tokens_to_ids(sp) == i, sp
+    else:  # the checkpoint's own tokenizer and special ids; the rows must render as its chat template renders them
+        from processing_mage import MageProcessor
+
+        global PAD, UNK, IMG, BOS, EOS
+        start_processor = MageProcessor.from_pretrained(args.stage0_from)
+        assert start_processor.chat_template == chat_template(args.template), "--template must be the checkpoint's"
+        tokenizer = start_processor.tokenizer
+        PAD, UNK, BOS, EOS = (
+            tokenizer.pad_token_id,
+            tokenizer.unk_token_id,
+            tokenizer.bos_token_id,
+            tokenizer.eos_token_id,
+        )
+        IMG = tokenizer.convert_tokens_to_ids("<image>")
 
     def ids(text):
         out = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -412,7 +445,12 @@ def main() -> None:
         f"{'' if args.image_size == 64 else f'px{args.image_size}_'}{args.template}_seed{args.seed}_{args.s0}_{args.sc}_{args.ntrain}"
         f"{'' if args.exist_train == 'random' else '_xtrain' + args.exist_train}"  # S0's text holds the questions
     )
-    if (cache / "model.safetensors").is_file():
+    if args.stage0_from is not None:
+        log("S0+SC: the checkpoint", args.stage0_from)
+        stage0_report = args.stage0_from.parent.parent / "stage0.json"
+        if stage0_report.is_file():
+            R["stages"]["stage0_from"] = json.loads(stage0_report.read_text())
+    elif (cache / "model.safetensors").is_file():
         from safetensors.torch import load_file
 
         llava.load_state_dict(load_file(str(cache / "model.safetensors")))
@@ -662,16 +700,11 @@ def patch_seb_vab_stream(gated: bool = True, parts: tuple[str, ...] = ("cnn", "a
 
 def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, log, R):
     """S1 and S2 through `training.api.train` (`mage train`'s code path) on a MAGE copy of the S0+SC model."""
-    import tempfile
 
-    import numpy as np
-    from PIL import Image
-    from transformers import CLIPImageProcessor, TrainerCallback
+    from transformers import CLIPImageProcessor
 
     from modeling_mage import MageConfig, MageForConditionalGeneration
     from processing_mage import MageProcessor
-    from training.api import train as mage_train
-    from training.recipes import load_recipe
 
     projector = {"mlp": "mlp2x_gelu", "ian": "ian", "vab": "vab"}[args.projector]
     if args.seb_vab_residual:
@@ -679,6 +712,17 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
     if args.seb_gated or args.seb_parts:
         parts = tuple(args.seb_parts.split("+")) if args.seb_parts else ("cnn", "attn", "mlp")
         patch_seb_vab_stream(gated=args.seb_gated, parts=parts)
+    if args.stage0_from is not None:
+        return run_from_checkpoint(
+            args,
+            MageForConditionalGeneration.from_pretrained(args.stage0_from),
+            MageProcessor.from_pretrained(args.stage0_from),
+            train,
+            train_img,
+            evaluate,
+            log,
+            R,
+        )
     config = MageConfig(
         vision_config=llava.config.vision_config.to_dict(),
         text_config=llava.config.text_config.to_dict(),
@@ -720,6 +764,22 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
     processor = MageProcessor(
         image_processor, tokenizer, num_image_tokens=n_img, chat_template=chat_template(args.template)
     )
+    return run_from_checkpoint(args, model, processor, train, train_img, evaluate, log, R)
+
+
+def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log, R):
+    """S1 and S2 through `training.api.train` from `model` and its `processor`; returns the S2 model and the
+    processor's pixel function."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+    from transformers import TrainerCallback
+
+    from modeling_mage import MageForConditionalGeneration
+    from training.api import train as mage_train
+    from training.recipes import load_recipe
 
     def pixels(u8):  # the processor's own preprocessing, as training sees it
         return processor.image_processor(
@@ -804,17 +864,17 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
             log(self.stage, {k: v for k, v in R["stages"][self.stage].items() if k != "log"})
 
     r1 = load_recipe("stage1_tiny", {**common, "learning_rate": 2e-3, "max_steps": args.s1})
-    mage_train(r1, work / "m0", work / "s1.json", work / "s1", callbacks=[Timer("S1_projector")], **extra)
+    s1_data, s2_data = work / "s1.json", work / "s2.json"
+    if args.demo_data is not None:  # the demo's own training rows (their images beside them)
+        s1_data = args.demo_data / "train" / "stage1_captions.json"
+        s2_data = args.demo_data / "train" / "stage2_instructions.json"
+    mage_train(r1, work / "m0", s1_data, work / "s1", callbacks=[Timer("S1_projector")], **extra)
     r2 = load_recipe(
         "stage2_tiny",
         {**common, "learning_rate": args.lr2, "projector_lr": args.projector_lr2, "max_steps": args.s2},
     )
-    mage_train(
-        r2, work / "s1", work / "s2.json", work / "s2", callbacks=[Timer("S2_proj_llm", args.eval_every)], **extra
-    )
+    mage_train(r2, work / "s1", s2_data, work / "s2", callbacks=[Timer("S2_proj_llm", args.eval_every)], **extra)
     model = MageForConditionalGeneration.from_pretrained(work / "s2")
-    import shutil
-
     shutil.rmtree(work, ignore_errors=True)
     return model, pixels
 

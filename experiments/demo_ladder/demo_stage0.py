@@ -1,0 +1,84 @@
+"""The demo's stage 0 alone, for the ladder: `mage demo`'s own data, tiny model, text-LM pretraining (through
+`mage train`'s path on the text-only rows with in-context copies) and CLIP-style tower pretraining, combined into one
+checkpoint — the demo's functions, in the demo's order, run one after the other in this process (one thread).
+
+    python experiments/demo_ladder/demo_stage0.py --seed 0 --out experiments/demo_ladder/cache/demo_stage0_seed0
+
+`ladder.py --stage0-from <out>/models/stage0` then runs the ladder's S1 + S2 from it (its own data and evaluation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))
+
+import torch  # noqa: E402
+
+from mage_cli.demo_stages import (  # noqa: E402
+    DemoSettings,
+    build_model,
+    combine_stage0,
+    pretrain_tower,
+    text_only_rows,
+    train_stage,
+)
+from shapeworld import dataset_paths, generate_dataset, text_corpus  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    if (args.out / "models" / "stage0" / "model.safetensors").is_file():
+        print(args.out / "models" / "stage0", "exists")
+        return
+    t0 = time.time()
+    settings = DemoSettings()
+    data, models = args.out / "data", args.out / "models"
+    difficulty = settings.world()
+    generate_dataset(
+        str(data),
+        settings.n_train,
+        settings.n_eval,
+        seed=args.seed,
+        image_size=settings.image_size,
+        difficulty=difficulty,
+    )
+    paths = dataset_paths(str(data))
+    text_path = data / "train" / "stage0_text.json"
+    text_path.write_text(json.dumps(text_only_rows(paths)))
+    corpus = list(text_corpus(num_scenes=400, seed=args.seed, difficulty=difficulty))
+    init = build_model(settings, corpus, args.seed, models / "untrained")
+    report, tower = pretrain_tower(init, paths, settings, args.seed, models / "stage0-tower")
+    lm = train_stage(
+        "stage2_tiny",
+        init,
+        text_path,
+        models / "stage0-lm",
+        settings.lm_steps,
+        settings,
+        args.seed,
+        "cpu",
+        itdm_weight=0.0,
+        learning_rate=2e-3,
+    )
+    combine_stage0(lm, tower, models / "stage0")
+    summary = {
+        "seed": args.seed,
+        "tower": {"steps": report.steps, "retrieval_top1_after": report.retrieval_top1_after},
+        "seconds": round(time.time() - t0, 1),
+    }
+    (args.out / "stage0.json").write_text(json.dumps(summary))
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()
