@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 import json
@@ -141,21 +142,15 @@ def evaluate(
     """
     names = list(BENCHMARKS) if benchmark == "all" else [benchmark]
     os.makedirs(output_dir, exist_ok=True)
+    options = RunOptions(
+        batch_size, limit, scoring, blank_images, max_new_tokens, rules, circular, strict, overwrite, progress, split
+    )
     results = {
         "model": model_path or getattr(getattr(model, "config", None), "_name_or_path", "") or "(in-memory model)",
         "model_sha256": model_sha256 or model_fingerprint(model, model_path),
         "git_commit": git_commit(),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "settings": {
-            "scoring": scoring,
-            "batch_size": batch_size,
-            "limit": limit,
-            "max_new_tokens": max_new_tokens,
-            "blank_images": blank_images,
-            "rules": rules,
-            "circular": circular,
-            "split": split,
-        },
+        "settings": options.report_settings(),
         "benchmarks": {},
     }
     for name in names:
@@ -164,24 +159,7 @@ def evaluate(
             results.setdefault("missing_benchmarks", []).append(name)
             continue
         results["benchmarks"][name] = run_benchmark(
-            model,
-            processor,
-            name,
-            path,
-            output_dir,
-            batch_size,
-            limit,
-            scoring,
-            blank_images,
-            max_new_tokens,
-            rules,
-            results["model"],
-            results["model_sha256"],
-            circular,
-            strict,
-            overwrite,
-            progress,
-            split,
+            model, processor, name, path, output_dir, options, results["model"], results["model_sha256"]
         )
     if not results["benchmarks"]:
         raise BenchmarkFormatError(f"no benchmark data found under {data_dir!r} for {names}")
@@ -223,41 +201,48 @@ def resolve_scoring(scoring: str, benchmark: str) -> str:
     return scoring if benchmark in ("seed", "mmbench", "mmbench_cn") else "generate"
 
 
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How `evaluate` runs each benchmark (its keyword arguments of the same names)."""
+
+    batch_size: int = 8
+    limit: int | None = None
+    scoring: str = "official"
+    blank_images: bool = False
+    max_new_tokens: int = 16
+    rules: str = official_rules.DEFAULT_RULES
+    circular: bool = True
+    strict: bool = True
+    overwrite: bool = False
+    progress: bool = True
+    split: str | None = None
+
+    def report_settings(self) -> dict:
+        """The settings a report records (those that change the scores)."""
+        keep = ("scoring", "batch_size", "limit", "max_new_tokens", "blank_images", "rules", "circular", "split")
+        return {key: getattr(self, key) for key in keep}
+
+
 def run_benchmark(
-    model,
-    processor,
-    name,
-    path,
-    output_dir,
-    batch_size,
-    limit,
-    scoring,
-    blank_images,
-    max_new_tokens,
-    rules,
-    model_path,
-    model_sha256,
-    circular,
-    strict,
-    overwrite,
-    progress,
-    split=None,
+    model, processor, name: str, path: str, output_dir: str, options: RunOptions, model_path: str, model_sha256: str
 ) -> dict:
     """Load, predict (resuming), score and describe one benchmark."""
     from .runner import RunSettings, run_predictions  # heavy
 
-    loaded = load_benchmark(name, path, circular=circular, strict=strict, split=split)
-    records = limit_records(loaded.records, limit)
-    used_scoring = resolve_scoring(scoring, name)
+    loaded = load_benchmark(name, path, circular=options.circular, strict=options.strict, split=options.split)
+    records = limit_records(loaded.records, options.limit)
+    used_scoring = resolve_scoring(options.scoring, name)
     settings = RunSettings(
-        name, used_scoring, max_new_tokens, blank_images, model=model_path, model_sha256=model_sha256
+        name, used_scoring, options.max_new_tokens, options.blank_images, model=model_path, model_sha256=model_sha256
     )
     predictions_path = os.path.join(output_dir, f"predictions_{name}.jsonl")
-    if overwrite and os.path.exists(predictions_path):
+    if options.overwrite and os.path.exists(predictions_path):
         os.remove(predictions_path)
-    rows, timing = run_predictions(model, processor, records, predictions_path, settings, batch_size, progress)
+    rows, timing = run_predictions(
+        model, processor, records, predictions_path, settings, options.batch_size, options.progress
+    )
     predictions = {r.uid: rows[r.uid]["prediction"] for r in records}
-    scores = score_predictions(name, records, predictions, rules, used_scoring)
+    scores = score_predictions(name, records, predictions, options.rules, used_scoring)
     if name == "mme":
         mme.write_official_results(records, predictions, os.path.join(output_dir, "mme_official_format"))
     return {
@@ -275,4 +260,12 @@ def run_benchmark(
     }
 
 
-__all__ = ["evaluate", "find_benchmark_data", "limit_records", "load_benchmark", "run_benchmark", "score_predictions"]
+__all__ = [
+    "RunOptions",
+    "evaluate",
+    "find_benchmark_data",
+    "limit_records",
+    "load_benchmark",
+    "run_benchmark",
+    "score_predictions",
+]

@@ -353,21 +353,16 @@ class MageForConditionalGeneration(MagePreTrainedModel, GenerationMixin):
         pixel_values: torch.Tensor,
         vision_feature_layer: int | None = None,
         vision_feature_select_strategy: str | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple | torch.Tensor:
-        """[`MageModel.get_image_features`]: `pixel_values (num_images, 3, H, W)` → a [`BaseModelOutputWithPooling`]
-        whose `pooler_output (num_images, image_seq_length, D_l)` holds the projected image tokens, its tuple, or (4.x,
-        `return_dict=None`) that tensor alone."""
+        """[`MageModel.get_image_features`] (`output_hidden_states`, `output_attentions`, `return_dict` pass through
+        `kwargs`): `pixel_values (num_images, 3, H, W)` → a [`BaseModelOutputWithPooling`] whose `pooler_output
+        (num_images, image_seq_length, D_l)` holds the projected image tokens, its tuple, or (4.x, `return_dict=None`)
+        that tensor alone."""
         return self.model.get_image_features(
             pixel_values,
             vision_feature_layer=vision_feature_layer,
             vision_feature_select_strategy=vision_feature_select_strategy,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            return_dict=return_dict,
             **kwargs,
         )
 
