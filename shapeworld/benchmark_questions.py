@@ -253,49 +253,29 @@ def mmbench_item(rng: random.Random, d: Difficulty, scene_id: str, category: str
         scene = sample_scene(rng, d, scene_id, forced=[ObjectSpec(shape, colour, cell)], label=False)
         obj = scene["objects"][0]
         options, slot = _options(rng, position(obj), positions, slot)
-        return _mc(
-            f"Where is the {name(obj)} in the image?",
-            options,
-            slot,
-            category,
-            scene,
-            f"{name_cn(obj)}在图像的什么位置？",
-            [POSITIONS_CN[o] for o in options],
-        )
-    if category == "attribute_recognition":
+        question, question_cn = f"Where is the {name(obj)} in the image?", f"{name_cn(obj)}在图像的什么位置？"
+        options_cn = [POSITIONS_CN[o] for o in options]
+    elif category == "attribute_recognition":
         shape, colour = _pick_pair(rng, d)
         scene = sample_scene(rng, d, scene_id, forced=[ObjectSpec(shape, colour)], avoid_shapes=[shape], label=False)
         options, slot = _options(rng, colour, d.colours, slot)
-        return _mc(
-            f"What colour is the {shape}?",
-            options,
-            slot,
-            category,
-            scene,
-            f"{SHAPES_CN[shape]}是什么颜色？",
-            [COLOURS_CN[o] for o in options],
-        )
-    if category == "OCR":
+        question, question_cn = f"What colour is the {shape}?", f"{SHAPES_CN[shape]}是什么颜色？"
+        options_cn = [COLOURS_CN[o] for o in options]
+    elif category == "OCR":
         scene = sample_scene(rng, d, scene_id, num_objects=rng.randint(d.min_objects, d.max_objects), label=True)
         options, slot = _options(rng, scene["label"]["text"], LABEL_WORDS, slot)
-        return _mc(
-            "What word is written in the image?", options, slot, category, scene, "图像中写的是什么词？", list(options)
-        )
-    if category == "spatial_relationship":
+        question, question_cn, options_cn = "What word is written in the image?", "图像中写的是什么词？", list(options)
+    elif category == "spatial_relationship":
         relation = rng.choice(RELATIONS)
         scene = sample_scene(rng, d, scene_id, forced=_two_objects(rng, d, _related_cells(rng, relation)), label=False)
         a, b = scene["objects"][:2]
         options, slot = _options(rng, relation, RELATIONS, slot)
-        return _mc(
+        question, question_cn = (
             f"Where is the {name(a)} relative to the {name(b)}?",
-            options,
-            slot,
-            category,
-            scene,
             f"{name_cn(a)}在{name_cn(b)}的哪一边？",
-            [RELATIONS_CN[o] for o in options],
         )
-    if category == "physical_relation":
+        options_cn = [RELATIONS_CN[o] for o in options]
+    elif category == "physical_relation":
         relation = rng.choice(("above", "below"))
         row = rng.randrange(2)
         col = rng.randrange(3)
@@ -307,16 +287,11 @@ def mmbench_item(rng: random.Random, d: Difficulty, scene_id: str, category: str
         where = "directly above" if relation == "above" else "directly below"
         where_cn = "正上方" if relation == "above" else "正下方"
         to_cn = {f"{c} {s}": COLOURS_CN[c] + SHAPES_CN[s] for s in d.shapes for c in d.colours}
-        return _mc(
-            f"Which shape is {where} the {name(b)}?",
-            options,
-            slot,
-            category,
-            scene,
-            f"{name_cn(b)}的{where_cn}是哪个形状？",
-            [to_cn[o] for o in options],
-        )
-    raise ShapeWorldError(f"unknown MMBench category {category!r}; ShapeWorld writes {list(MMBENCH_CATEGORIES)}")
+        question, question_cn = f"Which shape is {where} the {name(b)}?", f"{name_cn(b)}的{where_cn}是哪个形状？"
+        options_cn = [to_cn[o] for o in options]
+    else:
+        raise ShapeWorldError(f"unknown MMBench category {category!r}; ShapeWorld writes {list(MMBENCH_CATEGORIES)}")
+    return _mc(question, options, slot, category, scene, question_cn, options_cn)
 
 
 def seed_item(rng: random.Random, d: Difficulty, scene_id: str, dimension: int, slot: int) -> dict:

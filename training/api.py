@@ -80,29 +80,32 @@ def load_model_and_processor(model_path: str | os.PathLike, recipe: Recipe, mode
 
 def training_arguments(recipe: Recipe, output_dir: str | os.PathLike, **overrides):
     """`TrainingArguments` from a recipe (LLaVA-1.5 names map one to one)."""
-    values = dict(
+    same_names = (  # recipe fields that are `TrainingArguments` fields of the same name and meaning
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "optim",
+        "learning_rate",
+        "weight_decay",
+        "lr_scheduler_type",
+        "num_train_epochs",
+        "max_steps",
+        "max_grad_norm",
+        "seed",
+        "bf16",
+        "gradient_checkpointing",
+        "logging_steps",
+        "save_steps",
+        "save_total_limit",
+        "dataloader_num_workers",
+    )
+    values = {name: getattr(recipe, name) for name in same_names}
+    values.update(
         output_dir=str(output_dir),
-        per_device_train_batch_size=recipe.per_device_train_batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        optim=recipe.optim,
-        learning_rate=recipe.learning_rate,
-        weight_decay=recipe.weight_decay,
         warmup_steps=recipe.warmup_ratio,  # < 1: a ratio of the total steps (transformers 5.x)
-        lr_scheduler_type=recipe.lr_scheduler_type,
-        num_train_epochs=recipe.num_train_epochs,
-        max_steps=recipe.max_steps,
-        max_grad_norm=recipe.max_grad_norm,
-        seed=recipe.seed,
         data_seed=recipe.seed,
-        bf16=recipe.bf16,
-        gradient_checkpointing=recipe.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
-        logging_steps=recipe.logging_steps,
         save_strategy="steps",
-        save_steps=recipe.save_steps,
-        save_total_limit=recipe.save_total_limit,
         report_to=[] if recipe.report_to == "none" else [recipe.report_to],
-        dataloader_num_workers=recipe.dataloader_num_workers,
         remove_unused_columns=False,
         # text-only batches leave the projector without gradients: DDP must allow unused parameters
         ddp_find_unused_parameters=True,
