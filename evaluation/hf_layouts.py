@@ -15,7 +15,7 @@ import base64
 import os
 
 from . import mmbench, seed
-from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark
+from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark, skip_bad_row
 
 COLUMNS = {
     "mme": ("question_id", "image", "question", "answer", "category"),
@@ -114,12 +114,8 @@ def load_hf_layout(
         if benchmark == "seed" and row.get("data_type", "image") != "image":
             skipped.append(f"{source}: data_type {row.get('data_type')!r} (video) is not evaluated")
             continue
-        try:
+        with skip_bad_row(strict, skipped):
             records.extend(_convert(row, benchmark, source, rotate))
-        except BenchmarkFormatError as error:
-            if strict:
-                raise
-            skipped.append(str(error))
     return LoadedBenchmark(benchmark, records, layout=f"lmms-eval-parquet:{split_name}", skipped=skipped)
 
 

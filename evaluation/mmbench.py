@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from . import official_rules
-from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark
+from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark, skip_bad_row
 
 RULES = official_rules.RULE_SETS
 DEFAULT_RULES = official_rules.DEFAULT_RULES
@@ -87,12 +87,8 @@ def load_mmbench(path: str, benchmark: str = "mmbench", circular: bool = True, s
     records, skipped = [], []
     for line, row in rows:
         source = f"{tsv}:{line}"
-        try:
+        with skip_bad_row(strict, skipped):
             records.extend(_row_records(row, letters, images, source, benchmark, circular and not has_copies))
-        except BenchmarkFormatError as error:
-            if strict:
-                raise
-            skipped.append(str(error))
     layout = "mmbench-tsv" + ("-circular-copies" if has_copies else "-rotated" if circular else "")
     return LoadedBenchmark(benchmark, records, layout=layout, skipped=skipped)
 

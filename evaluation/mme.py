@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from . import official_rules
-from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark
+from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark, skip_bad_row
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
 COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
@@ -87,17 +87,13 @@ def load_mme(root: str, strict: bool = True) -> LoadedBenchmark:
         layouts.add(layout)
         for txt_path, image_dir in pairs:
             stem = os.path.splitext(os.path.basename(txt_path))[0]
-            try:
+            with skip_bad_row(strict, skipped):
                 image_path = _find_image(image_dir, stem)
                 if image_path is None:
                     raise BenchmarkFormatError(
                         f"{txt_path}:1: no image named {stem}{{{','.join(IMAGE_EXTENSIONS)}}} in {image_dir}"
                     )
                 records.extend(_read_qa_file(txt_path, subtask, image_path))
-            except BenchmarkFormatError as error:
-                if strict:
-                    raise
-                skipped.append(str(error))
     if not records and not skipped:
         raise BenchmarkFormatError(f"no MME questions found under {root!r}; expected one of: " + "; ".join(LAYOUTS))
     return LoadedBenchmark("mme", records, layout="mme-" + "+".join(sorted(layouts)), skipped=skipped)

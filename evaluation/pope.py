@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from . import official_rules
-from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark, json_object
+from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark, json_object, skip_bad_row
 
 SPLITS = ("adversarial", "popular", "random")
 LAYOUT = (
@@ -68,12 +68,8 @@ def load_pope(root: str, strict: bool = True) -> LoadedBenchmark:
             for line_number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                try:
+                with skip_bad_row(strict, skipped):
                     records.append(_parse_line(line, split, f"{path}:{line_number}", dirs))
-                except BenchmarkFormatError as error:
-                    if strict:
-                        raise
-                    skipped.append(str(error))
     return LoadedBenchmark("pope", records, layout="pope-jsonl", skipped=skipped)
 
 

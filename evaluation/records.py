@@ -6,9 +6,11 @@ Images stay on disk (or as encoded bytes) until `load_image()` is called, so loa
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,3 +112,15 @@ def blank_image(size: int = 336):
 
 
 __all__ = ["BENCHMARKS", "BenchmarkFormatError", "EvalRecord", "LoadedBenchmark", "blank_image", "json_object"]
+
+
+@contextlib.contextmanager
+def skip_bad_row(strict: bool, skipped: list[str]) -> Iterator[None]:
+    """A loader's guard around one row: a `BenchmarkFormatError` inside is raised again when `strict`, otherwise its
+    message joins `skipped` and the loader goes on with the next row."""
+    try:
+        yield
+    except BenchmarkFormatError as error:
+        if strict:
+            raise
+        skipped.append(str(error))

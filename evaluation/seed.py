@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 
 from . import official_rules
 from .mmbench import DEFAULT_RULES, extract_choice
-from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark
+from .records import BenchmarkFormatError, EvalRecord, LoadedBenchmark, skip_bad_row
 
 DIMENSIONS = {
     1: "Scene Understanding",
@@ -72,12 +72,8 @@ def load_seed(path: str, strict: bool = True) -> LoadedBenchmark:
         if isinstance(row, dict) and row.get("data_type", "image") != "image":
             skipped.append(f"{source}: data_type {row.get('data_type')!r} (video) is not evaluated")
             continue
-        try:
+        with skip_bad_row(strict, skipped):
             records.append(_record(row, source, names, dirs))
-        except BenchmarkFormatError as error:
-            if strict:
-                raise
-            skipped.append(str(error))
     return LoadedBenchmark("seed", records, layout="seed-json", skipped=skipped)
 
 
