@@ -154,13 +154,7 @@ def build_ui(
             turns = gr.State([])
             with gr.Row():
                 with gr.Column(scale=1):
-                    image = gr.Image(
-                        type="filepath",
-                        label="Image",
-                        sources=["upload", "clipboard"],
-                        elem_id="chat-image",
-                        height=260,
-                    )
+                    image = _image_input(gr, "Image", "chat-image", height=260)
                     with gr.Accordion("Sampling", open=False, elem_id="chat-sampling"):
                         temperature = gr.Slider(
                             0.0, 2.0, value=0.0, step=0.05, label="temperature (0 = greedy)", elem_id="chat-temperature"
@@ -207,14 +201,7 @@ def build_ui(
             )
             with gr.Row():
                 agent_request = gr.Textbox(label="Request", lines=3, elem_id="agent-input", scale=3)
-                agent_image = gr.Image(
-                    type="filepath",
-                    label="Image (optional)",
-                    sources=["upload", "clipboard"],
-                    elem_id="agent-image",
-                    height=150,
-                    scale=1,
-                )
+                agent_image = _image_input(gr, "Image (optional)", "agent-image", height=150, scale=1)
             agent_button = gr.Button("Run", variant="primary", elem_id="agent-run")
             agent_status = gr.Markdown("", elem_id="agent-status")
             plan_table = gr.Dataframe(
@@ -233,3 +220,8 @@ def build_ui(
 
 
 __all__ = ["PLAN_HEADERS", "build_ui", "shapeworld_examples"]
+
+
+def _image_input(gr, label: str, elem_id: str, **layout):
+    """An image box that takes an upload or a pasted image and hands the handler its file path."""
+    return gr.Image(type="filepath", label=label, sources=["upload", "clipboard"], elem_id=elem_id, **layout)
