@@ -2,8 +2,8 @@
 tower) → stage 1 → stage 2 → stage 3 through `mage train`'s code path → evaluate every stage, the untrained model and
 a text-only baseline → report → save with a model card → reload in a fresh process → answer → run one agent request.
 
-    mage demo                                   # about 10 minutes on 2 CPU cores, everything under ./mage-demo
-    mage demo --quick                           # a shortened run that checks every step works (about 2 minutes)
+    mage demo                                   # the main job, everything under ./mage-demo (run time: README)
+    mage demo --quick                           # a shortened run that checks every step works
     mage demo --size small --steps 3000 --device cuda --output-dir runs/demo
 """
 
