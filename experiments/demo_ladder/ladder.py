@@ -274,6 +274,14 @@ def main() -> None:
         help="trainer path: train S1 and S2 on a demo data folder's rows (train/stage1_captions.json, "
         "train/stage2_instructions.json) instead of the ladder's; the held-out set stays the ladder's",
     )
+    p.add_argument("--demo-data-stages", default="1,2", help="with --demo-data: the stages that read its rows")
+    p.add_argument(
+        "--demo-s2",
+        choices=("as-is", "no-suffix", "four-types"),
+        default="as-is",
+        help="with --demo-data: its stage-2 rows as they are, without LLaVA's short-answer suffix, or only the "
+        "ladder's four question types (existence, colour of a shape, count of a shape, relation)",
+    )
     p.add_argument("--lr2", type=float, default=1e-3, help="S2 peak learning rate (trainer path)")
     p.add_argument("--projector-lr2", type=float, default=None, help="S2 projector learning rate (trainer path)")
     p.add_argument("--s0", type=int, default=1200)
@@ -282,6 +290,12 @@ def main() -> None:
     p.add_argument("--s2", type=int, default=5000)
     p.add_argument("--eval-every", type=int, default=2500)
     p.add_argument("--ntrain", type=int, default=20000)
+    p.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="with --stage0-from: no S1/S2, score that checkpoint on the held-out set (e.g. the demo's stage 2)",
+    )
+    p.add_argument("--pretokenize", action="store_true", help="trainer path: encode the rows' text before training")
     p.add_argument("--workers", type=int, default=0, help="trainer path: dataloader workers")
     p.add_argument("--name", default=None)
     p.add_argument("--out", type=Path, default=HERE / "results")
@@ -313,9 +327,14 @@ def main() -> None:
         + ("" if args.projector_lr2 is None else f"_plr{args.projector_lr2:g}")
         + ("" if args.s2 == 5000 else f"_s2x{args.s2}")
         + ("" if args.stage0_from is None else "_s0demo")
-        + ("" if args.demo_data is None else "_datademo")
+        + ("" if args.demo_data is None else "_datademo" + args.demo_data_stages.replace(",", ""))
+        + ("" if args.demo_s2 == "as-is" else f"_{args.demo_s2}")
+        + ("_pretok" if args.pretokenize else "")
+        + ("_evalonly" if args.eval_only else "")
         + f"_seed{args.seed}"
     )
+    if args.eval_only and args.stage0_from is None:
+        raise SystemExit("--eval-only scores the checkpoint of --stage0-from")
     if args.stage0_from is not None and (args.path, args.projector, args.tokenizer) != ("trainer", "ian", "bpe"):
         raise SystemExit("--stage0-from needs --path trainer --projector ian --tokenizer bpe (the demo's checkpoint)")
     T0 = time.time()
@@ -767,6 +786,29 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
     return run_from_checkpoint(args, model, processor, train, train_img, evaluate, log, R)
 
 
+def transform_demo_rows(path: Path, how: str, out: Path) -> Path:
+    """The demo's stage-2 rows at `path` without LLaVA's short-answer suffix (`no-suffix`) or only those of the
+    ladder's four question types (`four-types`), written to `out` with absolute image paths."""
+    import re
+
+    from shapeworld.text import LLAVA_SHORT_SUFFIX
+
+    four = re.compile(
+        r"^<image>\n(Is there an? \w+ \w+ in the image\?|What colour is the \w+\?|How many \w+ are there\?"
+        r"|Is the \w+ \w+ (to the left of|to the right of|above|below) the \w+ \w+\?)"
+    )
+    rows = []
+    for row in json.loads(path.read_text()):
+        turns = [dict(t) for t in row["conversations"]]
+        if how == "no-suffix":
+            turns[0]["value"] = turns[0]["value"].replace(LLAVA_SHORT_SUFFIX, "")
+        elif not four.match(turns[0]["value"]):
+            continue
+        rows.append({**row, "image": str(path.parent.resolve() / row["image"]), "conversations": turns})
+    out.write_text(json.dumps(rows))
+    return out
+
+
 def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log, R):
     """S1 and S2 through `training.api.train` from `model` and its `processor`; returns the S2 model and the
     processor's pixel function."""
@@ -788,6 +830,8 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
 
     check = pixels(train_img[:4])
     R["processor_vs_reference_pixels_maxdiff"] = round(float((check - pix(train_img[:4])).abs().max()), 5)
+    if args.eval_only:  # score the checkpoint as it is (e.g. the demo's own stage 2) on the ladder's held-out set
+        return model, pixels
 
     work = Path(tempfile.mkdtemp(prefix=f"ladder_{args.seed}_", dir=args.cache))
     (work / "images").mkdir()
@@ -830,6 +874,7 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
         "save_steps": 10**9,
         "seed": args.seed,
         "dataloader_num_workers": args.workers,
+        "pretokenize": args.pretokenize,
         "projector_lr": None,
         "itdm_weight": args.itdm,
         "itdm_text_source": args.itdm_source,
@@ -865,9 +910,12 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
 
     r1 = load_recipe("stage1_tiny", {**common, "learning_rate": 2e-3, "max_steps": args.s1})
     s1_data, s2_data = work / "s1.json", work / "s2.json"
-    if args.demo_data is not None:  # the demo's own training rows (their images beside them)
+    if args.demo_data is not None and "1" in args.demo_data_stages:  # the demo's rows (their images beside them)
         s1_data = args.demo_data / "train" / "stage1_captions.json"
+    if args.demo_data is not None and "2" in args.demo_data_stages:
         s2_data = args.demo_data / "train" / "stage2_instructions.json"
+        if args.demo_s2 != "as-is":
+            s2_data = transform_demo_rows(s2_data, args.demo_s2, work / "s2_demo.json")
     mage_train(r1, work / "m0", s1_data, work / "s1", callbacks=[Timer("S1_projector")], **extra)
     r2 = load_recipe(
         "stage2_tiny",
