@@ -335,8 +335,8 @@ def main() -> None:
     )
     if args.eval_only and args.stage0_from is None:
         raise SystemExit("--eval-only scores the checkpoint of --stage0-from")
-    if args.stage0_from is not None and (args.path, args.projector, args.tokenizer) != ("trainer", "ian", "bpe"):
-        raise SystemExit("--stage0-from needs --path trainer --projector ian --tokenizer bpe (the demo's checkpoint)")
+    if args.stage0_from is not None and (args.path, args.tokenizer) != ("trainer", "bpe"):
+        raise SystemExit("--stage0-from needs --path trainer --tokenizer bpe (the demo's checkpoint)")
     T0 = time.time()
     R: dict = {
         "name": name,
@@ -732,16 +732,19 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
         parts = tuple(args.seb_parts.split("+")) if args.seb_parts else ("cnn", "attn", "mlp")
         patch_seb_vab_stream(gated=args.seb_gated, parts=parts)
     if args.stage0_from is not None:
-        return run_from_checkpoint(
-            args,
-            MageForConditionalGeneration.from_pretrained(args.stage0_from),
-            MageProcessor.from_pretrained(args.stage0_from),
-            train,
-            train_img,
-            evaluate,
-            log,
-            R,
-        )
+        model = MageForConditionalGeneration.from_pretrained(args.stage0_from)
+        if projector != model.config.projector_type:  # the checkpoint's tower and LM, a fresh projector of this type
+            config = model.config
+            config.projector_type = projector
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(args.seed)
+                fresh = MageForConditionalGeneration(config)
+            state = {k: v for k, v in model.state_dict().items() if ".multi_modal_projector." not in k}
+            missing, unexpected = fresh.load_state_dict(state, strict=False)
+            assert not unexpected and all(".multi_modal_projector." in k for k in missing), (missing, unexpected)
+            model = fresh
+        processor = MageProcessor.from_pretrained(args.stage0_from)
+        return run_from_checkpoint(args, model, processor, train, train_img, evaluate, log, R)
     config = MageConfig(
         vision_config=llava.config.vision_config.to_dict(),
         text_config=llava.config.text_config.to_dict(),
