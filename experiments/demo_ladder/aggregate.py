@@ -44,13 +44,16 @@ def main() -> None:
         blank = [r["eval"]["final_blank_image"]["mean"] for r in runs]
         marks = sorted({k for r in runs for k in r["eval"] if k.startswith("S2@")}, key=lambda k: int(k[3:]))
         curve = {k: [r["eval"][k]["mean"] for r in runs if k in r["eval"]] for k in marks}
-        speed = [r["stages"]["S2_proj_llm"]["steps_per_s"] for r in runs]
-        steps = runs[0]["stages"]["S2_proj_llm"]["steps"]
-        curve_text = (
-            ", ".join(f"{k[3:]}: {statistics.fmean(v):.2f}" for k, v in curve.items())
-            + f", {steps}: "
-            + (f"{statistics.fmean(final['mean']):.2f}")
-        )
+        speed = [r["stages"]["S2_proj_llm"]["steps_per_s"] for r in runs if "S2_proj_llm" in r["stages"]]
+        if speed:
+            steps = runs[0]["stages"]["S2_proj_llm"]["steps"]
+            curve_text = (
+                ", ".join(f"{k[3:]}: {statistics.fmean(v):.2f}" for k, v in curve.items())
+                + f", {steps}: "
+                + (f"{statistics.fmean(final['mean']):.2f}")
+            )
+        else:  # --eval-only: a checkpoint scored as it is
+            curve_text = "(scored only)"
         seeds = ",".join(str(r["args"]["seed"]) for r in runs)
         lines.append(
             f"| {rung} | {seeds} | "

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# Runs ladder jobs (one per line of a jobs file: the ladder.py flags) two at a time, one torch thread each.
-#   bash experiments/demo_ladder/queue.sh experiments/demo_ladder/jobs_session1.txt
+# Runs ladder jobs (one per line of a jobs file: the ladder.py flags) two at a time, one torch thread each; the run
+# of job line N logs to logs/<jobs file>_N.log.
+#   bash experiments/demo_ladder/queue.sh experiments/demo_ladder/jobs_rungs0-3.txt
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-mkdir -p experiments/demo_ladder/logs
-PY=${PYTHON:-.venv/bin/python}
-grep -v '^#' "$1" | grep . | xargs -P 2 -I{} sh -c \
-  "$PY experiments/demo_ladder/ladder.py {} > \"experiments/demo_ladder/logs/\$(echo '{}' | tr ' -' '__').log\" 2>&1"
+n=$(grep -v '^#' "$1" | grep -c .)
+seq 1 "$n" | xargs -P 2 -I{} bash experiments/demo_ladder/run_lines.sh "$1" {}
