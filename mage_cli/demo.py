@@ -24,16 +24,16 @@ from mage_cli.demo_stages import (
     build_model,
     combine_stage0,
     evaluate_checkpoint,
+    generate_demo_data,
     loss_summary,
     pretrain_tower,
     second_core,
-    text_only_rows,
     train_stage,
+    train_text_lm,
 )
 from mage_cli.model_card import build_model_card
 from mage_cli.reload_check import reload_and_answer
-from shapeworld import dataset_paths, generate_dataset, get_difficulty, item_rng, sample_scene, scene_png, text_corpus
-from shapeworld.skills import write_skill_sets
+from shapeworld import get_difficulty, item_rng, sample_scene, scene_png
 from shapeworld.world import ObjectSpec
 
 OWNER_MARK = ".mage-demo"  # marks an output folder as the demo's own
@@ -146,45 +146,18 @@ def run(args: argparse.Namespace) -> int:
     progress.step(
         f"generate ShapeWorld ({settings.n_train} train scenes, {settings.difficulty}, {settings.image_size} px)"
     )
-    data = out / "data"
-    difficulty = settings.world()
-    generate_dataset(
-        str(data),
-        settings.n_train,
-        settings.n_eval,
-        seed=args.seed,
-        image_size=settings.image_size,
-        difficulty=difficulty,
-    )
-    paths = dataset_paths(str(data))
-    paths["skills"] = str(
-        write_skill_sets(data / "eval" / "skills", settings.skill_questions, args.seed, difficulty, settings.image_size)
-    )
-    text_path = data / "train" / "stage0_text.json"
-    text_path.write_text(json.dumps(text_only_rows(paths)))
+    paths = generate_demo_data(settings, out / "data", args.seed)
     progress.done()
 
     progress.step("build a tiny MAGE (tiny CLIP + tiny Llama) and a tokenizer trained on ShapeWorld text")
-    corpus = list(text_corpus(num_scenes=400, seed=args.seed, difficulty=difficulty))
-    init = build_model(settings, corpus, args.seed, models / "untrained")
+    init = build_model(settings, args.seed, models / "untrained")
     progress.done(f"→ {init}")
 
     side = second_core(max(1, args.threads))
     try:
         progress.step("stage 0: text-only LM pretraining (plays Vicuna) and CLIP-style tower pretraining (plays CLIP)")
         tower_future = side.submit(pretrain_tower, init, paths, settings, args.seed, models / "stage0-tower")
-        lm = train_stage(
-            "stage2_tiny",
-            init,
-            text_path,
-            models / "stage0-lm",
-            settings.lm_steps,
-            settings,
-            args.seed,
-            args.device,
-            itdm_weight=0.0,
-            learning_rate=2e-3,
-        )
+        lm = train_text_lm(init, paths, models / "stage0-lm", settings, args.seed, args.device)
         tower_report, tower = tower_future.result()
         stage0 = combine_stage0(lm, tower, models / "stage0")
         progress.done(

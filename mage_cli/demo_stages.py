@@ -14,7 +14,8 @@ from pathlib import Path
 from PIL import Image
 
 from evaluation.api import evaluate
-from shapeworld import Difficulty, get_difficulty
+from shapeworld import Difficulty, dataset_paths, generate_dataset, get_difficulty, text_corpus
+from shapeworld.skills import write_skill_sets
 from tool_use.eval_plans import evaluate_plan_model
 from training.recipes import load_recipe
 
@@ -153,9 +154,28 @@ def text_only_rows(paths: dict[str, str]) -> list[dict]:
     return rows + in_context
 
 
-def build_model(settings: DemoSettings, corpus: list[str], seed: int, out: Path) -> Path:
+def generate_demo_data(settings: DemoSettings, data: Path, seed: int) -> dict[str, str]:
+    """The demo's ShapeWorld data under `data`: the splits (`generate_dataset`), the held-out skill set and stage 0's
+    text-only rows. Returns `dataset_paths` plus `"skills"` and `"stage0_text"`."""
+    difficulty = settings.world()
+    generate_dataset(
+        str(data), settings.n_train, settings.n_eval, seed=seed, image_size=settings.image_size, difficulty=difficulty
+    )
+    paths = dataset_paths(str(data))
+    paths["skills"] = str(
+        write_skill_sets(data / "eval" / "skills", settings.skill_questions, seed, difficulty, settings.image_size)
+    )
+    text_path = data / "train" / "stage0_text.json"
+    text_path.write_text(json.dumps(text_only_rows(paths)))
+    paths["stage0_text"] = str(text_path)
+    return paths
+
+
+def build_model(settings: DemoSettings, seed: int, out: Path) -> Path:
+    """The untrained tiny MAGE and its processor (a tokenizer trained on ShapeWorld text), saved to `out`."""
     from mage_testing.tiny import build_tiny_mage  # heavy
 
+    corpus = list(text_corpus(num_scenes=400, seed=seed, difficulty=settings.world()))
     model, processor = build_tiny_mage(
         corpus,
         image_size=settings.image_size,
@@ -206,6 +226,25 @@ def train_stage(
     extra = {"adam_beta2": settings.adam_beta2} | ({"use_cpu": True} if device == "cpu" else {})
     # the demo's own folder (`OWNER_MARK`): a second `mage demo` into it replaces its stages
     return train(recipe, model_path, data, out, disable_tqdm=False, overwrite=True, **extra)
+
+
+def train_text_lm(
+    model_path: Path, paths: dict[str, str], out: Path, settings: DemoSettings, seed: int, device: str | None
+) -> Path:
+    """Stage 0 (text): the LM on the text-only rows (`paths["stage0_text"]`), through `mage train`'s code path with
+    the stage-2 recipe, no ITDM (no images) and a higher learning rate (the LM starts from scratch)."""
+    return train_stage(
+        "stage2_tiny",
+        model_path,
+        Path(paths["stage0_text"]),
+        out,
+        settings.lm_steps,
+        settings,
+        seed,
+        device,
+        itdm_weight=0.0,
+        learning_rate=2e-3,
+    )
 
 
 def pretrain_tower(model_path: Path, paths: dict[str, str], settings: DemoSettings, seed: int, out: Path):

@@ -24,11 +24,10 @@ from mage_cli.demo_stages import (  # noqa: E402
     DemoSettings,
     build_model,
     combine_stage0,
+    generate_demo_data,
     pretrain_tower,
-    text_only_rows,
-    train_stage,
+    train_text_lm,
 )
-from shapeworld import dataset_paths, generate_dataset, text_corpus  # noqa: E402
 
 
 def main() -> None:
@@ -42,34 +41,11 @@ def main() -> None:
         return
     t0 = time.time()
     settings = DemoSettings()
-    data, models = args.out / "data", args.out / "models"
-    difficulty = settings.world()
-    generate_dataset(
-        str(data),
-        settings.n_train,
-        settings.n_eval,
-        seed=args.seed,
-        image_size=settings.image_size,
-        difficulty=difficulty,
-    )
-    paths = dataset_paths(str(data))
-    text_path = data / "train" / "stage0_text.json"
-    text_path.write_text(json.dumps(text_only_rows(paths)))
-    corpus = list(text_corpus(num_scenes=400, seed=args.seed, difficulty=difficulty))
-    init = build_model(settings, corpus, args.seed, models / "untrained")
+    models = args.out / "models"
+    paths = generate_demo_data(settings, args.out / "data", args.seed)
+    init = build_model(settings, args.seed, models / "untrained")
     report, tower = pretrain_tower(init, paths, settings, args.seed, models / "stage0-tower")
-    lm = train_stage(
-        "stage2_tiny",
-        init,
-        text_path,
-        models / "stage0-lm",
-        settings.lm_steps,
-        settings,
-        args.seed,
-        "cpu",
-        itdm_weight=0.0,
-        learning_rate=2e-3,
-    )
+    lm = train_text_lm(init, paths, models / "stage0-lm", settings, args.seed, "cpu")
     combine_stage0(lm, tower, models / "stage0")
     summary = {
         "seed": args.seed,

@@ -1,0 +1,112 @@
+"""Stage 3's forgetting (issue 23): the demo's stage 3 (tool plans, 300 updates) from one stage-2 checkpoint, with the
+demo's settings and with more replay of the stage-2 rows and/or a lower learning rate, three training seeds each.
+Scores: the held-out skills the stage-2 model had (the demo's skill set, generation as the demo's report) and the
+held-out plans (valid share, argument match).
+
+    python experiments/stage3_forgetting/stage3_replay.py --demo-dir /tmp/demo_new_s0 \
+        --out experiments/stage3_forgetting/results
+
+`--demo-dir` is a `mage demo` output folder (its `models/stage2` and `data/`); one JSON per (setting, seed) is written
+to `--out` and a finished one is not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from evaluation.skills import skill_accuracy  # noqa: E402
+from mage_cli.demo_stages import DemoSettings, train_stage  # noqa: E402
+from modeling_mage import MageForConditionalGeneration  # noqa: E402
+from processing_mage import MageProcessor  # noqa: E402
+from tool_use.eval_plans import evaluate_plan_model  # noqa: E402
+
+# name: (replay_ratio, learning_rate); "demo" is the demo's stage 3 as it runs today
+SETTINGS = {
+    "demo": (0.1, 1e-3),
+    "replay0.5": (0.5, 1e-3),
+    "lr2e-4": (0.1, 2e-4),
+    "replay0.5_lr2e-4": (0.5, 2e-4),
+}
+
+
+def score(model_path: Path, data: Path, plans_limit: int) -> dict:
+    model = MageForConditionalGeneration.from_pretrained(model_path).eval()
+    processor = MageProcessor.from_pretrained(model_path)
+    skills = skill_accuracy(model, processor, data / "eval" / "skills" / "skills.jsonl")
+    plans = evaluate_plan_model(
+        model, processor, data / "eval" / "stage3_tools.json", batch_size=16, limit=plans_limit, max_new_tokens=160
+    )
+    keep = ("parse_rate", "valid_rate", "exact_match", "node_f1", "arg_value_f1")
+    return {"skills": skills, "plans": {k: v for k, v in plans.items() if k in keep and not isinstance(v, dict)}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--demo-dir", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--plans", type=int, default=60, help="held-out plan requests scored (the demo's limit)")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    data, stage2 = args.demo_dir / "data", args.demo_dir / "models" / "stage2"
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    base_file = args.out / "stage2.json"
+    if not base_file.is_file():
+        base_file.write_text(json.dumps({"model": str(stage2), "commit": commit, **score(stage2, data, args.plans)}))
+    settings = DemoSettings()
+    for name in args.settings:
+        replay, lr = SETTINGS[name]
+        for seed in args.seeds:
+            out_file = args.out / f"{name}_seed{seed}.json"
+            if out_file.is_file():
+                continue
+            work = Path(tempfile.mkdtemp(prefix="stage3_"))
+            t0 = time.time()
+            model = train_stage(
+                "stage3_tiny",
+                stage2,
+                data / "train" / "stage3_tools.json",
+                work / "stage3",
+                settings.stage3_steps,
+                settings,
+                seed,
+                "cpu",
+                replay_data=str(data / "train" / "stage2_instructions.json"),
+                replay_ratio=replay,
+                learning_rate=lr,
+                max_length=512,
+            )
+            result = {
+                "setting": name,
+                "replay_ratio": replay,
+                "learning_rate": lr,
+                "seed": seed,
+                "steps": settings.stage3_steps,
+                "settings": dataclasses.asdict(settings),
+                "commit": commit,
+                "train_s": round(time.time() - t0, 1),
+                **score(model, data, args.plans),
+            }
+            out_file.write_text(json.dumps(result, indent=1))
+            print(name, seed, result["skills"], result["plans"], flush=True)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
