@@ -36,6 +36,9 @@ class DemoSettings:
     stage1_steps: int = 1600
     stage2_steps: int = 5000
     stage3_steps: int = 300
+    # stage 3's share of replayed stage-2 rows and its peak learning rate (experiments/stage3_forgetting)
+    stage3_replay_ratio: float = 0.1
+    stage3_learning_rate: float = 1e-3
     batch_size: int = 32
     # MAGE as the paper defines it: ITG + ITDM, at the ladder's weight, not the paper's 1 (docs/DECISIONS.md)
     itdm_weight: float = 0.1
