@@ -28,14 +28,13 @@ if str(ROOT) not in sys.path:
 def build(workdir: Path, n_rows: int, seed: int):
     """The demo's data (ShapeWorld, its difficulty and question mix) and its untrained tiny MAGE."""
     from mage_cli.demo_stages import DemoSettings, build_model
-    from shapeworld import dataset_paths, generate_dataset, text_corpus
+    from shapeworld import dataset_paths, generate_dataset
 
     settings = DemoSettings()
     difficulty = settings.world()
     generate_dataset(str(workdir / "data"), n_rows, 0, seed=seed, image_size=settings.image_size, difficulty=difficulty)
     paths = dataset_paths(str(workdir / "data"))
-    corpus = list(text_corpus(num_scenes=400, seed=seed, difficulty=difficulty))
-    model_path = build_model(settings, corpus, seed, workdir / "model")
+    model_path = build_model(settings, seed, workdir / "model")
     return settings, Path(paths["stage2"]), model_path
 
 
