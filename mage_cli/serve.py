@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         return _error(problem)
     import torch  # heavy
 
-    from serving.app import ServeOptions, Server, build_app  # optional
+    from mage_cli.serving.app import ServeOptions, Server, build_app  # optional
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)

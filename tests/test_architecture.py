@@ -18,8 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("training", "tool_use"),
     ("evaluation",),
     ("alignment",),  # objectives plug into training through its registry; training never imports alignment
-    ("serving",),
-    ("mage_cli", "benchmarks"),  # the console script; the speed and cost benchmarks (studies live in experiments/)
+    ("mage_cli", "benchmarks"),  # the console script and `mage serve`'s app; the speed and cost benchmarks
 )
 FORBIDDEN = {("evaluation", "training")}  # allowed by the ranks, excluded by design (evaluation never trains)
 RANK = {package: rank for rank, layer in enumerate(LAYERS) for package in layer}

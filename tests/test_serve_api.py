@@ -20,7 +20,7 @@ if importlib.util.find_spec("gradio") is None or importlib.util.find_spec("fasta
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-from serving.app import ServeOptions, Server, build_app  # noqa: E402
+from mage_cli.serving.app import ServeOptions, Server, build_app  # noqa: E402
 from tool_use.generation import generate_text  # noqa: E402
 
 QUESTIONS = ["What is in the image?", "What colour is the large shape?"]
@@ -357,7 +357,7 @@ def test_cli_serves_a_checkpoint(tiny_mage_dir, tmp_path):
 
 
 def test_json_error_shape():
-    from serving.errors import RequestError
+    from mage_cli.serving.errors import RequestError
 
     body = RequestError(429, "full", code="queue_full").to_json()
     assert json.loads(json.dumps(body)) == {"error": {"message": "full", "type": "rate_limit_error", "param": None,
@@ -368,8 +368,8 @@ def test_a_decompression_bomb_is_too_large_not_unreadable():
     """200 MP is past PIL's own bomb limit (it refuses to open it): still 'image_too_large', not 'not an image'."""
     from PIL import Image
 
-    from serving.errors import RequestError
-    from serving.images import decode_image
+    from mage_cli.serving.errors import RequestError
+    from mage_cli.serving.images import decode_image
 
     buffer = io.BytesIO()
     Image.new("1", (20000, 10000)).save(buffer, format="PNG")

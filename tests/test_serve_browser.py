@@ -28,7 +28,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
-from serving.app import ServeOptions, Server, build_app  # noqa: E402
+from mage_cli.serving.app import ServeOptions, Server, build_app  # noqa: E402
 from tool_use.schema import plan_to_text  # noqa: E402
 
 QUESTION = "What is in the image?"

@@ -1,6 +1,6 @@
 """Images a client sends: data URLs, uploaded files and local paths under an allowed folder, all checked the same way.
 
-Every failure is a :class:`~serving.errors.RequestError` with an HTTP status and one readable line: not base64, not an
+Every failure is a :class:`~mage_cli.serving.errors.RequestError` with an HTTP status and one readable line: not base64, not an
 image, corrupt, more pixels than the limit (checked from the header, before the pixels are decoded), a path outside
 the allowed folder (resolved with `tool_use.media.confine`, so `..`, absolute paths and symlinks cannot escape).
 """

@@ -1,8 +1,8 @@
 """The web chat at ``/``: a Gradio Blocks app with a chat tab (image, several turns, streamed answers, regenerate,
 clear, sampling settings, ShapeWorld examples) and an agent tab (plan table, step status, images and texts).
 
-Both tabs go through the same code as the API: the chat through :class:`serving.engine.Engine` (the same checks,
-queue and batches), the agent through :class:`serving.agent.AgentRunner`. A bad input is a message under the chat
+Both tabs go through the same code as the API: the chat through :class:`mage_cli.serving.engine.Engine` (the same checks,
+queue and batches), the agent through :class:`mage_cli.serving.agent.AgentRunner`. A bad input is a message under the chat
 (``#chat-error``), never a dead server.
 """
 
@@ -85,7 +85,7 @@ def build_ui(
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     title: str = "MAGE",
 ) -> Any:
-    """The Gradio Blocks app (not launched: `serving.app` mounts it on the API's FastAPI app)."""
+    """The Gradio Blocks app (not launched: `mage_cli.serving.app` mounts it on the API's FastAPI app)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr  # optional
 
