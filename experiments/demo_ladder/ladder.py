@@ -282,6 +282,12 @@ def main() -> None:
         help="with --demo-data: its stage-2 rows as they are, without LLaVA's short-answer suffix, or only the "
         "ladder's four question types (existence, colour of a shape, count of a shape, relation)",
     )
+    p.add_argument(
+        "--demo-min-objects",
+        type=int,
+        default=1,
+        help="with --demo-data: keep only its rows whose scene holds at least this many objects",
+    )
     p.add_argument("--lr2", type=float, default=1e-3, help="S2 peak learning rate (trainer path)")
     p.add_argument("--projector-lr2", type=float, default=None, help="S2 projector learning rate (trainer path)")
     p.add_argument("--s0", type=int, default=1200)
@@ -329,6 +335,7 @@ def main() -> None:
         + ("" if args.stage0_from is None else "_s0demo")
         + ("" if args.demo_data is None else "_datademo" + args.demo_data_stages.replace(",", ""))
         + ("" if args.demo_s2 == "as-is" else f"_{args.demo_s2}")
+        + ("" if args.demo_min_objects == 1 else f"_minobj{args.demo_min_objects}")
         + ("_pretok" if args.pretokenize else "")
         + ("_evalonly" if args.eval_only else "")
         + f"_seed{args.seed}"
@@ -789,6 +796,22 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
     return run_from_checkpoint(args, model, processor, train, train_img, evaluate, log, R)
 
 
+def demo_rows_min_objects(path: Path, min_objects: int, out: Path) -> Path:
+    """The demo's rows at `path` (either stage) whose scene holds at least `min_objects` objects (the data folder's
+    `scenes.jsonl`), written to `out` with absolute image paths."""
+    counts = {}
+    for line in (path.parent / "scenes.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        counts[record["image"]] = len(record["scene"]["objects"])
+    rows = [
+        {**row, "image": str(path.parent.resolve() / row["image"])}
+        for row in json.loads(path.read_text())
+        if counts[row["image"]] >= min_objects
+    ]
+    out.write_text(json.dumps(rows))
+    return out
+
+
 def transform_demo_rows(path: Path, how: str, out: Path) -> Path:
     """The demo's stage-2 rows at `path` without LLaVA's short-answer suffix (`no-suffix`) or only those of the
     ladder's four question types (`four-types`), written to `out` with absolute image paths."""
@@ -919,6 +942,13 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
         s2_data = args.demo_data / "train" / "stage2_instructions.json"
         if args.demo_s2 != "as-is":
             s2_data = transform_demo_rows(s2_data, args.demo_s2, work / "s2_demo.json")
+    if args.demo_data is not None and args.demo_min_objects > 1:
+        if args.demo_s2 != "as-is":
+            raise SystemExit("--demo-min-objects filters the demo's rows as they are (--demo-s2 as-is)")
+        if "1" in args.demo_data_stages:
+            s1_data = demo_rows_min_objects(s1_data, args.demo_min_objects, work / "s1_min_objects.json")
+        if "2" in args.demo_data_stages:
+            s2_data = demo_rows_min_objects(s2_data, args.demo_min_objects, work / "s2_min_objects.json")
     mage_train(r1, work / "m0", s1_data, work / "s1", callbacks=[Timer("S1_projector")], **extra)
     r2 = load_recipe(
         "stage2_tiny",
