@@ -22,7 +22,9 @@ def _scenes(folder: Path, limit: int) -> list[dict]:
 
     scenes = [{"image": path, "scene": scene} for path, scene in itertools.islice(read_scenes([folder]).items(), limit)]
     if not scenes:
-        raise FileNotFoundError(f"no scenes in {folder / 'scenes.jsonl'}: the probe needs ShapeWorld splits with their scenes")
+        raise FileNotFoundError(
+            f"no scenes in {folder / 'scenes.jsonl'}: the probe needs ShapeWorld splits with their scenes"
+        )
     return scenes
 
 

@@ -91,30 +91,102 @@ SHAPES: dict[str, Shapes] = {
     # The tests' tiny model (docs/DECISIONS.md, Tooling): 16 patches; Q = 4 is the 4× reduction, Q = 16 keeps every
     # token.
     "tiny": Shapes(
-        name="tiny", image_size=64, patch_size=16, vision_hidden=64, vision_layers=2, vision_heads=4, vision_mlp=128,
-        lm_hidden=128, lm_layers=2, lm_heads=4, lm_kv_heads=2, lm_mlp=256, vocab_size=1000, batch_size=2,
-        stage1_text_tokens=8, stage2_text_tokens=8, prompt_text_tokens=6, decode_new_tokens=4, queries=(4, 16),
-        seb_hidden=64, seb_layers=1, seb_heads=4, max_positions=512, decode_batches=(1, 2), lora_rank=4,
+        name="tiny",
+        image_size=64,
+        patch_size=16,
+        vision_hidden=64,
+        vision_layers=2,
+        vision_heads=4,
+        vision_mlp=128,
+        lm_hidden=128,
+        lm_layers=2,
+        lm_heads=4,
+        lm_kv_heads=2,
+        lm_mlp=256,
+        vocab_size=1000,
+        batch_size=2,
+        stage1_text_tokens=8,
+        stage2_text_tokens=8,
+        prompt_text_tokens=6,
+        decode_new_tokens=4,
+        queries=(4, 16),
+        seb_hidden=64,
+        seb_layers=1,
+        seb_heads=4,
+        max_positions=512,
+        decode_batches=(1, 2),
+        lora_rank=4,
     ),
     # Scaled-down CPU setting of the issue: 256 patches → 64 queries, as 576 → 144.
     "small": Shapes(
-        name="small", image_size=224, patch_size=14, vision_hidden=384, vision_layers=6, vision_heads=6,
-        vision_mlp=1536, lm_hidden=512, lm_layers=8, lm_heads=8, lm_kv_heads=8, lm_mlp=1376, vocab_size=32064,
-        batch_size=4, stage1_text_tokens=32, stage2_text_tokens=64, prompt_text_tokens=32, decode_new_tokens=32,
-        queries=(64, 16, 144), seb_hidden=384, max_positions=2048,
+        name="small",
+        image_size=224,
+        patch_size=14,
+        vision_hidden=384,
+        vision_layers=6,
+        vision_heads=6,
+        vision_mlp=1536,
+        lm_hidden=512,
+        lm_layers=8,
+        lm_heads=8,
+        lm_kv_heads=8,
+        lm_mlp=1376,
+        vocab_size=32064,
+        batch_size=4,
+        stage1_text_tokens=32,
+        stage2_text_tokens=64,
+        prompt_text_tokens=32,
+        decode_new_tokens=32,
+        queries=(64, 16, 144),
+        seb_hidden=384,
+        max_positions=2048,
     ),
     # The paper: CLIP ViT-L/14-336 + Vicuna-7B / 13B, Q = 144 (576 / 4); LLaVA-1.5's batch per H100 and text lengths.
     "7b": Shapes(
-        name="7b", image_size=336, patch_size=14, vision_hidden=1024, vision_layers=24, vision_heads=16,
-        vision_mlp=4096, lm_hidden=4096, lm_layers=32, lm_heads=32, lm_kv_heads=32, lm_mlp=11008, vocab_size=32064,
-        batch_size=16, stage1_text_tokens=64, stage2_text_tokens=128, prompt_text_tokens=64, decode_new_tokens=128,
-        queries=(144, 64, 576), seb_hidden=1024, lora_rank=128,
+        name="7b",
+        image_size=336,
+        patch_size=14,
+        vision_hidden=1024,
+        vision_layers=24,
+        vision_heads=16,
+        vision_mlp=4096,
+        lm_hidden=4096,
+        lm_layers=32,
+        lm_heads=32,
+        lm_kv_heads=32,
+        lm_mlp=11008,
+        vocab_size=32064,
+        batch_size=16,
+        stage1_text_tokens=64,
+        stage2_text_tokens=128,
+        prompt_text_tokens=64,
+        decode_new_tokens=128,
+        queries=(144, 64, 576),
+        seb_hidden=1024,
+        lora_rank=128,
     ),
     "13b": Shapes(
-        name="13b", image_size=336, patch_size=14, vision_hidden=1024, vision_layers=24, vision_heads=16,
-        vision_mlp=4096, lm_hidden=5120, lm_layers=40, lm_heads=40, lm_kv_heads=40, lm_mlp=13824, vocab_size=32064,
-        batch_size=16, stage1_text_tokens=64, stage2_text_tokens=128, prompt_text_tokens=64, decode_new_tokens=128,
-        queries=(144, 64, 576), seb_hidden=1024, lora_rank=128,
+        name="13b",
+        image_size=336,
+        patch_size=14,
+        vision_hidden=1024,
+        vision_layers=24,
+        vision_heads=16,
+        vision_mlp=4096,
+        lm_hidden=5120,
+        lm_layers=40,
+        lm_heads=40,
+        lm_kv_heads=40,
+        lm_mlp=13824,
+        vocab_size=32064,
+        batch_size=16,
+        stage1_text_tokens=64,
+        stage2_text_tokens=128,
+        prompt_text_tokens=64,
+        decode_new_tokens=128,
+        queries=(144, 64, 576),
+        seb_hidden=1024,
+        lora_rank=128,
     ),
 }
 
@@ -320,17 +392,38 @@ def projector_elementwise(s: Shapes, spec: ModelSpec, backward: bool = False) ->
     if not backward:
         vab = _layer_norm(n * dv) + _gelu(n * dl) * hidden_linears + _layer_norm(n * dl)
         cnn = _gelu(n * c) * 2 + _pass(n * c, "binary") + _pass(n * c, "reduce") + _pass(q * dl) * 2
-        layer = (_layer_norm(q * dl) * 2 + _layer_norm(n * dl) + _pass(q * dl, "binary") * 2 + _gelu(4 * q * dl)
-                 + Elementwise(_FLOPS["softmax_score"][0] * heads * q * n, 0.0))
+        layer = (
+            _layer_norm(q * dl) * 2
+            + _layer_norm(n * dl)
+            + _pass(q * dl, "binary") * 2
+            + _gelu(4 * q * dl)
+            + Elementwise(_FLOPS["softmax_score"][0] * heads * q * n, 0.0)
+        )
         return vab + cnn + layer * s.seb_layers + (_layer_norm(q * dl) if s.seb_output_norm else Elementwise())
-    vab = (_pass(n * dv, "reduce") * 2 + _gelu(n * dl, True) * hidden_linears + _layer_norm(n * dl, True)
-           + _pass(n * dl, "reduce") * s.vab_depth)
-    cnn = (_gelu(n * c, True) * 2 + _pass(n * c, "binary") + _pass(n * c)  # the conv biases: in conv backward
-           + _pass(q * dl, "reduce") + _pass(q * dl, "copy"))  # out-projection bias, position-embedding gradient
-    layer = (_layer_norm(q * dl, True) * 2 + _layer_norm(n * dl, True) + _gelu(4 * q * dl, True)
-             + _pass(q * dl, "binary") * 2 + _pass(n * dl, "binary")  # accumulations: 2 residuals, K/V context
-             + _pass(q * dl, "reduce") * 3 + _pass(n * dl, "reduce") * 2 + _pass(4 * q * dl, "reduce")  # biases
-             + Elementwise(_FLOPS["softmax_score"][1] * heads * q * n, 0.0))
+    vab = (
+        _pass(n * dv, "reduce") * 2
+        + _gelu(n * dl, True) * hidden_linears
+        + _layer_norm(n * dl, True)
+        + _pass(n * dl, "reduce") * s.vab_depth
+    )
+    cnn = (
+        _gelu(n * c, True) * 2
+        + _pass(n * c, "binary")
+        + _pass(n * c)  # the conv biases: in conv backward
+        + _pass(q * dl, "reduce")
+        + _pass(q * dl, "copy")
+    )  # out-projection bias, position-embedding gradient
+    layer = (
+        _layer_norm(q * dl, True) * 2
+        + _layer_norm(n * dl, True)
+        + _gelu(4 * q * dl, True)
+        + _pass(q * dl, "binary") * 2
+        + _pass(n * dl, "binary")  # accumulations: 2 residuals, K/V context
+        + _pass(q * dl, "reduce") * 3
+        + _pass(n * dl, "reduce") * 2
+        + _pass(4 * q * dl, "reduce")  # biases
+        + Elementwise(_FLOPS["softmax_score"][1] * heads * q * n, 0.0)
+    )
     return vab + cnn + layer * s.seb_layers + (_layer_norm(q * dl, True) if s.seb_output_norm else Elementwise())
 
 
@@ -339,7 +432,7 @@ def _rms_norm(d: float, backward: bool = False) -> Elementwise:
     autograd chain of those (11 kernels over D, two of them for the weight gradient)."""
     if not backward:
         return _pass(d) + _pass(d, "reduce") + _pass(d) * 2
-    return (_pass(d) * 5 + _pass(d, "binary") * 4 + _pass(d, "reduce") * 2)
+    return _pass(d) * 5 + _pass(d, "binary") * 4 + _pass(d, "reduce") * 2
 
 
 def _rope(elements: float, backward: bool = False) -> Elementwise:
@@ -347,8 +440,9 @@ def _rope(elements: float, backward: bool = False) -> Elementwise:
     halves re-assembled by `slice_backward` (copies) and summed."""
     if not backward:
         return _pass(elements) * 2 + _pass(elements / 2) + _pass(elements, "copy") + _pass(elements, "binary")
-    return (_pass(elements) * 2 + _pass(elements / 2) + _pass(elements, "binary") * 2
-            + _pass(elements * 0.75, "copy") * 2)
+    return (
+        _pass(elements) * 2 + _pass(elements / 2) + _pass(elements, "binary") * 2 + _pass(elements * 0.75, "copy") * 2
+    )
 
 
 def lm_layer_elementwise(s: Shapes, tokens: float, backward: bool = False) -> Elementwise:
@@ -360,16 +454,31 @@ def lm_layer_elementwise(s: Shapes, tokens: float, backward: bool = False) -> El
     d, kv, f = s.lm_hidden, s.lm_kv_width, s.lm_mlp
     scores = s.lm_heads * tokens * tokens / 2
     if not backward:
-        per_token = (_rms_norm(d) * 2 + _rope(d) + _rope(kv) + _pass(kv, "copy") * 2 + _pass(d, "binary") * 2
-                     + _pass(f) + _pass(f, "binary"))
+        per_token = (
+            _rms_norm(d) * 2
+            + _rope(d)
+            + _rope(kv)
+            + _pass(kv, "copy") * 2
+            + _pass(d, "binary") * 2
+            + _pass(f)
+            + _pass(f, "binary")
+        )
         return per_token * tokens + Elementwise(_FLOPS["softmax_score"][0] * scores, 0.0)
-    per_token = (_rms_norm(d, True) * 2 + _rope(d, True) + _rope(kv, True) + _pass(d, "binary") * 5
-                 + _pass(d + kv, "copy") + _pass(f, "binary", 1) * 2 + _pass(f, "binary", _FLOPS["silu_backward"][1]))
+    per_token = (
+        _rms_norm(d, True) * 2
+        + _rope(d, True)
+        + _rope(kv, True)
+        + _pass(d, "binary") * 5
+        + _pass(d + kv, "copy")
+        + _pass(f, "binary", 1) * 2
+        + _pass(f, "binary", _FLOPS["silu_backward"][1])
+    )
     return per_token * tokens + Elementwise(_FLOPS["softmax_score"][1] * scores, 0.0)
 
 
-def lm_elementwise(s: Shapes, tokens: float, logit_tokens: float | None = None, backward: bool = False,
-                   image_tokens: float = 0) -> Elementwise:
+def lm_elementwise(
+    s: Shapes, tokens: float, logit_tokens: float | None = None, backward: bool = False, image_tokens: float = 0
+) -> Elementwise:
     """The LM over one sequence: the token-embedding gather, the image-feature scatter (`masked_scatter` of
     `image_tokens` rows into the embeddings), the decoder layers, the final RMSNorm and, on `logit_tokens` rows
     (default all), the cross-entropy: `log_softmax` over the vocabulary (forward) | `nll_loss_backward` (writes a
@@ -382,14 +491,18 @@ def lm_elementwise(s: Shapes, tokens: float, logit_tokens: float | None = None, 
         scatter = _pass(tokens * d, "copy") + _pass(image_tokens * d, "copy") if image_tokens else Elementwise()
         loss = _pass(logit_tokens * v, "unary", _FLOPS["log_softmax"][0])
         return embed + scatter + layers + loss
-    scatter = (_pass(tokens * d) + _pass(tokens * d, "reduce") + _pass(image_tokens * d, "copy")
-               if image_tokens else Elementwise())
+    scatter = (
+        _pass(tokens * d) + _pass(tokens * d, "reduce") + _pass(image_tokens * d, "copy")
+        if image_tokens
+        else Elementwise()
+    )
     loss = Elementwise(0.0, logit_tokens * v) + _pass(logit_tokens * v, "binary", _FLOPS["log_softmax"][1])
     return scatter + layers + loss
 
 
-def train_step_elementwise(s: Shapes, spec: ModelSpec, stage: int, checkpointing: bool = False
-                           ) -> dict[str, Elementwise]:
+def train_step_elementwise(
+    s: Shapes, spec: ModelSpec, stage: int, checkpointing: bool = False
+) -> dict[str, Elementwise]:
     """Element-wise work of one training sample, by part (the counterpart of `train_step_flops`).
 
     The tower runs forward only; the projector and the LM run forward and backward in both stages (stage 1
@@ -413,13 +526,19 @@ def train_step_elementwise(s: Shapes, spec: ModelSpec, stage: int, checkpointing
     parts = {
         "tower": tower_elementwise(s),
         "projector": projector_elementwise(s, spec) + projector_elementwise(s, spec, backward=True),
-        "lm": (lm_elementwise(s, tokens, image_tokens=image) + lm_elementwise(s, tokens, backward=True,
-                                                                               image_tokens=image)
-               + (lm_layer_elementwise(s, tokens) * s.lm_layers if checkpointing else Elementwise())
-               + (embedding_grad if stage == 2 else Elementwise())),
-        "itdm": (lm_elementwise(s, text, logit_tokens=0) + _pass(image * s.lm_hidden, "reduce")  # + mean over Q
-                 + _pass(image * s.lm_hidden, "binary")  # its gradient joins the LM's on the image tokens
-                 if (spec.projector == "ian" and spec.itdm) else Elementwise()),
+        "lm": (
+            lm_elementwise(s, tokens, image_tokens=image)
+            + lm_elementwise(s, tokens, backward=True, image_tokens=image)
+            + (lm_layer_elementwise(s, tokens) * s.lm_layers if checkpointing else Elementwise())
+            + (embedding_grad if stage == 2 else Elementwise())
+        ),
+        "itdm": (
+            lm_elementwise(s, text, logit_tokens=0)
+            + _pass(image * s.lm_hidden, "reduce")  # + mean over Q
+            + _pass(image * s.lm_hidden, "binary")  # its gradient joins the LM's on the image tokens
+            if (spec.projector == "ian" and spec.itdm)
+            else Elementwise()
+        ),
         "optimizer": optimizer * (1.0 / s.batch_size),
     }
     return parts
@@ -429,8 +548,11 @@ def prefill_elementwise(s: Shapes, spec: ModelSpec) -> Elementwise:
     """Element-wise work of a generation prefill for one prompt (forward only, no loss: logits of the last token)."""
     image = spec.image_tokens(s)
     tokens = image + s.prompt_text_tokens
-    return (tower_elementwise(s) + projector_elementwise(s, spec)
-            + lm_elementwise(s, tokens, logit_tokens=0, image_tokens=image))
+    return (
+        tower_elementwise(s)
+        + projector_elementwise(s, spec)
+        + lm_elementwise(s, tokens, logit_tokens=0, image_tokens=image)
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ time model
@@ -454,8 +576,9 @@ def step_seconds(matmul_flops: float, elementwise: Elementwise, machine: Machine
     return {"matmul_s": matmul_s, "elementwise_s": elementwise_s, "total_s": matmul_s + elementwise_s}
 
 
-def train_step_seconds(s: Shapes, spec: ModelSpec, stage: int, machine: Machine,
-                       checkpointing: bool = False) -> dict[str, float]:
+def train_step_seconds(
+    s: Shapes, spec: ModelSpec, stage: int, machine: Machine, checkpointing: bool = False
+) -> dict[str, float]:
     """Predicted seconds of one training sample on `machine` (`step_seconds` of the matmul and element-wise
     counts)."""
     flops = train_step_flops(s, spec, stage, checkpointing)
@@ -508,8 +631,12 @@ def training_memory_bytes(
     activations = s.batch_size * (lm_acts + logits + projector_acts) * precision.activation_bytes
     weights = sum(params.values()) * precision.weight_bytes
     states = trainable * (precision.grad_bytes + precision.optimizer_bytes)
-    return {"weights": weights, "grads_and_optimizer": states, "activations": activations,
-            "total": weights + states + activations}
+    return {
+        "weights": weights,
+        "grads_and_optimizer": states,
+        "activations": activations,
+        "total": weights + states + activations,
+    }
 
 
 def lora_params(s: Shapes, rank: int) -> float:
@@ -532,13 +659,21 @@ def qlora_memory_bytes(s: Shapes, spec: ModelSpec, rank: int | None = None, acti
     quantised = decoder * 0.53
     full_precision = (embeddings + params["tower"] + params["projector"]) * 4
     trainable = (lora_params(s, rank) + params["projector"]) * 12  # grads + 2 moments (weights counted above for
-    trainable += lora_params(s, rank) * 4                          # the projector, here for LoRA)
+    trainable += lora_params(s, rank) * 4  # the projector, here for LoRA)
     tokens = spec.image_tokens(s) + s.stage2_text_tokens
-    activations = s.batch_size * (s.lm_layers * tokens * d + 2 * tokens * s.vocab_size + (6 * d + 4 * s.lm_mlp)
-                                  * tokens) * activation_bytes
+    activations = (
+        s.batch_size
+        * (s.lm_layers * tokens * d + 2 * tokens * s.vocab_size + (6 * d + 4 * s.lm_mlp) * tokens)
+        * activation_bytes
+    )
     total = quantised + full_precision + trainable + activations
-    return {"quantised_decoder": quantised, "full_precision": full_precision, "trainable_states": trainable,
-            "activations": activations, "total": total}
+    return {
+        "quantised_decoder": quantised,
+        "full_precision": full_precision,
+        "trainable_states": trainable,
+        "activations": activations,
+        "total": total,
+    }
 
 
 def kv_cache_bytes(s: Shapes, spec: ModelSpec, batch: int, bytes_per_element: int = 4) -> float:
@@ -568,8 +703,13 @@ class Prediction:
     time_model: dict = field(default_factory=dict)  # speed-ups from `step_seconds` on a `Machine` (when given)
 
 
-def predict(s: Shapes, queries: int, precision: Precision = Precision(), checkpointing: bool = False,
-            machine: Machine | None = None) -> Prediction:
+def predict(
+    s: Shapes,
+    queries: int,
+    precision: Precision = Precision(),
+    checkpointing: bool = False,
+    machine: Machine | None = None,
+) -> Prediction:
     """FLOP-based predictions: time ∝ FLOPs (matmul + element-wise, equal efficiency for every FLOP), memory from
     `training_memory_bytes`; with a `machine`, also the time model's speed-ups (matmul FLOPs at its GEMM rate +
     element-wise traffic at its bandwidth)."""
@@ -584,15 +724,19 @@ def predict(s: Shapes, queries: int, precision: Precision = Precision(), checkpo
     ian_elementwise = train_step_elementwise(s, mage, 2, checkpointing)["projector"].flops
     time_model = {}
     if machine is not None:
+
         def ratio(stage: int, spec: ModelSpec) -> float:
-            return (train_step_seconds(s, llava, stage, machine, checkpointing)["total_s"]
-                    / train_step_seconds(s, spec, stage, machine, checkpointing)["total_s"])
+            return (
+                train_step_seconds(s, llava, stage, machine, checkpointing)["total_s"]
+                / train_step_seconds(s, spec, stage, machine, checkpointing)["total_s"]
+            )
 
         time_model = {
-            "stage1_speedup": ratio(1, mage), "stage2_speedup": ratio(2, mage),
+            "stage1_speedup": ratio(1, mage),
+            "stage2_speedup": ratio(2, mage),
             "stage2_speedup_without_itdm": ratio(2, mage_no_itdm),
-            "prefill_speedup": prefill_seconds(s, llava, machine)["total_s"] / prefill_seconds(s, mage, machine)[
-                "total_s"],
+            "prefill_speedup": prefill_seconds(s, llava, machine)["total_s"]
+            / prefill_seconds(s, mage, machine)["total_s"],
             "machine": asdict(machine),
         }
     return Prediction(
@@ -608,12 +752,17 @@ def predict(s: Shapes, queries: int, precision: Precision = Precision(), checkpo
         stage2_memory_ratio=mmem / lmem,
         kv_cache_ratio=kv_cache_bytes(s, mage, 1) / kv_cache_bytes(s, llava, 1),
         flops={
-            "llava_stage1": l1, "mage_stage1": m1, "llava_stage2": l2, "mage_stage2": m2,
-            "llava_prefill": prefill["llava"], "mage_prefill": prefill["ian"],
+            "llava_stage1": l1,
+            "mage_stage1": m1,
+            "llava_stage2": l2,
+            "mage_stage2": m2,
+            "llava_prefill": prefill["llava"],
+            "mage_prefill": prefill["ian"],
             "ian_parts": ian_flops(s, queries),
         },
         matmul_only={
-            "stage1_speedup": l1["matmul"] / m1["matmul"], "stage2_speedup": l2["matmul"] / m2["matmul"],
+            "stage1_speedup": l1["matmul"] / m1["matmul"],
+            "stage2_speedup": l2["matmul"] / m2["matmul"],
             "stage2_speedup_without_itdm": l2["matmul"] / m2n["matmul"],
             "prefill_speedup": prefill_flops(s, llava) / prefill_flops(s, mage),
         },
@@ -641,10 +790,39 @@ def relative_error(predicted: float, measured: float) -> float:
 
 
 __all__ = [
-    "Shapes", "SHAPES", "ModelSpec", "Precision", "Prediction", "H100_ANCHORS", "GPU_TARGETS", "Elementwise",
-    "Machine", "tower_elementwise", "projector_elementwise", "lm_layer_elementwise", "lm_elementwise",
-    "train_step_elementwise", "prefill_elementwise", "step_seconds", "train_step_seconds", "prefill_seconds",
-    "vision_tower_flops", "llava_projector_flops", "ian_flops", "lm_flops", "lm_dense_params", "projector_flops",
-    "train_step_flops", "prefill_flops", "decode_flops_per_token", "parameter_counts", "training_memory_bytes",
-    "kv_cache_bytes", "lora_params", "qlora_memory_bytes", "predict", "predict_anchored", "relative_error",
+    "Shapes",
+    "SHAPES",
+    "ModelSpec",
+    "Precision",
+    "Prediction",
+    "H100_ANCHORS",
+    "GPU_TARGETS",
+    "Elementwise",
+    "Machine",
+    "tower_elementwise",
+    "projector_elementwise",
+    "lm_layer_elementwise",
+    "lm_elementwise",
+    "train_step_elementwise",
+    "prefill_elementwise",
+    "step_seconds",
+    "train_step_seconds",
+    "prefill_seconds",
+    "vision_tower_flops",
+    "llava_projector_flops",
+    "ian_flops",
+    "lm_flops",
+    "lm_dense_params",
+    "projector_flops",
+    "train_step_flops",
+    "prefill_flops",
+    "decode_flops_per_token",
+    "parameter_counts",
+    "training_memory_bytes",
+    "kv_cache_bytes",
+    "lora_params",
+    "qlora_memory_bytes",
+    "predict",
+    "predict_anchored",
+    "relative_error",
 ]

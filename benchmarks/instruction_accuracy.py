@@ -31,7 +31,9 @@ def measure(
     folder = Path(data).parent
     items = json.loads(Path(data).read_text())[:rows]
     captions = _scene_captions(folder) if caption_in_context else {}
-    missing = [row.get("id", index) for index, row in enumerate(items) if caption_in_context and row["image"] not in captions]
+    missing = [
+        row.get("id", index) for index, row in enumerate(items) if caption_in_context and row["image"] not in captions
+    ]
     if missing:
         raise ValueError(
             f"{len(missing)} of {len(items)} rows of {data} have no scene in {folder / 'scenes.jsonl'} "

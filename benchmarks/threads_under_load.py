@@ -52,7 +52,9 @@ def worker(workload: str, threads: int, seconds: float) -> dict:
 
         def step() -> int:
             with torch.inference_mode():
-                model.generate(**inputs, max_new_tokens=8, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
+                model.generate(
+                    **inputs, max_new_tokens=8, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id
+                )
             return len(images)
 
     else:

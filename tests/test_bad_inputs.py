@@ -128,7 +128,16 @@ def test_convert_refuses_before_loading_anything(tmp_path):
         "no such folder",
     )
     completed = run_cli(
-        "convert", "init", "--vision", "v", "--text", "t", "--out", str(tmp_path / "o"), "--num-query-tokens", "10",
+        "convert",
+        "init",
+        "--vision",
+        "v",
+        "--text",
+        "t",
+        "--out",
+        str(tmp_path / "o"),
+        "--num-query-tokens",
+        "10",
         cwd=tmp_path,
     )
     assert_refused(completed, "convert", "--num-query-tokens 10 is not a perfect square")
@@ -142,8 +151,15 @@ def test_agent_checks_its_tool_config_before_loading_the_model(tiny_mage_dir, tm
     out = tmp_path / "agent_out"
     for config, needles in ((bad_yaml, ["bad.yaml", "line", "not valid YAML"]), (missing_model, ["no_such_tts"])):
         completed = run_cli(
-            "agent", "draw a red circle", "--model", str(tiny_mage_dir), "--tools", str(config),
-            "--output-dir", str(out), cwd=tmp_path,
+            "agent",
+            "draw a red circle",
+            "--model",
+            str(tiny_mage_dir),
+            "--tools",
+            str(config),
+            "--output-dir",
+            str(out),
+            cwd=tmp_path,
         )
         assert_refused(completed, "agent", *needles)
         assert "model output" not in completed.stdout  # refused before the model planned anything
@@ -153,13 +169,25 @@ def test_agent_checks_its_tool_config_before_loading_the_model(tiny_mage_dir, tm
 @pytest.mark.slow
 def test_train_refuses_an_output_folder_that_holds_a_model(tiny_mage_dir, tmp_path):
     data = tmp_path / "data.json"
-    data.write_text(json.dumps([{"id": "0", "conversations": [{"from": "human", "value": "hi"},
-                                                            {"from": "gpt", "value": "hello"}]}]), encoding="utf-8")
+    data.write_text(
+        json.dumps(
+            [{"id": "0", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}]
+        ),
+        encoding="utf-8",
+    )
     target = tmp_path / "model_copy"
     shutil.copytree(tiny_mage_dir, target)
     before = tree_hashes(target, data)
     completed = run_cli(
-        "train", "--recipe", "stage2_tiny", "--model", str(target), "--data", str(data), "--output-dir", str(target),
+        "train",
+        "--recipe",
+        "stage2_tiny",
+        "--model",
+        str(target),
+        "--data",
+        str(data),
+        "--output-dir",
+        str(target),
         cwd=tmp_path,
     )
     assert_refused(completed, "train", "is not empty", "--overwrite")
@@ -172,8 +200,16 @@ def test_train_names_a_broken_recipe_file(tiny_mage_dir, tmp_path):
     data = tmp_path / "data.json"
     data.write_text("[]", encoding="utf-8")
     completed = run_cli(
-        "train", "--recipe", str(recipe), "--model", str(tiny_mage_dir), "--data", str(data), "--output-dir",
-        str(tmp_path / "out"), cwd=tmp_path,
+        "train",
+        "--recipe",
+        str(recipe),
+        "--model",
+        str(tiny_mage_dir),
+        "--data",
+        str(data),
+        "--output-dir",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
     )
     assert_refused(completed, "train", "recipe.yaml: line 3, column 1", "not valid YAML")
     assert not (tmp_path / "out").exists()
@@ -185,8 +221,17 @@ def test_a_torn_pope_line_is_named_once(tiny_mage_dir, tmp_path):
     split = pope / "coco_pope_random.json"
     split.write_text('{"question_id": 1, "image": "x.png", "text": "Is there\n', encoding="utf-8")
     completed = run_cli(
-        "eval", "--model", str(tiny_mage_dir), "--benchmark", "pope", "--data", str(pope), "--output-dir",
-        str(tmp_path / "out"), "--no-progress", cwd=tmp_path,
+        "eval",
+        "--model",
+        str(tiny_mage_dir),
+        "--benchmark",
+        "pope",
+        "--data",
+        str(pope),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--no-progress",
+        cwd=tmp_path,
     )
     assert_refused(completed, "eval", "coco_pope_random.json:1", "not a JSON object (column ")
     assert "at at" not in completed.stderr

@@ -131,4 +131,3 @@ def test_demo_set_overrides_typed_fields_and_refuses_bad_ones(tmp_path, capsys):
         error = capsys.readouterr().err.strip().splitlines()
         assert len(error) == 1 and message in error[0], error
     assert not (tmp_path / "out").exists()  # refused before anything is written
-

@@ -19,7 +19,7 @@ from training.fixtures import VOCABULARY, write_tiny_llava_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
-KILL_WHILE_SAVING = '''
+KILL_WHILE_SAVING = """
 import os, signal
 from transformers import Trainer
 _save = Trainer._save_optimizer_and_scheduler
@@ -28,9 +28,9 @@ def _killing_save(self, output_dir):
         os.kill(os.getpid(), signal.SIGKILL)  # the weights of this checkpoint are written, the optimizer is not
     return _save(self, output_dir)
 Trainer._save_optimizer_and_scheduler = _killing_save
-'''
+"""
 
-KILL_MID_LINE = '''
+KILL_MID_LINE = """
 import os, signal
 import evaluation.runner as runner
 _predict = runner._predict_rows
@@ -43,7 +43,7 @@ def _killing_predict(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return _predict(*args, **kwargs)
 runner._predict_rows = _killing_predict
-'''
+"""
 
 
 def mage(*argv: str, hook: str | None = None, tmp: Path, **env_extra: str) -> subprocess.CompletedProcess:
@@ -53,7 +53,13 @@ def mage(*argv: str, hook: str | None = None, tmp: Path, **env_extra: str) -> su
         hook_dir.mkdir(exist_ok=True)
         (hook_dir / "sitecustomize.py").write_text(hook, encoding="utf-8")
         paths.insert(0, str(hook_dir))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **env_extra}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(paths),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        **env_extra,
+    }
     return subprocess.run(
         [sys.executable, "-m", "mage_cli.main", *argv], env=env, capture_output=True, text=True, timeout=900
     )
@@ -75,10 +81,27 @@ def workspace(tmp_path_factory):
 @pytest.mark.slow
 def test_train_killed_while_saving_resumes_to_the_same_weights(workspace, tmp_path):
     _, model, data = workspace
-    settings = ["max_steps=6", "save_steps=2", "per_device_train_batch_size=4", "warmup_ratio=0",
-                "dataloader_num_workers=0", "logging_steps=1"]
-    common = ["train", "--recipe", "stage2_tiny", "--model", str(model), "--data", str(data), "--threads", "1",
-              "--no-progress", *[x for s in settings for x in ("--set", s)]]
+    settings = [
+        "max_steps=6",
+        "save_steps=2",
+        "per_device_train_batch_size=4",
+        "warmup_ratio=0",
+        "dataloader_num_workers=0",
+        "logging_steps=1",
+    ]
+    common = [
+        "train",
+        "--recipe",
+        "stage2_tiny",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--threads",
+        "1",
+        "--no-progress",
+        *[x for s in settings for x in ("--set", s)],
+    ]
     straight = mage(*common, "--output-dir", str(tmp_path / "straight"), tmp=tmp_path)
     assert straight.returncode == 0, straight.stderr[-2000:]
 
@@ -103,14 +126,36 @@ def test_train_killed_while_saving_resumes_to_the_same_weights(workspace, tmp_pa
 @pytest.mark.slow
 def test_eval_killed_mid_line_resumes_without_losing_or_duplicating_rows(tiny_mage_dir, tmp_path):
     data = fixtures.write_pope(str(tmp_path / "pope"), questions_per_split=3)
-    common = ["eval", "--model", str(tiny_mage_dir), "--benchmark", "pope", "--data", data, "--batch-size", "2",
-              "--max-new-tokens", "2", "--threads", "1", "--no-progress", "--no-plots"]
+    common = [
+        "eval",
+        "--model",
+        str(tiny_mage_dir),
+        "--benchmark",
+        "pope",
+        "--data",
+        data,
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "2",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--no-plots",
+    ]
     assert mage(*common, "--output-dir", str(tmp_path / "straight"), tmp=tmp_path).returncode == 0
 
     out = tmp_path / "killed"
     predictions = out / "predictions_pope.jsonl"
-    killed = mage(*common, "--output-dir", str(out), hook=KILL_MID_LINE, tmp=tmp_path, KILL_AT_BATCH="3",
-                  KILL_FILE=str(predictions))
+    killed = mage(
+        *common,
+        "--output-dir",
+        str(out),
+        hook=KILL_MID_LINE,
+        tmp=tmp_path,
+        KILL_AT_BATCH="3",
+        KILL_FILE=str(predictions),
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     lines = predictions.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 1 + 4 + 1 and lines[-1].endswith('{"uid": "pope-rand')  # header, 2 batches of 2, a torn row

@@ -37,7 +37,9 @@ def test_hires_shapes_and_named_size_error():
     out = model.get_image_features(torch.randn(3, 3, 128, 128), return_dict=True).pooler_output
     assert out.shape == (3, 4, 128) and torch.isfinite(out).all()
     assert model.multi_modal_projector.last_global_embedding.shape == (3, 64)
-    with pytest.raises(ValueError, match=r"expects 128x128 \(sa_perceiver_hires_scale=2: 2x2 tiles of the tower's 64x64\)"):
+    with pytest.raises(
+        ValueError, match=r"expects 128x128 \(sa_perceiver_hires_scale=2: 2x2 tiles of the tower's 64x64\)"
+    ):
         model.get_image_features(torch.randn(1, 3, 64, 64))
     with pytest.raises(ValueError, match="sa_perceiver_hires_scale"):
         _hires(0)
@@ -68,7 +70,10 @@ def test_hires_content_changes_the_output_when_the_snapshot_does_not():
         snap_a = torch.nn.functional.interpolate(image, size=(64, 64), mode="area")
         snap_b = torch.nn.functional.interpolate(image + detail, size=(64, 64), mode="area")
         torch.testing.assert_close(snap_a, snap_b)  # the snapshot cannot see the detail
-        a, b = model.get_image_features(image, return_dict=True).pooler_output, model.get_image_features(image + detail, return_dict=True).pooler_output
+        a, b = (
+            model.get_image_features(image, return_dict=True).pooler_output,
+            model.get_image_features(image + detail, return_dict=True).pooler_output,
+        )
     # float noise alone gives exactly 0 (same input, same output); the detail moves the output by 2-8 % (5 seeds measured)
     assert float((a - b).norm() / a.norm()) > 3e-3
     # and the gradient of the output reaches the tile-only detail direction
@@ -84,7 +89,9 @@ def test_hires_full_forward_through_the_processor_trains_every_projector_paramet
     processor = MageProcessor(tiny_image_processor(128), processor.tokenizer, num_image_tokens=4,
                               chat_template=processor.chat_template)  # fmt: skip
     model.train()
-    inputs = processor(images=[shape_image, shape_image], text=["<image>\nred square", "<image>\na shape"], padding=True)
+    inputs = processor(
+        images=[shape_image, shape_image], text=["<image>\nred square", "<image>\na shape"], padding=True
+    )
     assert inputs["pixel_values"].shape == (2, 3, 128, 128)
     labels = inputs["input_ids"].clone()
     labels[labels == model.config.image_token_id] = -100
@@ -104,7 +111,10 @@ def test_hires_scale_is_saved_and_reloaded(tmp_path):
     assert loaded.config.sa_perceiver_hires_scale == 2 and loaded.multi_modal_projector.hires_scale == 2
     pixels = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.get_image_features(pixels, return_dict=True).pooler_output, model.eval().get_image_features(pixels, return_dict=True).pooler_output)
+        torch.testing.assert_close(
+            loaded.get_image_features(pixels, return_dict=True).pooler_output,
+            model.eval().get_image_features(pixels, return_dict=True).pooler_output,
+        )
 
 
 @pytest.mark.parametrize("projector_type", ALL_TYPES)

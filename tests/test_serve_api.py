@@ -72,8 +72,15 @@ def image_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(model_pair, image_dir):
     model, processor = model_pair
-    options = ServeOptions(model_name="tiny-mage", max_batch=8, max_queue=64, batch_window=0.1, image_dir=image_dir,
-                           agent=False, examples=0)  # the default 25-MP image limit
+    options = ServeOptions(
+        model_name="tiny-mage",
+        max_batch=8,
+        max_queue=64,
+        batch_window=0.1,
+        image_dir=image_dir,
+        agent=False,
+        examples=0,
+    )  # the default 25-MP image limit
     app, engine = build_app(model, processor, options)
     srv = Server(app).start()
     srv.engine = engine
@@ -101,22 +108,35 @@ def test_models_and_health(server, client):
 def test_answers_equal_greedy_generate(server, client, model_pair):
     image = shapeworld_images(1)[0]
     want = expected(model_pair, QUESTIONS[0], image)
-    reply = client.chat.completions.create(model="tiny-mage", messages=user(QUESTIONS[0], image), max_tokens=8,
-                                           temperature=0)
+    reply = client.chat.completions.create(
+        model="tiny-mage", messages=user(QUESTIONS[0], image), max_tokens=8, temperature=0
+    )
     assert reply.choices[0].message.content == want and want
     assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.completion_tokens <= 8
-    chunks = list(client.chat.completions.create(model="tiny-mage", messages=user(QUESTIONS[0], image), max_tokens=8,
-                                                 temperature=0, stream=True))
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny-mage", messages=user(QUESTIONS[0], image), max_tokens=8, temperature=0, stream=True
+        )
+    )
     pieces = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
     assert "".join(pieces) == want and len(pieces) > 1  # streamed in several pieces
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     # text only, and a local path under --image-dir (the same pixels as a data URL)
-    assert client.chat.completions.create(model="m", messages=user("Hello"), max_tokens=6, temperature=0) \
-        .choices[0].message.content == expected(model_pair, "Hello", max_new_tokens=6)
-    path_msg = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "scene.png"}},
-                                             {"type": "text", "text": QUESTIONS[1]}]}]
-    assert client.chat.completions.create(model="m", messages=path_msg, max_tokens=8, temperature=0) \
-        .choices[0].message.content == expected(model_pair, QUESTIONS[1], shapeworld_images(1)[0])
+    assert client.chat.completions.create(model="m", messages=user("Hello"), max_tokens=6, temperature=0).choices[
+        0
+    ].message.content == expected(model_pair, "Hello", max_new_tokens=6)
+    path_msg = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "scene.png"}},
+                {"type": "text", "text": QUESTIONS[1]},
+            ],
+        }
+    ]
+    assert client.chat.completions.create(model="m", messages=path_msg, max_tokens=8, temperature=0).choices[
+        0
+    ].message.content == expected(model_pair, QUESTIONS[1], shapeworld_images(1)[0])
 
 
 def test_multi_turn_with_a_system_message_equals_generate_on_the_chat_template(client, model_pair):
@@ -136,9 +156,13 @@ def test_multi_turn_with_a_system_message_equals_generate_on_the_chat_template(c
     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=8, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
-    want = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-    messages = [{"role": "system", "content": "You describe pictures."}, *user(QUESTIONS[0], image),
-                {"role": "assistant", "content": "Shapes."}, {"role": "user", "content": QUESTIONS[1]}]
+    want = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    messages = [
+        {"role": "system", "content": "You describe pictures."},
+        *user(QUESTIONS[0], image),
+        {"role": "assistant", "content": "Shapes."},
+        {"role": "user", "content": QUESTIONS[1]},
+    ]
     reply = client.chat.completions.create(model="m", messages=messages, max_tokens=8, temperature=0)
     assert reply.choices[0].message.content == want and want
     assert reply.usage.prompt_tokens == inputs["input_ids"].shape[1]
@@ -150,12 +174,14 @@ def test_stop_and_sampling_settings(client, model_pair):
     stop = want[len(want) // 2 : len(want) // 2 + 2]
     cut = want[: want.index(stop)].rstrip()
     for stream in (False, True):
-        reply = client.chat.completions.create(model="m", messages=user(QUESTIONS[0], image), max_tokens=8,
-                                               temperature=0, stop=[stop], stream=stream)
+        reply = client.chat.completions.create(
+            model="m", messages=user(QUESTIONS[0], image), max_tokens=8, temperature=0, stop=[stop], stream=stream
+        )
         text = "".join(c.choices[0].delta.content or "" for c in reply) if stream else reply.choices[0].message.content
         assert text == cut
-    sampled = client.chat.completions.create(model="m", messages=user(QUESTIONS[0], image), max_tokens=5,
-                                             temperature=0.8, top_p=0.9, seed=1)
+    sampled = client.chat.completions.create(
+        model="m", messages=user(QUESTIONS[0], image), max_tokens=5, temperature=0.8, top_p=0.9, seed=1
+    )
     assert sampled.choices[0].message.content is not None and sampled.usage.completion_tokens <= 5
 
 
@@ -170,8 +196,9 @@ def test_32_concurrent_requests_are_batched(server, client, model_pair, caplog):
         i, q = k % 4, (k // 4) % 2
         kwargs = dict(model="m", messages=user(QUESTIONS[q], images[i]), max_tokens=8, temperature=0)
         if k % 2:
-            text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**kwargs,
-                                                                                                   stream=True))
+            text = "".join(
+                c.choices[0].delta.content or "" for c in client.chat.completions.create(**kwargs, stream=True)
+            )
         else:
             text = client.chat.completions.create(**kwargs).choices[0].message.content
         return k, text
@@ -198,9 +225,12 @@ def test_full_queue_answers_429(model_pair):
         time.sleep(0.3)  # the worker sees the hold before the queue fills
         body = {"model": "m", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4, "temperature": 0}
         results = []
-        waiting = [threading.Thread(target=lambda: results.append(httpx.post(srv.url + "/v1/chat/completions",
-                                                                             json=body, timeout=60)))
-                   for _ in range(2)]
+        waiting = [
+            threading.Thread(
+                target=lambda: results.append(httpx.post(srv.url + "/v1/chat/completions", json=body, timeout=60))
+            )
+            for _ in range(2)
+        ]
         for t in waiting:
             t.start()
         deadline = time.monotonic() + 20
@@ -237,8 +267,15 @@ def _bad_requests(image_dir) -> list[tuple[str, object, int, str, str]]:
     big = "data:image/png;base64," + base64.b64encode(_big_png()).decode()
 
     def img(url, text="What is it?"):
-        return {"model": "m", "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": text}]}]}
+        return {
+            "model": "m",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": text}],
+                }
+            ],
+        }
 
     two = img(good_png)
     two["messages"][0]["content"].insert(0, {"type": "image_url", "image_url": {"url": good_png}})
@@ -247,44 +284,82 @@ def _bad_requests(image_dir) -> list[tuple[str, object, int, str, str]]:
         ("not an object", b"[1, 2]", 400, "invalid_json", "JSON object"),
         ("non-image upload", img(not_image), 400, "invalid_image", "not an image"),
         ("corrupt image", img(corrupt), 400, "invalid_image", "corrupt"),
-        ("too many pixels", img(big), 400, "image_too_large", "10000x5000 = 50,000,000 pixels; this server takes at most 25,000,000"),
+        (
+            "too many pixels",
+            img(big),
+            400,
+            "image_too_large",
+            "10000x5000 = 50,000,000 pixels; this server takes at most 25,000,000",
+        ),
         ("not base64", img("data:image/png;base64,@@@@"), 400, "invalid_image_url", "not valid base64"),
-        ("empty message", {"model": "m", "messages": [{"role": "user", "content": "   "}]}, 400, "empty_message",
-         "empty"),
+        (
+            "empty message",
+            {"model": "m", "messages": [{"role": "user", "content": "   "}]},
+            400,
+            "empty_message",
+            "empty",
+        ),
         ("no messages", {"model": "m", "messages": []}, 400, "invalid_messages", "non-empty list"),
         ("too many images", two, 400, "too_many_images", "2 in the conversation"),
-        ("prompt longer than the context", {"model": "m", "messages": [{"role": "user", "content": "cir " * 3000}]},
-         400, "context_length_exceeded", "context is 1024"),
-        ("max_tokens past the context", {"model": "m", "messages": [{"role": "user", "content": "Hi"}],
-                                         "max_tokens": 5000}, 400, "context_length_exceeded", "max_tokens is 5000"),
+        (
+            "prompt longer than the context",
+            {"model": "m", "messages": [{"role": "user", "content": "cir " * 3000}]},
+            400,
+            "context_length_exceeded",
+            "context is 1024",
+        ),
+        (
+            "max_tokens past the context",
+            {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5000},
+            400,
+            "context_length_exceeded",
+            "max_tokens is 5000",
+        ),
         ("path outside the folder", img("../../etc/passwd"), 403, "path_not_allowed", "outside the allowed folder"),
         ("absolute path outside", img("file:///etc/hostname"), 403, "path_not_allowed", "outside"),
         ("missing file", img("nothing.png"), 400, "file_not_found", "not a file"),
         ("text file in the folder", img("notes.txt"), 400, "invalid_image", "not an image"),
         ("remote URL", img("https://example.com/a.png"), 400, "invalid_image_url", "not fetched"),
-        ("image marker in text", {"model": "m", "messages": [{"role": "user", "content": "<image> hi"}]}, 400,
-         "invalid_messages", "image marker"),
-        ("bad role", {"model": "m", "messages": [{"role": "robot", "content": "hi"}]}, 400, "invalid_messages",
-         "role"),
-        ("bad temperature", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"},
-         400, "invalid_request", "temperature must be a number"),
-        ("n > 1", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 3}, 400, "invalid_request",
-         "n must be 1"),
+        (
+            "image marker in text",
+            {"model": "m", "messages": [{"role": "user", "content": "<image> hi"}]},
+            400,
+            "invalid_messages",
+            "image marker",
+        ),
+        ("bad role", {"model": "m", "messages": [{"role": "robot", "content": "hi"}]}, 400, "invalid_messages", "role"),
+        (
+            "bad temperature",
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"},
+            400,
+            "invalid_request",
+            "temperature must be a number",
+        ),
+        (
+            "n > 1",
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 3},
+            400,
+            "invalid_request",
+            "n must be 1",
+        ),
     ]
 
 
 def test_bad_inputs_are_4xx_json_and_the_server_lives(server, image_dir, model_pair):
     for name, body, status, code, words in _bad_requests(image_dir):
         kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
-        response = httpx.post(server.url + "/v1/chat/completions", timeout=60,
-                              headers={"Content-Type": "application/json"}, **kwargs)
+        response = httpx.post(
+            server.url + "/v1/chat/completions", timeout=60, headers={"Content-Type": "application/json"}, **kwargs
+        )
         assert response.status_code == status, (name, response.text)
         error = response.json()["error"]
         assert error["code"] == code and words in error["message"], (name, error)
         assert error["type"] == "invalid_request_error"
-    ok = httpx.post(server.url + "/v1/chat/completions", timeout=60,
-                    json={"model": "m", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 6,
-                          "temperature": 0})
+    ok = httpx.post(
+        server.url + "/v1/chat/completions",
+        timeout=60,
+        json={"model": "m", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 6, "temperature": 0},
+    )
     assert ok.status_code == 200
     assert ok.json()["choices"][0]["message"]["content"] == expected(model_pair, "Hello", max_new_tokens=6)
     assert httpx.get(server.url + "/health").json()["status"] == "ok"
@@ -323,9 +398,14 @@ def test_cli_serves_a_checkpoint(tiny_mage_dir, tmp_path):
     import sys
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "-m", "mage_cli.main", "serve", "--model", str(tiny_mage_dir), "--port",
-                             "0", "--no-agent"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mage_cli.main", "serve", "--model", str(tiny_mage_dir), "--port", "0", "--no-agent"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     try:
         url, lines = None, []
         deadline = time.monotonic() + 120
@@ -343,8 +423,11 @@ def test_cli_serves_a_checkpoint(tiny_mage_dir, tmp_path):
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        reply = httpx.post(url + "/v1/chat/completions", timeout=60,
-                           json={"model": "m", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4})
+        reply = httpx.post(
+            url + "/v1/chat/completions",
+            timeout=60,
+            json={"model": "m", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4},
+        )
         assert reply.status_code == 200 and reply.json()["model"] == tiny_mage_dir.name
         assert httpx.get(url + "/", timeout=30).status_code == 200  # the web chat is mounted on the same port
     finally:
@@ -360,8 +443,9 @@ def test_json_error_shape():
     from mage_cli.serving.errors import RequestError
 
     body = RequestError(429, "full", code="queue_full").to_json()
-    assert json.loads(json.dumps(body)) == {"error": {"message": "full", "type": "rate_limit_error", "param": None,
-                                                      "code": "queue_full"}}
+    assert json.loads(json.dumps(body)) == {
+        "error": {"message": "full", "type": "rate_limit_error", "param": None, "code": "queue_full"}
+    }
 
 
 def test_a_decompression_bomb_is_too_large_not_unreadable():

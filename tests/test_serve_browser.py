@@ -21,8 +21,10 @@ if importlib.util.find_spec("gradio") is None:  # gradio is imported when the se
     pytest.skip("needs the serve extra (gradio, fastapi, uvicorn)", allow_module_level=True)
 webdriver = pytest.importorskip("selenium.webdriver")
 if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-    pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
-                allow_module_level=True)
+    pytest.skip(
+        "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+        allow_module_level=True,
+    )
 
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -44,8 +46,9 @@ REQUEST = "Draw a red circle to the left of a blue square, then describe the pic
 def server(tiny_mage, tmp_path_factory):
     model, processor = tiny_mage
     work = tmp_path_factory.mktemp("serve")
-    app, engine = build_app(model, processor, ServeOptions(model_name="tiny-mage", work_dir=work, examples=2,
-                                                           step_timeout=60))
+    app, engine = build_app(
+        model, processor, ServeOptions(model_name="tiny-mage", work_dir=work, examples=2, step_timeout=60)
+    )
     srv = Server(app).start()
     srv.work = work
     yield srv
@@ -57,8 +60,15 @@ def server(tiny_mage, tmp_path_factory):
 def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1200,900", "--disable-extensions", "--no-first-run"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1200,900",
+        "--disable-extensions",
+        "--no-first-run",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
@@ -106,17 +116,27 @@ def test_chat_streams_the_greedy_answer(server, browser, tiny_mage, tmp_path):
     browser.find_element(By.CSS_SELECTOR, "#chat-image input[type=file]").send_keys(str(image_path))
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#chat-image img"), what="the image preview")
     browser.find_element(By.CSS_SELECTOR, "#chat-sampling button.label-wrap").click()
-    box = wait_for(lambda: [e for e in browser.find_elements(By.CSS_SELECTOR, "#chat-max-tokens input[type=number]")
-                            if e.is_displayed()], what="the sampling settings")[0]
+    box = wait_for(
+        lambda: [
+            e for e in browser.find_elements(By.CSS_SELECTOR, "#chat-max-tokens input[type=number]") if e.is_displayed()
+        ],
+        what="the sampling settings",
+    )[0]
     box.clear()
     box.send_keys(str(MAX_NEW_TOKENS), Keys.TAB)
-    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "#chat-max-tokens input[type=range]")
-             .get_attribute("value") == str(MAX_NEW_TOKENS), what="max new tokens to be set")
+    wait_for(
+        lambda: (
+            browser.find_element(By.CSS_SELECTOR, "#chat-max-tokens input[type=range]").get_attribute("value")
+            == str(MAX_NEW_TOKENS)
+        ),
+        what="max new tokens to be set",
+    )
     browser.execute_script(  # every text the answer shows on its way (streaming = a row of growing prefixes)
         "window.seen = []; new MutationObserver(() => {"
         "  const bots = document.querySelectorAll('#chatbot [data-testid=\"bot\"]');"
         "  if (bots.length) window.seen.push(bots[bots.length - 1].innerText);"
-        "}).observe(document.querySelector('#chatbot'), {subtree: true, childList: true, characterData: true});")
+        "}).observe(document.querySelector('#chatbot'), {subtree: true, childList: true, characterData: true});"
+    )
     browser.find_element(By.CSS_SELECTOR, "#chat-input textarea").send_keys(QUESTION)
     browser.find_element(By.CSS_SELECTOR, "#chat-send").click()
 
@@ -125,8 +145,7 @@ def test_chat_streams_the_greedy_answer(server, browser, tiny_mage, tmp_path):
         return flat(bots[-1].text) if bots else ""
 
     wait_for(lambda: answer() == flat(want), what=f"the answer {want!r} (shown: {answer()!r})")
-    assert [flat(e.text) for e in browser.find_elements(By.CSS_SELECTOR, '#chatbot [data-testid="user"]')] == \
-        [QUESTION]
+    assert [flat(e.text) for e in browser.find_elements(By.CSS_SELECTOR, '#chatbot [data-testid="user"]')] == [QUESTION]
     partial = {flat(t) for t in browser.execute_script("return window.seen")} - {"", flat(want)}
     assert len(partial) >= 2 and all(flat(want).startswith(t) for t in partial), partial  # it streamed
     screenshot(browser, tmp_path, "serve_chat.png")
@@ -174,8 +193,9 @@ def test_agent_tab_shows_plan_status_and_image(server, browser, tmp_path, monkey
     wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "#agent-input textarea").is_displayed(), what="agent tab")
     browser.find_element(By.CSS_SELECTOR, "#agent-input textarea").send_keys(REQUEST)
     browser.find_element(By.CSS_SELECTOR, "#agent-run").click()
-    wait_for(lambda: "plan status: ok" in browser.find_element(By.CSS_SELECTOR, "#agent-status").text,
-             what="the plan to run")
+    wait_for(
+        lambda: "plan status: ok" in browser.find_element(By.CSS_SELECTOR, "#agent-status").text, what="the plan to run"
+    )
     table = browser.find_element(By.CSS_SELECTOR, "#agent-plan").text
     for words in ("text-to-image", "image-to-text", "depends on", "status", "ok", "step0_text-to-image.png"):
         assert words in table, table

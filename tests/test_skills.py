@@ -30,7 +30,10 @@ def test_skill_items_are_deterministic_and_answer_their_scene():
     for item in skill_items("relation", 50, seed=1):
         objects = item["scene"]["objects"]
         a, b, relation = next(
-            (a, b, r) for a in objects for b in objects for r in RELATIONS
+            (a, b, r)
+            for a in objects
+            for b in objects
+            for r in RELATIONS
             if a is not b and item["question"] == f"Is the {name(a)} {relation_phrase(r)} the {name(b)}?"
         )
         assert item["answer"] == ("Yes" if relation_holds(a, b, relation) else "No")
@@ -43,7 +46,9 @@ def test_written_sets_read_back_and_bad_lines_are_named(tmp_path):
     assert {r.subtask for r in records} == set(SKILLS)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps({"skill": "count", "id": "x", "question": "How many?"}) + "\n")
-    with pytest.raises(BenchmarkFormatError, match=r"skills.jsonl:16: missing or non-string field\(s\) \['answer', 'image'\]"):
+    with pytest.raises(
+        BenchmarkFormatError, match=r"skills.jsonl:16: missing or non-string field\(s\) \['answer', 'image'\]"
+    ):
         read_skill_set(path)
 
 
@@ -57,10 +62,21 @@ def _raw(pope: float, grey_pope: float, skill: float, plans: float) -> dict:
     splits = {s: {"accuracy": pope} for s in ("random", "popular", "adversarial")}
     grey_splits = {s: {"accuracy": grey_pope} for s in ("random", "popular", "adversarial")}
     skills = dict.fromkeys(SKILLS, skill)
-    final = {"pope_details": {"splits": splits}, "skills": skills, "MME^P": 400.0, "SEED^I": 60.0, "MMB": 30.0,
-             "plans": {"valid_rate": plans, "arg_value_f1": plans}}
-    grey = {"pope_details": {"splits": grey_splits}, "skills": dict.fromkeys(SKILLS, 0.5), "MME^P": 200.0,
-            "SEED^I": 30.0, "MMB": 0.0}
+    final = {
+        "pope_details": {"splits": splits},
+        "skills": skills,
+        "MME^P": 400.0,
+        "SEED^I": 60.0,
+        "MMB": 30.0,
+        "plans": {"valid_rate": plans, "arg_value_f1": plans},
+    }
+    grey = {
+        "pope_details": {"splits": grey_splits},
+        "skills": dict.fromkeys(SKILLS, 0.5),
+        "MME^P": 200.0,
+        "SEED^I": 30.0,
+        "MMB": 0.0,
+    }
     return {"stage 3": final, "stage 2": {"skills": dict.fromkeys(SKILLS, skill)}, "text-only baseline": grey}
 
 
@@ -71,7 +87,10 @@ def test_strict_targets_pass_only_when_every_target_is_met():
     missed = strict_targets(_raw(pope=80, grey_pope=50, skill=0.8, plans=0.95))
     assert not missed["all_met"]
     assert [c["target"] for c in missed["checks"] if not c["met"]] == [
-        "held-out existence ≥ 85 %", "held-out colour ≥ 85 %", "held-out count ≥ 85 %"]
+        "held-out existence ≥ 85 %",
+        "held-out colour ≥ 85 %",
+        "held-out count ≥ 85 %",
+    ]
     assert any("missed by 5.0" in line for line in missed["lines"])
     grey_too_good = strict_targets(_raw(pope=80, grey_pope=60, skill=0.9, plans=0.95))
     assert sum(not c["met"] for c in grey_too_good["checks"]) == 3

@@ -15,7 +15,9 @@ PLAN = [
     {"task": "visual-question-answering", "id": 2, "dep": [-1], "args": {"image": "photo.png", "text": "What colour?"}},
     {"task": "text-to-speech", "id": 3, "dep": [1], "args": {"text": "<GENERATED>-1"}},
 ]
-REQUEST = "Draw a red circle to the left of a blue square, describe it, read it aloud, and say what colour photo.png is."
+REQUEST = (
+    "Draw a red circle to the left of a blue square, describe it, read it aloud, and say what colour photo.png is."
+)
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +89,17 @@ def test_plans_benchmark_runner(tmp_path, checkpoint):
     from tool_use.eval_plans import evaluate_plan_model
     from tool_use.registry import load_mage
 
-    rows = [{"id": f"r{i}", "conversations": [{"from": "system", "value": tool_system_prompt()},
-                                               {"from": "human", "value": REQUEST},
-                                               {"from": "gpt", "value": plan_to_text(PLAN)}]} for i in range(3)]
+    rows = [
+        {
+            "id": f"r{i}",
+            "conversations": [
+                {"from": "system", "value": tool_system_prompt()},
+                {"from": "human", "value": REQUEST},
+                {"from": "gpt", "value": plan_to_text(PLAN)},
+            ],
+        }
+        for i in range(3)
+    ]
     rows.append({"id": "broken", "conversations": [{"from": "human", "value": "x"}]})
     data = tmp_path / "eval" / "stage3_tools.json"
     data.parent.mkdir()

@@ -27,10 +27,12 @@ TASKBENCH = {
 }
 HUGGINGGPT = {
     "user_input": "Translate the caption of a.png",
-    "tasks": json.dumps([
-        {"task": "image-to-text", "id": 0, "dep": [-1], "args": {"image": "a.png"}},
-        {"task": "translation", "id": 1, "dep": [0], "args": {"text": "<resource>-0"}},
-    ]),
+    "tasks": json.dumps(
+        [
+            {"task": "image-to-text", "id": 0, "dep": [-1], "args": {"image": "a.png"}},
+            {"task": "translation", "id": 1, "dep": [0], "args": {"text": "<resource>-0"}},
+        ]
+    ),
 }
 
 
@@ -38,7 +40,12 @@ def test_taskbench_record_to_plan():
     assert taskbench_to_plan(TASKBENCH) == [
         {"task": "image-to-text", "id": 0, "dep": [-1], "args": {"image": "example.jpg"}},
         {"task": "text-to-speech", "id": 1, "dep": [0], "args": {"text": "<GENERATED>-0"}},
-        {"task": "visual-question-answering", "id": 2, "dep": [-1], "args": {"image": "example.jpg", "text": "What is in it?"}},
+        {
+            "task": "visual-question-answering",
+            "id": 2,
+            "dep": [-1],
+            "args": {"image": "example.jpg", "text": "What is in it?"},
+        },
     ]
     assert normalise_task_name("Automatic_Speech Recognition") == "automatic-speech-recognition"
 
@@ -46,11 +53,18 @@ def test_taskbench_record_to_plan():
 def test_convert_counts_and_names_skips():
     bad_task = {"user_request": "x", "task_nodes": [{"task": "Video Generation", "arguments": ["a"]}]}
     bad_arg = {"id": "b", "user_request": "x", "task_nodes": [{"task": "Summarization", "arguments": ["a.png"]}]}
-    invalid = {"request": "y", "plan": [{"task": "translation", "id": 0, "dep": [-1], "args": {"text": "<GENERATED>-3"}}]}
+    invalid = {
+        "request": "y",
+        "plan": [{"task": "translation", "id": 0, "dep": [-1], "args": {"text": "<GENERATED>-3"}}],
+    }
     rows, report = convert_records([TASKBENCH, HUGGINGGPT, bad_task, bad_arg, invalid, {"tasks": []}, None])
     assert report.converted == 2 and len(rows) == 2
     assert [(r, reason.split(":")[0]) for r, _, reason in report.skipped] == [
-        (2, "unknown task"), (3, "unplaceable argument"), (4, "invalid plan"), (5, "no request"), (6, "not an object")
+        (2, "unknown task"),
+        (3, "unplaceable argument"),
+        (4, "invalid plan"),
+        (5, "no request"),
+        (6, "not an object"),
     ]
     assert report.skipped[1][1] == "b" and "summarization takes {'text': 'text'}" in report.skipped[1][2]
     assert "missing_step" in report.skipped[2][2]

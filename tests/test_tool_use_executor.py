@@ -15,7 +15,9 @@ from tool_use.schema import TaskSpec
 
 
 def step(i, task, args, dep=None):
-    refs = sorted({int(v.rsplit("-", 1)[1]) for v in args.values() if isinstance(v, str) and v.startswith("<GENERATED>")})
+    refs = sorted(
+        {int(v.rsplit("-", 1)[1]) for v in args.values() if isinstance(v, str) and v.startswith("<GENERATED>")}
+    )
     return {"task": task, "id": i, "dep": dep if dep is not None else (refs or [-1]), "args": args}
 
 
@@ -225,18 +227,45 @@ def tiny_models(tmp_path_factory):
     torch.manual_seed(0)
     tok = train_tokenizer(["the red circle is left of the blue square", "summarize this text please"], vocab_size=80)
     labels = {"id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
-    bert = BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1,
-                                                    num_attention_heads=2, intermediate_size=32, **labels))
+    bert = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=len(tok),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            **labels,
+        )
+    )
     bert.save_pretrained(root / "cls")
     tok.save_pretrained(root / "cls")
-    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                         num_key_value_heads=2, intermediate_size=32, pad_token_id=tok.pad_token_id,
-                                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            intermediate_size=32,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+    )
     llama.save_pretrained(root / "lm")
     tok.save_pretrained(root / "lm")
     vit_labels = {"id2label": {0: "circle", 1: "square"}, "label2id": {"circle": 0, "square": 1}}
-    vit = ViTForImageClassification(ViTConfig(image_size=32, patch_size=16, hidden_size=16, num_hidden_layers=1,
-                                              num_attention_heads=2, intermediate_size=32, **vit_labels))
+    vit = ViTForImageClassification(
+        ViTConfig(
+            image_size=32,
+            patch_size=16,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            **vit_labels,
+        )
+    )
     vit.save_pretrained(root / "vit")
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / "vit")
     return root
@@ -244,8 +273,14 @@ def tiny_models(tmp_path_factory):
 
 def test_pipeline_tools_on_tiny_random_models(tmp_path, inputs, tiny_models):
     reg = ToolRegistry()
-    reg.add(pipeline_tool("sentiment", str(tiny_models / "cls"), pipeline_task="text-classification",
-                          spec=TaskSpec("sentiment", {"text": "text"}, "text")))
+    reg.add(
+        pipeline_tool(
+            "sentiment",
+            str(tiny_models / "cls"),
+            pipeline_task="text-classification",
+            spec=TaskSpec("sentiment", {"text": "text"}, "text"),
+        )
+    )
     reg.add(pipeline_tool("summarization", str(tiny_models / "lm"), generate_kwargs={"max_new_tokens": 4}))
     reg.add(pipeline_tool("image-classification", str(tiny_models / "vit")))
     plan = [

@@ -57,8 +57,18 @@ def test_hand_computed_metrics():
 def test_perfect_and_empty():
     gold = [GOLD_A, GOLD_B]
     m = evaluate_plans([plan_to_text(g) for g in gold], gold)
-    for key in ("parse_rate", "well_formed_rate", "valid_rate", "executable_rate", "exact_match", "node_f1", "edge_f1", "arg_name_f1",
-                "arg_value_f1", "node_f1_strict"):
+    for key in (
+        "parse_rate",
+        "well_formed_rate",
+        "valid_rate",
+        "executable_rate",
+        "exact_match",
+        "node_f1",
+        "edge_f1",
+        "arg_name_f1",
+        "arg_value_f1",
+        "node_f1_strict",
+    ):
         assert m[key] == 1.0, key
     m = evaluate_plans(["", ""], gold)
     assert m["node_f1"] == 0.0 and m["parse_rate"] == 0.0

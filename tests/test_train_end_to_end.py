@@ -14,6 +14,7 @@ from training.fixtures import COLOURS, SHAPES, VOCABULARY, draw, torch_threads, 
 
 STEPS = {1: 100, 2: 200, 3: 60}
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
     """1 torch thread: on the shared 2-core machine the default 2 threads spun and ran these tests up to 26x slower."""
@@ -29,16 +30,20 @@ def colour_accuracy(path, n: int = 40) -> float:
     processor = AutoProcessor.from_pretrained(path)
     processor.tokenizer.padding_side = "left"
     rng = random.Random(99)
-    items = [(rng.choice(sorted(COLOURS)), rng.choice(SHAPES), (rng.randrange(0, 40), rng.randrange(0, 40)))
-             for _ in range(n)]
+    items = [
+        (rng.choice(sorted(COLOURS)), rng.choice(SHAPES), (rng.randrange(0, 40), rng.randrange(0, 40)))
+        for _ in range(n)
+    ]
     prompt = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the shape?"}]}],
-        add_generation_prompt=True)
-    inputs = processor(images=[draw(c, s, position=p) for c, s, p in items], text=[prompt] * n,
-                       return_tensors="pt", padding=True)
+        add_generation_prompt=True,
+    )
+    inputs = processor(
+        images=[draw(c, s, position=p) for c, s, p in items], text=[prompt] * n, return_tensors="pt", padding=True
+    )
     with torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-    answers = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    answers = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return sum(answer.strip().startswith(colour) for answer, (colour, _, _) in zip(answers, items)) / n
 
 
@@ -59,9 +64,22 @@ def test_three_stages_on_cpu(tmp_path):
     previous = tmp_path / "stage0"
     for stage in (1, 2, 3):
         output = tmp_path / f"stage{stage}"
-        argv = ["train", "--recipe", f"stage{stage}_tiny", "--model", str(previous), "--data", str(data[stage]),
-                "--output-dir", str(output), "--set", f"max_steps={STEPS[stage]}", "--set", "logging_steps=10",
-                "--no-progress"]
+        argv = [
+            "train",
+            "--recipe",
+            f"stage{stage}_tiny",
+            "--model",
+            str(previous),
+            "--data",
+            str(data[stage]),
+            "--output-dir",
+            str(output),
+            "--set",
+            f"max_steps={STEPS[stage]}",
+            "--set",
+            "logging_steps=10",
+            "--no-progress",
+        ]
         if stage == 3:
             # half the stage-3 mix replayed: at the paper's 10 % (14 rows beside 128 plans) stage 3 took held-out
             # colour accuracy from 1.0 after stage 2 to 0.28–0.38 (seeds 0, 1); at 50 % it kept 0.98–1.0

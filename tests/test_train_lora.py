@@ -12,6 +12,7 @@ from training.fixtures import VOCABULARY, torch_threads, write_tiny_llava_datase
 
 LORA_SETTINGS = ["--set", "lora_r=8", "--set", "lora_alpha=16", "--set", "lora_dropout=0"]
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
     """1 torch thread: on the shared 2-core machine the default 2 threads spun and ran these tests up to 26x slower."""
@@ -32,9 +33,28 @@ def workspace(tmp_path_factory):
 
 
 def run_train(workspace, output, *flags):
-    argv = ["train", "--recipe", "stage2_tiny", "--model", str(workspace["model"]), "--data", str(workspace["data"]),
-            "--output-dir", str(output), "--set", "max_steps=3", "--set", "per_device_train_batch_size=4",
-            "--set", "learning_rate=1e-2", "--set", "logging_steps=1", "--no-progress", *LORA_SETTINGS, *flags]
+    argv = [
+        "train",
+        "--recipe",
+        "stage2_tiny",
+        "--model",
+        str(workspace["model"]),
+        "--data",
+        str(workspace["data"]),
+        "--output-dir",
+        str(output),
+        "--set",
+        "max_steps=3",
+        "--set",
+        "per_device_train_batch_size=4",
+        "--set",
+        "learning_rate=1e-2",
+        "--set",
+        "logging_steps=1",
+        "--no-progress",
+        *LORA_SETTINGS,
+        *flags,
+    ]
     assert mage(argv) == 0
 
 
@@ -77,7 +97,8 @@ def test_lora_train_and_merge_gives_identical_outputs(workspace, tmp_path):
     processor = AutoProcessor.from_pretrained(tmp_path / "merged")
     prompt = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the shape?"}]}],
-        add_generation_prompt=True)
+        add_generation_prompt=True,
+    )
     inputs = processor(images=[draw("red", "circle")], text=prompt, return_tensors="pt")
     base = MageForConditionalGeneration.from_pretrained(workspace["model"])
     with torch.no_grad():

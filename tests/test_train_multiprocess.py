@@ -22,8 +22,19 @@ from training.fixtures import VOCABULARY, torch_threads, write_tiny_llava_datase
 from training.recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = ["max_steps=3", "logging_steps=1", "save_steps=100", "warmup_ratio=0", "group_by_modality_length=true",
-            "learning_rate=0.5", "projector_lr=0.5", "optim=sgd", "max_grad_norm=0", "bf16=false"]
+SETTINGS = [
+    "max_steps=3",
+    "logging_steps=1",
+    "save_steps=100",
+    "warmup_ratio=0",
+    "group_by_modality_length=true",
+    "learning_rate=0.5",
+    "projector_lr=0.5",
+    "optim=sgd",
+    "max_grad_norm=0",
+    "bf16=false",
+]
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
@@ -45,15 +56,36 @@ def test_two_cpu_processes_match_one(tmp_path):
     processor.save_pretrained(tmp_path / "model")
     data = write_tiny_llava_dataset(tmp_path / "data", num_images=10, num_text_only=6, seed=4)
 
-    single = train(load_recipe("stage2_tiny", [*SETTINGS, "per_device_train_batch_size=4"]), tmp_path / "model",
-                   data, tmp_path / "single", disable_tqdm=True)
+    single = train(
+        load_recipe("stage2_tiny", [*SETTINGS, "per_device_train_batch_size=4"]),
+        tmp_path / "model",
+        data,
+        tmp_path / "single",
+        disable_tqdm=True,
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [
-        accelerate, "launch", "--config_file", str(ROOT / "training" / "accelerate_configs" / "ddp_cpu.yaml"),
-        "--num_processes", "2", "-m", "mage_cli.main", "train", "--recipe", "stage2_tiny",
-        "--model", str(tmp_path / "model"), "--data", str(data), "--output-dir", str(tmp_path / "ddp"),
-        "--no-progress", *[part for setting in SETTINGS for part in ("--set", setting)],
-        "--set", "per_device_train_batch_size=2",
+        accelerate,
+        "launch",
+        "--config_file",
+        str(ROOT / "training" / "accelerate_configs" / "ddp_cpu.yaml"),
+        "--num_processes",
+        "2",
+        "-m",
+        "mage_cli.main",
+        "train",
+        "--recipe",
+        "stage2_tiny",
+        "--model",
+        str(tmp_path / "model"),
+        "--data",
+        str(data),
+        "--output-dir",
+        str(tmp_path / "ddp"),
+        "--no-progress",
+        *[part for setting in SETTINGS for part in ("--set", setting)],
+        "--set",
+        "per_device_train_batch_size=2",
     ]
     result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]

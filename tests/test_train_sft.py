@@ -16,6 +16,7 @@ from training.trainer import MageTrainer, set_trainable_for_stage
 
 pytest.importorskip("trl")
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
     """1 torch thread: on the shared 2-core machine the default 2 threads spun and ran these tests up to 26x slower."""
@@ -43,19 +44,39 @@ def one_step(workspace, tmp_path, trainer_name):
     processor = MageProcessor.from_pretrained(workspace["model"])
     set_trainable_for_stage(model, 2)
     dataset = build_dataset(workspace["data"], processor, "vicuna_v1", 256)
-    settings = dict(per_device_train_batch_size=8, max_steps=1, optim="sgd", learning_rate=0.5,
-                    lr_scheduler_type="constant", max_grad_norm=0.0, save_strategy="no", disable_tqdm=True,
-                    logging_steps=1, seed=3, data_seed=3)
+    settings = dict(
+        per_device_train_batch_size=8,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=0.5,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=1,
+        seed=3,
+        data_seed=3,
+    )
     recipe = load_recipe("stage2_tiny", ["bf16=false", "warmup_ratio=0"])
     collator = MageDataCollator.from_processor(processor)
     if trainer_name == "sft":
         args = sft_config(recipe, tmp_path / "sft", **settings)
         assert args.gradient_checkpointing is False and args.dataset_kwargs == {"skip_prepare_dataset": True}
-        trainer = MageSFTTrainer(model=model, args=args, train_dataset=dataset.to_hf_dataset(), data_collator=collator,
-                                 processing_class=processor)
+        trainer = MageSFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset.to_hf_dataset(),
+            data_collator=collator,
+            processing_class=processor,
+        )
     else:
-        trainer = MageTrainer(model=model, args=training_arguments(recipe, tmp_path / "plain", **settings),
-                              train_dataset=dataset, data_collator=collator, processing_class=processor)
+        trainer = MageTrainer(
+            model=model,
+            args=training_arguments(recipe, tmp_path / "plain", **settings),
+            train_dataset=dataset,
+            data_collator=collator,
+            processing_class=processor,
+        )
     trainer.train()
     batch = collator([dataset[i] for i in range(len(dataset))])
     image_positions = batch["input_ids"] == processor.image_token_id

@@ -97,7 +97,9 @@ class ConversationEncoder:
         for index, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
-            start_text = self.processor.apply_chat_template(messages[:index], tokenize=False, add_generation_prompt=True)
+            start_text = self.processor.apply_chat_template(
+                messages[:index], tokenize=False, add_generation_prompt=True
+            )
             end_text = self.processor.apply_chat_template(messages[: index + 1], tokenize=False)
             if not (whole.startswith(start_text) and whole.startswith(end_text)):
                 raise SampleError("template mismatch", "the chat template does not render turns as a prefix")
