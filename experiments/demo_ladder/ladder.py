@@ -50,7 +50,13 @@ PROJECT_QUESTIONS = {"exist": "_q_exists", "colour": "_q_colour", "count": "_q_c
 
 
 def make_project_dataset(
-    n: int, seed: int, image_size: int, qtypes, difficulty: str = "easy", near_negatives: bool = False
+    n: int,
+    seed: int,
+    image_size: int,
+    qtypes,
+    difficulty: str = "easy",
+    near_negatives: bool = False,
+    scene_first: bool = False,
 ):
     """The project's ShapeWorld (`shapeworld.world` scenes and renderer, `shapeworld.text` captions and question
     phrasings) in the reference's shape: one question per example, types in turn; `position` is the relation
@@ -65,14 +71,20 @@ def make_project_dataset(
     for i in range(n):
         qtype = qtypes[i % len(qtypes)]
         rng = item_rng(seed, "ladder", i)
+        turn = 0
+        scene = sample_scene(rng, d, f"s{i}")
         while True:
-            scene = sample_scene(rng, d, f"s{i}")
             if qtype == "exist" and near_negatives:  # POPE's popular/adversarial kind of "No" (the demo's skill set)
                 made = (*T.existence_question(rng, scene, d, near_negatives=True), "yesno")
             else:
                 made = getattr(T, PROJECT_QUESTIONS[qtype])(rng, scene, d)
             if made is not None:
                 break
+            if scene_first:  # the demo's way: the scene stays, the next question type that applies is asked
+                turn += 1
+                qtype = qtypes[(i + turn) % len(qtypes)]
+            else:  # the reference's way: a new scene until the question applies
+                scene = sample_scene(rng, d, f"s{i}")
         question, answer, _ = made
         exs.append({"caption": T.caption(scene), "question": question, "answer": answer, "qtype": qtype})
         imgs.append(np.asarray(render_scene(scene, image_size)))
@@ -288,6 +300,12 @@ def main() -> None:
         default=1,
         help="with --demo-data: keep only its rows whose scene holds at least this many objects",
     )
+    p.add_argument(
+        "--scene-first",
+        action="store_true",
+        help="project world, training rows: draw the scene once and ask the next question type that applies (the "
+        "demo's way) instead of drawing scenes until the row's type applies",
+    )
     p.add_argument("--lr2", type=float, default=1e-3, help="S2 peak learning rate (trainer path)")
     p.add_argument("--projector-lr2", type=float, default=None, help="S2 projector learning rate (trainer path)")
     p.add_argument("--s0", type=int, default=1200)
@@ -336,6 +354,7 @@ def main() -> None:
         + ("" if args.demo_data is None else "_datademo" + args.demo_data_stages.replace(",", ""))
         + ("" if args.demo_s2 == "as-is" else f"_{args.demo_s2}")
         + ("" if args.demo_min_objects == 1 else f"_minobj{args.demo_min_objects}")
+        + ("_scenefirst" if args.scene_first else "")
         + ("_pretok" if args.pretokenize else "")
         + ("_evalonly" if args.eval_only else "")
         + f"_seed{args.seed}"
@@ -364,7 +383,12 @@ def main() -> None:
         blank = torch.full((3, args.image_size, args.image_size), 255, dtype=torch.uint8)
     else:
         train, train_img, blank = make_project_dataset(
-            args.ntrain, 1000 + args.seed, args.image_size, QT, near_negatives=args.exist_train == "near"
+            args.ntrain,
+            1000 + args.seed,
+            args.image_size,
+            QT,
+            near_negatives=args.exist_train == "near",
+            scene_first=args.scene_first,
         )
         evl, eval_img, _ = make_project_dataset(
             1600, 999999, args.image_size, QT, near_negatives=args.exist_eval == "near"
