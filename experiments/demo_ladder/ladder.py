@@ -319,7 +319,6 @@ def main() -> None:
         action="store_true",
         help="with --stage0-from: no S1/S2, score that checkpoint on the held-out set (e.g. the demo's stage 2)",
     )
-    p.add_argument("--pretokenize", action="store_true", help="trainer path: encode the rows' text before training")
     p.add_argument("--workers", type=int, default=0, help="trainer path: dataloader workers")
     p.add_argument("--name", default=None)
     p.add_argument("--out", type=Path, default=HERE / "results")
@@ -355,7 +354,6 @@ def main() -> None:
         + ("" if args.demo_s2 == "as-is" else f"_{args.demo_s2}")
         + ("" if args.demo_min_objects == 1 else f"_minobj{args.demo_min_objects}")
         + ("_scenefirst" if args.scene_first else "")
-        + ("_pretok" if args.pretokenize else "")
         + ("_evalonly" if args.eval_only else "")
         + f"_seed{args.seed}"
     )
@@ -820,25 +818,11 @@ def run_trainer_path(args, llava, tokenizer, train, train_img, n_img, evaluate, 
     return run_from_checkpoint(args, model, processor, train, train_img, evaluate, log, R)
 
 
-def demo_rows_min_objects(path: Path, min_objects: int, out: Path) -> Path:
-    """The demo's rows at `path` (either stage) whose scene holds at least `min_objects` objects (the data folder's
-    `scenes.jsonl`), written to `out` with absolute image paths."""
-    counts = {}
-    for line in (path.parent / "scenes.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        counts[record["image"]] = len(record["scene"]["objects"])
-    rows = [
-        {**row, "image": str(path.parent.resolve() / row["image"])}
-        for row in json.loads(path.read_text())
-        if counts[row["image"]] >= min_objects
-    ]
-    out.write_text(json.dumps(rows))
-    return out
-
-
-def transform_demo_rows(path: Path, how: str, out: Path) -> Path:
-    """The demo's stage-2 rows at `path` without LLaVA's short-answer suffix (`no-suffix`) or only those of the
-    ladder's four question types (`four-types`), written to `out` with absolute image paths."""
+def demo_rows(path: Path, out: Path, how: str = "as-is", min_objects: int = 1) -> Path:
+    """The demo's rows at `path` (either stage), written to `out` with absolute image paths: those whose scene holds
+    at least `min_objects` objects (the data folder's `scenes.jsonl`); with `how="no-suffix"` without LLaVA's
+    short-answer suffix, with `"four-types"` only the ladder's four question types (existence, colour of a shape,
+    count of a shape, relation)."""
     import re
 
     from shapeworld.text import LLAVA_SHORT_SUFFIX
@@ -847,13 +831,17 @@ def transform_demo_rows(path: Path, how: str, out: Path) -> Path:
         r"^<image>\n(Is there an? \w+ \w+ in the image\?|What colour is the \w+\?|How many \w+ are there\?"
         r"|Is the \w+ \w+ (to the left of|to the right of|above|below) the \w+ \w+\?)"
     )
+    objects = {}
+    for line in (path.parent / "scenes.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        objects[record["image"]] = len(record["scene"]["objects"])
     rows = []
     for row in json.loads(path.read_text()):
         turns = [dict(t) for t in row["conversations"]]
+        if objects[row["image"]] < min_objects or (how == "four-types" and not four.match(turns[0]["value"])):
+            continue
         if how == "no-suffix":
             turns[0]["value"] = turns[0]["value"].replace(LLAVA_SHORT_SUFFIX, "")
-        elif not four.match(turns[0]["value"]):
-            continue
         rows.append({**row, "image": str(path.parent.resolve() / row["image"]), "conversations": turns})
     out.write_text(json.dumps(rows))
     return out
@@ -884,9 +872,13 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
         return model, pixels
 
     work = Path(tempfile.mkdtemp(prefix=f"ladder_{args.seed}_", dir=args.cache))
-    (work / "images").mkdir()
-    for i in range(len(train)):
-        Image.fromarray(np.ascontiguousarray(train_img[i].permute(1, 2, 0).numpy())).save(work / "images" / f"{i}.png")
+    demo_stages = set(args.demo_data_stages.split(",")) if args.demo_data is not None else set()
+    if demo_stages != {"1", "2"}:  # the ladder's own rows: images as PNG files, as `mage train` reads them
+        (work / "images").mkdir()
+        for i in range(len(train)):
+            Image.fromarray(np.ascontiguousarray(train_img[i].permute(1, 2, 0).numpy())).save(
+                work / "images" / f"{i}.png"
+            )
     s1_rows = [
         {
             "id": f"cap{i}",
@@ -906,8 +898,19 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
         }
         for i, e in enumerate(train)
     ]
-    (work / "s1.json").write_text(json.dumps(s1_rows))
-    (work / "s2.json").write_text(json.dumps(s2_rows))
+    s1_data, s2_data = work / "s1.json", work / "s2.json"
+    if "1" in demo_stages:  # the demo's rows, filtered/transformed into the work folder
+        s1_data = demo_rows(
+            args.demo_data / "train" / "stage1_captions.json", s1_data, min_objects=args.demo_min_objects
+        )
+    else:
+        s1_data.write_text(json.dumps(s1_rows))
+    if "2" in demo_stages:
+        s2_data = demo_rows(
+            args.demo_data / "train" / "stage2_instructions.json", s2_data, args.demo_s2, args.demo_min_objects
+        )
+    else:
+        s2_data.write_text(json.dumps(s2_rows))
     model.config.mage_trained_stages = []
     model.save_pretrained(work / "m0")
     processor.save_pretrained(work / "m0")
@@ -924,7 +927,6 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
         "save_steps": 10**9,
         "seed": args.seed,
         "dataloader_num_workers": args.workers,
-        "pretokenize": args.pretokenize,
         "projector_lr": None,
         "itdm_weight": args.itdm,
         "itdm_text_source": args.itdm_source,
@@ -959,20 +961,6 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
             log(self.stage, {k: v for k, v in R["stages"][self.stage].items() if k != "log"})
 
     r1 = load_recipe("stage1_tiny", {**common, "learning_rate": 2e-3, "max_steps": args.s1})
-    s1_data, s2_data = work / "s1.json", work / "s2.json"
-    if args.demo_data is not None and "1" in args.demo_data_stages:  # the demo's rows (their images beside them)
-        s1_data = args.demo_data / "train" / "stage1_captions.json"
-    if args.demo_data is not None and "2" in args.demo_data_stages:
-        s2_data = args.demo_data / "train" / "stage2_instructions.json"
-        if args.demo_s2 != "as-is":
-            s2_data = transform_demo_rows(s2_data, args.demo_s2, work / "s2_demo.json")
-    if args.demo_data is not None and args.demo_min_objects > 1:
-        if args.demo_s2 != "as-is":
-            raise SystemExit("--demo-min-objects filters the demo's rows as they are (--demo-s2 as-is)")
-        if "1" in args.demo_data_stages:
-            s1_data = demo_rows_min_objects(s1_data, args.demo_min_objects, work / "s1_min_objects.json")
-        if "2" in args.demo_data_stages:
-            s2_data = demo_rows_min_objects(s2_data, args.demo_min_objects, work / "s2_min_objects.json")
     mage_train(r1, work / "m0", s1_data, work / "s1", callbacks=[Timer("S1_projector")], **extra)
     r2 = load_recipe(
         "stage2_tiny",
