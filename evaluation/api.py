@@ -143,7 +143,17 @@ def evaluate(
     names = list(BENCHMARKS) if benchmark == "all" else [benchmark]
     os.makedirs(output_dir, exist_ok=True)
     options = RunOptions(
-        batch_size, limit, scoring, blank_images, max_new_tokens, rules, circular, strict, overwrite, progress, split
+        batch_size=batch_size,
+        limit=limit,
+        scoring=scoring,
+        blank_images=blank_images,
+        max_new_tokens=max_new_tokens,
+        rules=rules,
+        circular=circular,
+        strict=strict,
+        overwrite=overwrite,
+        progress=progress,
+        split=split,
     )
     results = {
         "model": model_path or getattr(getattr(model, "config", None), "_name_or_path", "") or "(in-memory model)",
@@ -203,19 +213,19 @@ def resolve_scoring(scoring: str, benchmark: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
-    """How `evaluate` runs each benchmark (its keyword arguments of the same names)."""
+    """How `evaluate` runs each benchmark: its keyword arguments of the same names (the defaults live there)."""
 
-    batch_size: int = 8
-    limit: int | None = None
-    scoring: str = "official"
-    blank_images: bool = False
-    max_new_tokens: int = 16
-    rules: str = official_rules.DEFAULT_RULES
-    circular: bool = True
-    strict: bool = True
-    overwrite: bool = False
-    progress: bool = True
-    split: str | None = None
+    batch_size: int
+    limit: int | None
+    scoring: str
+    blank_images: bool
+    max_new_tokens: int
+    rules: str
+    circular: bool
+    strict: bool
+    overwrite: bool
+    progress: bool
+    split: str | None
 
     def report_settings(self) -> dict:
         """The settings a report records (those that change the scores)."""
