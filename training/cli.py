@@ -18,6 +18,7 @@ import json
 import sys
 
 from .checkpoint import ModelError
+from .recipes import RecipeError, load_recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .api import train  # heavy
     from .data import DataError  # heavy
-    from .recipes import RecipeError, load_recipe  # heavy
 
     try:
         recipe = load_recipe(args.recipe, args.overrides)
