@@ -30,6 +30,8 @@ except ImportError as error:  # pragma: no cover - exercised only without lmms-e
 
 import torch
 
+from inference import encode_left_padded
+
 from .cli import load_model
 from .runner import continuation_logprobs
 
@@ -110,11 +112,7 @@ class Mage(lmms):
             visuals = [v for v in (doc_to_visual(self._doc(task, split, doc_id)) or []) if v is not None]
             images.extend(v.convert("RGB") for v in visuals)
             prompts.append(self._prompt(context, len(visuals)))
-        self.tokenizer.padding_side = "left"
-        inputs = self.processor(images=images or None, text=prompts, return_tensors="pt", padding=True)
-        inputs = inputs.to(self.device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
+        inputs = encode_left_padded(self._model, self.processor, prompts, images)
         temperature = float(gen_kwargs.get("temperature", 0) or 0)
         sample = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         with torch.inference_mode():

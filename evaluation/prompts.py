@@ -1,7 +1,8 @@
 """Prompts exactly as LLaVA-1.5's evaluation scripts build them, rendered with the processor's chat template.
 
 LLaVA puts `<image>\\n` before the question and uses the vicuna_v1 conversation; `MageProcessor`'s chat template renders
-`{system} USER: <image>\\n{question} ASSISTANT:` for one user message with an image, which is the same string.
+`{system} USER: <image>\\n{question} ASSISTANT:` for one user message with an image (`inference.chat_text`), which is
+the same string.
 """
 
 from __future__ import annotations
@@ -37,11 +38,4 @@ def likelihood_query(record: EvalRecord) -> tuple[str, list[str], list[str]]:
     raise ValueError(f"likelihood scoring is for SEED and MMBench, not {record.benchmark!r}; use scoring='generate'")
 
 
-def chat_prompt(processor, text: str, with_image: bool = True) -> str:
-    """One user turn (image first, then `text`) + the generation prompt, via `processor.apply_chat_template`."""
-    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": text}]
-    messages = [{"role": "user", "content": content}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-
-__all__ = ["chat_prompt", "likelihood_query", "question_text"]
+__all__ = ["likelihood_query", "question_text"]

@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .prompts import chat_prompt, likelihood_query, question_text
+from inference import chat_text, encode_left_padded, greedy_answers
+
+from .prompts import likelihood_query, question_text
 from .provenance import record_key
 from .records import BenchmarkFormatError, EvalRecord, blank_image
 
@@ -153,22 +155,8 @@ def _images(records: Sequence[EvalRecord], blank: bool):
 def generate_batch(model, processor, records: Sequence[EvalRecord], max_new_tokens: int, blank: bool = False):
     """Greedy answers for `records` (one left-padded batch); returns `(texts, image errors)`."""
     images, errors = _images(records, blank)
-    texts = [chat_prompt(processor, question_text(r)) for r in records]
-    processor.tokenizer.padding_side = "left"
-    inputs = processor(images=images, text=texts, return_tensors="pt", padding=True).to(model.device)
-    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    tokenizer = processor.tokenizer
-    with torch.inference_mode():
-        output = model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    new_tokens = output[:, inputs["input_ids"].shape[1] :]
-    answers = [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    texts = [chat_text(processor, question_text(r)) for r in records]
+    answers = greedy_answers(model, processor, texts, images, max_new_tokens)
     return [("" if e else a) for a, e in zip(answers, errors)], errors
 
 
@@ -197,9 +185,7 @@ def continuation_logprobs(
     With `greedy=True` a third list says whether each continuation is the greedy one (lmms-eval's `is_greedy`).
     """
     full = [p + separator + c for p, c in zip(prompts, continuations)]
-    processor.tokenizer.padding_side = "left"
-    inputs = processor(images=images, text=full, return_tensors="pt", padding=True).to(model.device)
-    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    inputs = encode_left_padded(model, processor, full, images)
     prompt_ids = _prompt_ids(processor, prompts)
     mask = inputs["attention_mask"]
     rows = [ids[m.bool()].tolist() for ids, m in zip(inputs["input_ids"], mask)]
@@ -251,7 +237,7 @@ def rank_batch(model, processor, records: Sequence[EvalRecord], blank: bool = Fa
     prompts, conts, owners, imgs = [], [], [], []
     queries = [likelihood_query(r) for r in records]
     for i, (text, continuations, _) in enumerate(queries):
-        prompt = chat_prompt(processor, text)
+        prompt = chat_text(processor, text)
         for c in continuations:
             prompts.append(prompt)
             conts.append(c)

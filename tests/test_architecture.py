@@ -15,6 +15,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("modeling_mage",),  # remote code: torch and transformers only
     ("processing_mage",),
     ("mage_testing", "shapeworld"),  # the tiny-model kit; the data generator (knows no model, no tool code)
+    ("inference",),  # the chat prompt and greedy generation shared by evaluation, tool use and serving
     ("training", "tool_use"),
     ("evaluation",),
     ("alignment",),  # objectives plug into training through its registry; training never imports alignment

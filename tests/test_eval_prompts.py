@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from evaluation.prompts import chat_prompt, likelihood_query, question_text
+from evaluation.prompts import likelihood_query, question_text
 from evaluation.records import EvalRecord
+from inference import chat_text
 
 SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
@@ -47,7 +48,7 @@ def test_question_text_is_llava_15(record, expected):
 def test_chat_prompt_is_vicuna_v1_with_image_first(tiny_mage):
     _, processor = tiny_mage
     text = question_text(CASES[1][0])
-    assert chat_prompt(processor, text) == f"{SYSTEM} USER: <image>\n{text} ASSISTANT:"
+    assert chat_text(processor, text) == f"{SYSTEM} USER: <image>\n{text} ASSISTANT:"
 
 
 def test_likelihood_queries():

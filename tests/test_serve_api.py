@@ -20,8 +20,8 @@ if importlib.util.find_spec("gradio") is None or importlib.util.find_spec("fasta
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
+from inference.generation import generate_text  # noqa: E402
 from mage_cli.serving.app import ServeOptions, Server, build_app  # noqa: E402
-from tool_use.generation import generate_text  # noqa: E402
 
 QUESTIONS = ["What is in the image?", "What colour is the large shape?"]
 

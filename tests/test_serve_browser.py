@@ -106,7 +106,7 @@ def open_page(driver, url: str) -> None:
 def test_chat_streams_the_greedy_answer(server, browser, tiny_mage, tmp_path):
     from PIL import Image
 
-    from tool_use.generation import generate_text
+    from inference.generation import generate_text
 
     model, processor = tiny_mage
     image_path = server.work / "examples" / "shapeworld_0.png"  # drawn by ShapeWorld when the server started
@@ -178,16 +178,16 @@ def test_agent_tab_shows_plan_status_and_image(server, browser, tmp_path, monkey
     """The planner's generation is replaced by a fixed plan (a random tiny model cannot plan, as in
     tests/test_tool_use_agent.py); parsing, validation, ShapeWorld drawing, MAGE describing the drawing and the
     page's table and gallery run for real."""
-    import tool_use.generation
+    import inference.generation
 
-    real = tool_use.generation.generate_text
+    real = inference.generation.generate_text
 
     def planner(model, processor, question, *, image=None, system=None, max_new_tokens=128):
         if system is not None:
             return "Here is my plan:\n```json\n" + plan_to_text(PLAN) + "\n```"
         return real(model, processor, question, image=image, max_new_tokens=6)
 
-    monkeypatch.setattr(tool_use.generation, "generate_text", planner)
+    monkeypatch.setattr(inference.generation, "generate_text", planner)
     open_page(browser, server.url)
     next(t for t in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text.strip() == "Agent").click()
     wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "#agent-input textarea").is_displayed(), what="agent tab")

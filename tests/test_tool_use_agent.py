@@ -45,9 +45,9 @@ def test_agent_end_to_end(tmp_path, checkpoint, capsys, monkeypatch):
     """The planner's generation is replaced by a fixed answer (a random tiny model cannot plan); everything else —
     checkpoint loading, validation, ShapeWorld drawing, MAGE answering about the drawn and the user image, the
     missing text-to-speech tool, artefacts, manifest, summary — runs for real."""
-    import tool_use.generation
+    import inference.generation
 
-    real = tool_use.generation.generate_text
+    real = inference.generation.generate_text
     seen = {}
 
     def planner(model, processor, question, *, image=None, system=None, max_new_tokens=128):
@@ -56,7 +56,7 @@ def test_agent_end_to_end(tmp_path, checkpoint, capsys, monkeypatch):
             return "Here is my plan:\n```json\n" + plan_to_text(PLAN) + "\n```"
         return real(model, processor, question, image=image, max_new_tokens=4)
 
-    monkeypatch.setattr(tool_use.generation, "generate_text", planner)
+    monkeypatch.setattr(inference.generation, "generate_text", planner)
     image = tmp_path / "photo.png"
     Image.new("RGB", (64, 64), (200, 30, 30)).save(image)
     out = tmp_path / "out"
@@ -75,10 +75,10 @@ def test_agent_end_to_end(tmp_path, checkpoint, capsys, monkeypatch):
 
 
 def test_agent_plan_only_and_bad_model(tmp_path, checkpoint, capsys, monkeypatch):
-    import tool_use.generation
+    import inference.generation
 
     bad = [dict(PLAN[0]), {"task": "paint", "id": 1, "dep": [0], "args": {"image": "<GENERATED>-0"}}]
-    monkeypatch.setattr(tool_use.generation, "generate_text", lambda *a, **k: plan_to_text(bad))
+    monkeypatch.setattr(inference.generation, "generate_text", lambda *a, **k: plan_to_text(bad))
     code = mage_main(["agent", "--model", str(checkpoint), "--plan-only", "--output-dir", str(tmp_path), REQUEST])
     assert code == 2 and "invalid plan: step 1: [unknown_task]" in capsys.readouterr().out
     assert mage_main(["agent", "--model", str(tmp_path / "nope"), REQUEST]) == 2

@@ -25,9 +25,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from inference import generation
 from shapeworld.plan_schema import DEFAULT_TASKS, plan_to_text, tool_system_prompt
 
-from . import generation
 from .executor import execute_plan
 from .registry import ToolRegistry, load_mage, mage_tool, registry_from_config, shapeworld_tool
 from .schema import PlanParseError, extract_plan, validate_plan

@@ -31,9 +31,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from inference.generation import generate_texts
 from shapeworld.plan_schema import DEFAULT_TASKS, TaskSpec
 
-from .generation import generate_texts
 from .schema import PlanParseError, extract_plan, parse_reference, validate_plan
 
 SHAPE_CODES = {"not_a_list", "empty_plan", "not_an_object", "missing_field", "extra_field", "bad_type", "bad_id"}

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from inference import generation
 from shapeworld.plan_schema import DEFAULT_TASKS, MODALITIES, TaskSpec
 
-from . import generation
 from .media import check_modality
 from .shapeworld_render import render_description
 

@@ -1,6 +1,6 @@
 """One `mage agent` request for the web chat's agent tab, along `tool_use/cli.py`'s path.
 
-The request is planned with the tool system prompt (`tool_use.generation.generate_text`, greedy), the plan is parsed
+The request is planned with the tool system prompt (`inference.generation.generate_text`, greedy), the plan is parsed
 (`extract_plan`), validated (`validate_plan`) and executed (`execute_plan`) on a registry from
 `tool_use.cli.build_registry` — MAGE itself in memory plus the ShapeWorld renderer, overlaid by a ``--tools`` YAML.
 Each request gets its own output folder; an uploaded image is staged into its ``inputs`` folder, and those two
@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from tool_use import generation
+from inference import generation
 from tool_use.cli import build_registry
 from tool_use.executor import execute_plan
 from tool_use.registry import registry_from_config

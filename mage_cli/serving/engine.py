@@ -9,8 +9,7 @@ settings) as one left-padded ``model.generate`` call. Every row streams through 
 at its own ``max_tokens``, at a stop string, or when its client went away, while the other rows go on.
 
 The prompt is ``processor.apply_chat_template`` on the conversation — the chat template the checkpoint was saved with,
-as `evaluation.prompts.chat_prompt` and `tool_use.generation.chat_text` render one turn; a one-turn request with one
-image is exactly their string, so the greedy answer equals `tool_use.generation.generate_text`'s.
+as `inference.generation.chat_text` renders one turn; a one-turn request with one image is exactly its string, so the greedy answer equals `inference.generation.generate_text`'s.
 """
 
 from __future__ import annotations

@@ -1,0 +1,40 @@
+"""`inference`: the one-turn prompt, left-padded batches that leave a shared processor as it was, greedy answers."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from inference import chat_text, encode_left_padded, generate_text, greedy_answers
+
+
+def test_system_prompt_replaces_the_templates_default(tiny_mage):
+    _, processor = tiny_mage
+    text = chat_text(processor, "How many shapes?", with_image=False, system="Plan tools.")
+    assert text.startswith("Plan tools. USER: How many shapes?") and text.endswith("ASSISTANT:")
+    assert "<image>" not in text
+
+
+def test_left_padding_restores_the_processors_side(tiny_mage):
+    model, processor = tiny_mage
+    tokenizer = processor.tokenizer
+    before = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    try:
+        prompts = [chat_text(processor, "Is there a red square?"), chat_text(processor, "Colour?")]
+        images = [Image.new("RGB", (32, 32), (200, 0, 0)), Image.new("RGB", (32, 32), (0, 0, 200))]
+        inputs = encode_left_padded(model, processor, prompts, images)
+        assert tokenizer.padding_side == "right"
+    finally:
+        tokenizer.padding_side = before
+    mask = inputs["attention_mask"]
+    assert mask[:, -1].all() and not mask[1, 0]  # the shorter prompt is padded on the left
+    assert inputs["pixel_values"].dtype == model.dtype and inputs["pixel_values"].shape[0] == 2
+
+
+def test_batched_greedy_answers_equal_one_at_a_time(tiny_mage):
+    model, processor = tiny_mage
+    questions = ["Is there a red square in the image?", "Colour?"]
+    images = [Image.new("RGB", (32, 32), (200, 0, 0)), Image.new("RGB", (32, 32), (0, 0, 200))]
+    batched = greedy_answers(model, processor, [chat_text(processor, q) for q in questions], images, 6)
+    alone = [generate_text(model, processor, q, image=i, max_new_tokens=6) for q, i in zip(questions, images)]
+    assert batched == alone
