@@ -35,6 +35,7 @@ from pathlib import Path
 
 from evaluation.api import evaluate
 from evaluation.report import table4
+from inference.threads import add_threads_argument
 from shapeworld.dataset import generate_dataset
 from training.recipes import load_recipe
 
@@ -62,9 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", default="64,144", help="comma list of square query counts (default 64,144)")
     parser.add_argument("--objectives", default="none,itdm,sea", help=f"comma list of {list(OBJECTIVES)}")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (default 1; see the README's --threads note)"
-    )
+    add_threads_argument(parser)
     parser.add_argument("--out", default="benchmarks/results/ablation_shapeworld", help="results folder (committed)")
     parser.add_argument(
         "--work", default=None, help="scratch folder for data and checkpoints (default OUT/../.ablation_work)"
@@ -347,9 +346,6 @@ def _command(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch  # heavy
 
-    if args.threads < 1:
-        print(f"mage ablate: error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
-        return 2
     torch.set_num_threads(args.threads)
 
     queries = [int(q) for q in _csv(args.queries)]

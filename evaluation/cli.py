@@ -27,6 +27,8 @@ import json
 import os
 import sys
 
+from inference.threads import add_threads_argument
+
 from .api import BENCHMARKS, evaluate, find_benchmark_data, load_benchmark
 from .predictions_io import score_predictions_file
 from .provenance import model_fingerprint
@@ -67,12 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="generation length (default 16 for the benchmarks, the tool-use default for plans)",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (default 1; see the README's --threads note)",
-    )
+    add_threads_argument(parser)
     parser.add_argument(
         "--rules",
         "--mmbench-rules",

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from evaluation.demo_report import format_skills, format_table, headline, judge, plot_table, strict_targets
+from inference.threads import add_threads_argument
 from mage_cli.demo_stages import (
     DemoSettings,
     build_model,
@@ -74,12 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "≤ 55; held-out existence, colour, count ≥ 85 %%; MME ≥ 1.3x, SEED ≥ +15, MMBench above the grey-image "
         "baseline; stage 3 keeps ≥ 90 %% of stage 2's skills, ≥ 90 %% valid plans, argument F1 ≥ 80 %%) within 10 minutes",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (default 1; see the README's --threads note)",
-    )
+    add_threads_argument(parser)
 
 
 class Progress:
@@ -110,8 +106,8 @@ class Progress:
 def run(args: argparse.Namespace) -> int:
     import torch  # heavy
 
-    torch.set_num_threads(max(1, args.threads))
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, args.threads)))  # subprocesses (reload, agent) follow
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # subprocesses (reload, agent) follow
     settings = DemoSettings.preset(args.size, args.quick)
     if args.steps:
         scale = args.steps / settings.stage2_steps
@@ -153,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     init = build_model(settings, args.seed, models / "untrained")
     progress.done(f"→ {init}")
 
-    side = second_core(max(1, args.threads))
+    side = second_core(args.threads)
     try:
         progress.step("stage 0: text-only LM pretraining (plays Vicuna) and CLIP-style tower pretraining (plays CLIP)")
         tower_future = side.submit(pretrain_tower, init, paths, settings, args.seed, models / "stage0-tower")

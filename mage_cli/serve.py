@@ -22,6 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
+from inference.threads import add_threads_argument
 from tool_use.registry import load_mage
 
 
@@ -34,9 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--port", type=int, default=7860, help="port (default %(default)s; 0 picks a free one)")
     parser.add_argument("--device", default="cpu", help="torch device for the model (default %(default)s)")
-    parser.add_argument(
-        "--threads", type=int, default=1, metavar="N", help="torch CPU threads (default 1, as for `mage agent`)"
-    )
+    add_threads_argument(parser)
     parser.add_argument("--max-batch", type=int, default=8, help="requests run together at most (default %(default)s)")
     parser.add_argument(
         "--max-queue", type=int, default=64, help="requests waiting at most; more get HTTP 429 (default %(default)s)"

@@ -13,7 +13,7 @@ import torch
 
 from alignment.recipe import ClipRowLabels, ShapeWorldRowLabels, read_scenes  # importing it registers "sea"
 from alignment.sea import SEALabelCollator
-from training.fixtures import torch_threads
+from inference.threads import torch_threads
 from training.objectives import AlignedMageTrainer
 from training.recipes import RecipeError, load_recipe
 

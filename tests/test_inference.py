@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 
 from inference import chat_text, encode_left_padded, generate_text, greedy_answers
@@ -38,3 +39,15 @@ def test_batched_greedy_answers_equal_one_at_a_time(tiny_mage):
     batched = greedy_answers(model, processor, [chat_text(processor, q) for q in questions], images, 6)
     alone = [generate_text(model, processor, q, image=i, max_new_tokens=6) for q, i in zip(questions, images)]
     assert batched == alone
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "eval", "agent", "ablate", "serve"])
+@pytest.mark.parametrize("value", ["0", "two"])
+def test_every_command_refuses_a_bad_thread_count_in_one_line(command, value, capsys):
+    from mage_cli.main import build_parser
+
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args([command, "--threads", value])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"mage {command}: error: argument --threads: expected an integer >= 1, got")

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from inference.threads import torch_threads
 from mage_testing.tiny import build_tiny_mage, tiny_image_processor
 from modeling_mage.projectors import split_into_tiles
-from training.fixtures import torch_threads
 
 ALL_TYPES = ["linear", "mlp2x_gelu", "resampler", "c_abstractor", "ian", "sa_perceiver"]
 

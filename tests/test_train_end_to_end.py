@@ -9,8 +9,9 @@ import random
 import pytest
 import torch
 
+from inference.threads import torch_threads
 from mage_cli.main import main as mage
-from training.fixtures import COLOURS, SHAPES, VOCABULARY, draw, torch_threads, write_tiny_llava_dataset
+from training.fixtures import COLOURS, SHAPES, VOCABULARY, draw, write_tiny_llava_dataset
 
 STEPS = {1: 100, 2: 200, 3: 60}
 

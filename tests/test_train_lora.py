@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
+from inference.threads import torch_threads
 from mage_cli.main import main as mage
-from training.fixtures import VOCABULARY, torch_threads, write_tiny_llava_dataset
+from training.fixtures import VOCABULARY, write_tiny_llava_dataset
 
 LORA_SETTINGS = ["--set", "lora_r=8", "--set", "lora_alpha=16", "--set", "lora_dropout=0"]
 

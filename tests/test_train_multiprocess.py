@@ -17,8 +17,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from inference.threads import torch_threads
 from training.api import train
-from training.fixtures import VOCABULARY, torch_threads, write_tiny_llava_dataset
+from training.fixtures import VOCABULARY, write_tiny_llava_dataset
 from training.recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from inference.threads import torch_threads
 from training.api import training_arguments
 from training.collator import MageDataCollator
 from training.data import build_dataset
-from training.fixtures import VOCABULARY, torch_threads, write_tiny_llava_dataset
+from training.fixtures import VOCABULARY, write_tiny_llava_dataset
 from training.recipes import load_recipe
 from training.templates import IGNORE_INDEX
 from training.trainer import MageTrainer, set_trainable_for_stage

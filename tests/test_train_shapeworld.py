@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from inference.threads import torch_threads
 from mage_cli.main import main as mage
 from training.data import build_dataset
-from training.fixtures import torch_threads
 
 shapeworld = pytest.importorskip("shapeworld")
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from inference.threads import torch_threads
 from training.api import train, training_arguments
 from training.checkpoint import ModelError
 from training.collator import MageDataCollator
 from training.data import build_dataset
-from training.fixtures import VOCABULARY, torch_threads, write_tiny_llava_dataset
+from training.fixtures import VOCABULARY, write_tiny_llava_dataset
 from training.losses import itdm_loss
 from training.recipes import RecipeError, load_recipe
 from training.trainer import MageTrainer, count_trainable, set_trainable_for_stage

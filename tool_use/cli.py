@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from inference import generation
+from inference.threads import add_threads_argument
 from shapeworld.plan_schema import DEFAULT_TASKS, plan_to_text, tool_system_prompt
 
 from .executor import execute_plan
@@ -53,13 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--plan-only", action="store_true", help="print and validate the plan, run nothing")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        metavar="N",
-        help="torch CPU threads (default 1; see the README's --threads note)",
-    )
+    add_threads_argument(parser)
 
 
 def build_registry(args: argparse.Namespace, model, processor, configured=None):
@@ -83,8 +78,6 @@ def _error(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads < 1:
-        return _error(f"--threads must be at least 1, got {args.threads}")
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
         return _error(f"--model {model_dir} is not a checkpoint folder (no config.json)")

@@ -17,6 +17,8 @@ import argparse
 import json
 import sys
 
+from inference.threads import add_threads_argument, torch_threads
+
 from .checkpoint import ModelError
 from .recipes import RecipeError, load_recipe
 
@@ -46,21 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     adapters.add_argument("--lora", action="store_true", help="LoRA on the LLM (projector fully trained)")
     adapters.add_argument("--qlora", action="store_true", help="as --lora on a 4-bit LLM (bitsandbytes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        metavar="N",
-        help="torch CPU threads (default 1; see the README's --threads note)",
-    )
+    add_threads_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads is not None and args.threads < 1:
-        print(f"mage train: error: --threads={args.threads}: expected >= 1.", file=sys.stderr)
-        return 2
-    from .fixtures import torch_threads  # heavy
-
     with torch_threads(args.threads):
         return _run(args)
 

@@ -3,12 +3,10 @@ exact captions and questions. Deterministic from `seed`; nothing is downloaded."
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 from pathlib import Path
 
-import torch
 from PIL import Image, ImageDraw
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 30), "blue": (30, 60, 220), "yellow": (230, 210, 40)}
@@ -71,26 +69,8 @@ def write_tiny_llava_dataset(
     return path
 
 
-@contextlib.contextmanager
-def torch_threads(count: int | None):
-    """Use `count` torch threads inside the block, restoring the previous count (None: leave as is).
-
-    On a busy shared CPU, idle OpenMP threads spinning for a core made a 2-thread run 26x slower than 1 thread.
-    """
-    if count is None:
-        yield
-        return
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _turns(pairs: list[tuple[str, str]]) -> list[dict]:
     return [turn for q, a in pairs for turn in ({"from": "human", "value": q}, {"from": "gpt", "value": a})]
 
 
-__all__ = ["write_tiny_llava_dataset", "draw", "torch_threads", "VOCABULARY", "COLOURS", "SHAPES"]
+__all__ = ["write_tiny_llava_dataset", "draw", "VOCABULARY", "COLOURS", "SHAPES"]
