@@ -27,6 +27,7 @@ _KNOBS = (
     "distractors",
     "jitter",
     "question_types",
+    "short_suffix_rate",
 )
 
 
@@ -56,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     knobs.add_argument("--label-prob", type=float, help="chance of a written word in a scene (0-1)")
     knobs.add_argument("--distractors", type=int, help="neutral background marks per scene (never mentioned)")
     knobs.add_argument("--jitter", type=float, help="position jitter inside a cell (0-0.2 of a cell)")
+    knobs.add_argument(
+        "--short-suffix-rate", type=float, help="share of short questions with LLaVA's short-answer suffix (0-1)"
+    )
     knobs.add_argument(
         "--question-types",
         nargs="+",

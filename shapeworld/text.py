@@ -309,9 +309,9 @@ assert tuple(QUESTION_TYPES) == QUESTION_TYPE_NAMES, "keep shapeworld.world.QUES
 def instruction_turns(
     rng: random.Random, scene: dict, difficulty: Difficulty, max_turns: int | None = None
 ) -> list[tuple[str, str]]:
-    """1–`max_turns` (default `difficulty.max_turns`) distinct (question, answer) pairs about `scene`; short-answer questions get LLaVA's suffix half
-    of the time, so the model learns both the plain and the benchmark style. A question type listed k times in
-    `difficulty.question_types` is asked k times as often."""
+    """1–`max_turns` (default `difficulty.max_turns`) distinct (question, answer) pairs about `scene`. A share
+    `difficulty.short_suffix_rate` of short-answer questions end with LLaVA's short-answer suffix (the benchmark style;
+    the others are plain). A question type listed k times in `difficulty.question_types` is asked k times as often."""
     kinds = list(difficulty.question_types or QUESTION_TYPES)
     rng.shuffle(kinds)
     wanted = rng.randint(1, difficulty.max_turns if max_turns is None else max_turns)
@@ -322,7 +322,8 @@ def instruction_turns(
             continue
         question, answer, style = made
         asked.add(question)
-        if style in ("short", "yesno") and rng.random() < 0.5:
+        # one draw per short question whatever the rate: data differing only in the rate differ only in suffixes
+        if style in ("short", "yesno") and rng.random() < difficulty.short_suffix_rate:
             question += LLAVA_SHORT_SUFFIX
         turns.append((question, answer))
         if len(turns) == wanted:

@@ -81,7 +81,9 @@ class Difficulty:
     chance that a scene carries a written word (OCR questions); `distractors` is the number of neutral grey marks
     drawn on the background (never mentioned); `jitter` moves objects inside their cell (fraction of a cell);
     `question_types` restricts the stage-2 question types (None = all of `QUESTION_TYPE_NAMES`); a type listed k
-    times is asked k times as often; a stage-2 row asks 1–`max_turns` questions (1: one question per row).
+    times is asked k times as often; a stage-2 row asks 1–`max_turns` questions (1: one question per row);
+    `short_suffix_rate` is the share of short-answer and yes/no questions (stage 0's text and stage 2) that end with
+    LLaVA-1.5's "Answer the question using a single word or phrase." — the instruction its benchmark prompts carry.
     """
 
     min_objects: int = 1
@@ -94,6 +96,7 @@ class Difficulty:
     jitter: float = 0.1
     question_types: tuple[str, ...] | None = None
     max_turns: int = 4
+    short_suffix_rate: float = 0.5
 
     def __post_init__(self) -> None:
         if self.question_types is not None:
@@ -124,6 +127,8 @@ class Difficulty:
             raise ShapeWorldError(f"distractors must be >= 0, got {self.distractors}")
         if not 1 <= self.max_turns <= len(QUESTION_TYPE_NAMES):
             raise ShapeWorldError(f"max_turns must be in 1..{len(QUESTION_TYPE_NAMES)}, got {self.max_turns}")
+        if not 0.0 <= self.short_suffix_rate <= 1.0:
+            raise ShapeWorldError(f"short_suffix_rate must be in [0, 1], got {self.short_suffix_rate}")
         if not 0.0 <= self.jitter <= 0.2:
             raise ShapeWorldError(f"jitter must be in [0, 0.2] (fraction of a cell), got {self.jitter}")
 

@@ -24,7 +24,7 @@ from shapeworld import (
     text_corpus,
 )
 from shapeworld.dataset import file_hashes, generate_dataset, write_llava_split, write_tool_dialogues
-from shapeworld.text import QUESTION_TYPES, instruction_turns, plural, position
+from shapeworld.text import LLAVA_SHORT_SUFFIX, QUESTION_TYPES, instruction_turns, plural, position
 
 
 def _scenes(n=200, difficulty="hard", seed=0):
@@ -169,6 +169,26 @@ def test_max_turns_sets_the_questions_per_stage2_row():
         for i in range(40)
     }
     assert max(counts) > 1
+
+
+def test_short_suffix_rate_changes_only_the_suffixes():
+    def turns(rate):
+        d = Difficulty(short_suffix_rate=rate)
+        return [
+            instruction_turns(item_rng(4, "sfx", i), sample_scene(item_rng(5, "sfx", i), d, f"s{i}"), d)
+            for i in range(60)
+        ]
+
+    never, half, always = turns(0.0), turns(0.5), turns(1.0)
+    flat = {rate: [qa for row in rows for qa in row] for rate, rows in ((0, never), (0.5, half), (1, always))}
+    assert not any(LLAVA_SHORT_SUFFIX in q for q, _ in flat[0])
+    assert 0 < sum(LLAVA_SHORT_SUFFIX in q for q, _ in flat[0.5]) < sum(LLAVA_SHORT_SUFFIX in q for q, _ in flat[1])
+    # the same questions and answers in the same order, only the suffix differs
+    assert [(q.replace(LLAVA_SHORT_SUFFIX, ""), a) for q, a in flat[1]] == flat[0]
+    # a one-word answer (yes/no, a colour, a count) to a question asked in the plain style always gets the suffix
+    assert all(LLAVA_SHORT_SUFFIX in q for q, a in flat[1] if a in ("Yes", "No") and "\nA." not in q)
+    with pytest.raises(ShapeWorldError, match="short_suffix_rate"):
+        Difficulty(short_suffix_rate=1.5)
 
 
 @pytest.mark.parametrize(
