@@ -68,10 +68,17 @@ class DemoSettings:
         + ("shape", "count", "position")
     )
 
+    # share of short questions ending with LLaVA's short-answer suffix (`Difficulty.short_suffix_rate`)
+    short_suffix_rate: float = 0.5
+
     def world(self) -> Difficulty:
-        """The ShapeWorld `Difficulty` of the demo's data: `difficulty` with the demo's question mix and turns."""
+        """The ShapeWorld `Difficulty` of the demo's data: `difficulty` with the demo's question mix, turns and
+        short-answer suffix rate."""
         return dataclasses.replace(
-            get_difficulty(self.difficulty), question_types=self.question_types, max_turns=self.max_turns
+            get_difficulty(self.difficulty),
+            question_types=self.question_types,
+            max_turns=self.max_turns,
+            short_suffix_rate=self.short_suffix_rate,
         )
 
     def with_overrides(self, pairs: list[str]) -> DemoSettings:

@@ -312,6 +312,7 @@ def main() -> None:
     p.add_argument("--sc", type=int, default=1350)
     p.add_argument("--s1", type=int, default=1600)
     p.add_argument("--s2", type=int, default=5000)
+    p.add_argument("--batch2", type=int, default=32, help="S2 batch size (trainer path)")
     p.add_argument("--eval-every", type=int, default=2500)
     p.add_argument("--ntrain", type=int, default=20000)
     p.add_argument(
@@ -349,6 +350,7 @@ def main() -> None:
         + ("" if args.lr2 == 1e-3 else f"_lr{args.lr2:g}")
         + ("" if args.projector_lr2 is None else f"_plr{args.projector_lr2:g}")
         + ("" if args.s2 == 5000 else f"_s2x{args.s2}")
+        + ("" if args.batch2 == 32 else f"_b{args.batch2}")
         + ("" if args.stage0_from is None else "_s0demo")
         + ("" if args.demo_data is None else "_datademo" + args.demo_data_stages.replace(",", ""))
         + ("" if args.demo_s2 == "as-is" else f"_{args.demo_s2}")
@@ -359,6 +361,8 @@ def main() -> None:
     )
     if args.eval_only and args.stage0_from is None:
         raise SystemExit("--eval-only scores the checkpoint of --stage0-from")
+    if args.batch2 != 32 and args.path != "trainer":
+        raise SystemExit("--batch2 is for --path trainer")
     if args.stage0_from is not None and (args.path, args.tokenizer) != ("trainer", "bpe"):
         raise SystemExit("--stage0-from needs --path trainer --tokenizer bpe (the demo's checkpoint)")
     T0 = time.time()
@@ -964,7 +968,13 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
     mage_train(r1, work / "m0", s1_data, work / "s1", callbacks=[Timer("S1_projector")], **extra)
     r2 = load_recipe(
         "stage2_tiny",
-        {**common, "learning_rate": args.lr2, "projector_lr": args.projector_lr2, "max_steps": args.s2},
+        {
+            **common,
+            "learning_rate": args.lr2,
+            "projector_lr": args.projector_lr2,
+            "max_steps": args.s2,
+            "per_device_train_batch_size": args.batch2,
+        },
     )
     mage_train(r2, work / "s1", s2_data, work / "s2", callbacks=[Timer("S2_proj_llm", args.eval_every)], **extra)
     model = MageForConditionalGeneration.from_pretrained(work / "s2")
