@@ -215,7 +215,15 @@ def train_stage(
     """One stage through `mage train`'s code path (same recipe files, trainer and checkpoints)."""
     from training.api import train  # heavy
 
-    overrides = {
+    recipe = load_recipe(recipe_name, stage_overrides(settings, steps, seed, **recipe_overrides))
+    extra = {"adam_beta2": settings.adam_beta2} | ({"use_cpu": True} if device == "cpu" else {})
+    # the demo's own folder (`OWNER_MARK`): a second `mage demo` into it replaces its stages
+    return train(recipe, model_path, data, out, disable_tqdm=False, overwrite=True, **extra)
+
+
+def stage_overrides(settings: DemoSettings, steps: int, seed: int, **recipe_overrides) -> dict:
+    """The recipe fields a demo stage sets on top of its `stage{1,2,3}_tiny` recipe."""
+    return {
         "itdm_weight": settings.itdm_weight,
         "max_steps": steps,
         "per_device_train_batch_size": settings.batch_size,
@@ -232,10 +240,6 @@ def train_stage(
         "pretokenize": True,
         **recipe_overrides,
     }
-    recipe = load_recipe(recipe_name, overrides)
-    extra = {"adam_beta2": settings.adam_beta2} | ({"use_cpu": True} if device == "cpu" else {})
-    # the demo's own folder (`OWNER_MARK`): a second `mage demo` into it replaces its stages
-    return train(recipe, model_path, data, out, disable_tqdm=False, overwrite=True, **extra)
 
 
 def train_text_lm(
