@@ -86,7 +86,9 @@ def make_project_dataset(
             else:  # the reference's way: a new scene until the question applies
                 scene = sample_scene(rng, d, f"s{i}")
         question, answer, _ = made
-        exs.append({"caption": T.caption(scene), "question": question, "answer": answer, "qtype": qtype})
+        exs.append(
+            {"caption": T.caption(scene), "question": question, "answer": answer, "qtype": qtype, "scene": scene}
+        )
         imgs.append(np.asarray(render_scene(scene, image_size)))
     blank = np.asarray(render_scene({"objects": [], "label": None, "marks": []}, image_size))
     images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()  # (n, 3, H, W) as the reference's
@@ -313,6 +315,13 @@ def main() -> None:
     p.add_argument("--s1", type=int, default=1600)
     p.add_argument("--s2", type=int, default=5000)
     p.add_argument("--batch2", type=int, default=32, help="S2 batch size (trainer path)")
+    p.add_argument(
+        "--s1-sea",
+        type=float,
+        default=0.0,
+        help="SEA's weight in S1 (trainer path, the project's world, the ladder's rows): each visual token contrasted "
+        "with the words of its grid cell, ShapeWorld's exact labels (alignment/sea.py)",
+    )
     p.add_argument("--eval-every", type=int, default=2500)
     p.add_argument("--ntrain", type=int, default=20000)
     p.add_argument(
@@ -351,6 +360,7 @@ def main() -> None:
         + ("" if args.projector_lr2 is None else f"_plr{args.projector_lr2:g}")
         + ("" if args.s2 == 5000 else f"_s2x{args.s2}")
         + ("" if args.batch2 == 32 else f"_b{args.batch2}")
+        + ("" if not args.s1_sea else f"_sea{args.s1_sea:g}")
         + ("" if args.stage0_from is None else "_s0demo")
         + ("" if args.demo_data is None else "_datademo" + args.demo_data_stages.replace(",", ""))
         + ("" if args.demo_s2 == "as-is" else f"_{args.demo_s2}")
@@ -363,6 +373,8 @@ def main() -> None:
         raise SystemExit("--eval-only scores the checkpoint of --stage0-from")
     if args.batch2 != 32 and args.path != "trainer":
         raise SystemExit("--batch2 is for --path trainer")
+    if args.s1_sea and (args.path, args.world) != ("trainer", "project") or args.s1_sea and args.demo_data:
+        raise SystemExit("--s1-sea needs --path trainer --world project and the ladder's own rows (no --demo-data)")
     if args.stage0_from is not None and (args.path, args.tokenizer) != ("trainer", "bpe"):
         raise SystemExit("--stage0-from needs --path trainer --tokenizer bpe (the demo's checkpoint)")
     T0 = time.time()
@@ -909,6 +921,10 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
         )
     else:
         s1_data.write_text(json.dumps(s1_rows))
+        if args.s1_sea:  # SEA's ShapeWorld labeller reads the scenes beside the data (alignment.recipe.SCENES_FILE)
+            with open(work / "scenes.jsonl", "w") as handle:
+                for i, e in enumerate(train):
+                    handle.write(json.dumps({"image": f"images/{i}.png", "scene": e["scene"]}) + "\n")
     if "2" in demo_stages:
         s2_data = demo_rows(
             args.demo_data / "train" / "stage2_instructions.json", s2_data, args.demo_s2, args.demo_min_objects
@@ -960,11 +976,19 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
                 "steps_per_s": round(state.global_step / wall, 2),
                 "loss_first_log": logs[0]["loss"] if logs else None,
                 "loss_last_log": logs[-1]["loss"] if logs else None,
-                "log": [{k: h[k] for k in ("step", "loss", "itg_loss", "itdm_loss") if k in h} for h in logs],
+                "log": [{k: h[k] for k in ("step", "loss", "itg_loss", "itdm_loss", "sea_loss") if k in h} for h in logs],
             }
             log(self.stage, {k: v for k, v in R["stages"][self.stage].items() if k != "log"})
 
-    r1 = load_recipe("stage1_tiny", {**common, "learning_rate": 2e-3, "max_steps": args.s1})
+    sea = (
+        {"alignment_objective": "sea", "sea_weight": args.s1_sea, "sea_window": 1, "sea_label_source": "shapeworld"}
+        if args.s1_sea
+        else {}
+    )
+    if args.s1_sea:
+        import alignment.recipe  # noqa: F401  registers "sea" with training's objective registry
+
+    r1 = load_recipe("stage1_tiny", {**common, "learning_rate": 2e-3, "max_steps": args.s1, **sea})
     mage_train(r1, work / "m0", s1_data, work / "s1", callbacks=[Timer("S1_projector")], **extra)
     r2 = load_recipe(
         "stage2_tiny",
