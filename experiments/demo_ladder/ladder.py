@@ -319,8 +319,8 @@ def main() -> None:
         "--s1-sea",
         type=float,
         default=0.0,
-        help="SEA's weight in S1 (trainer path, the project's world, the ladder's rows): each visual token contrasted "
-        "with the words of its grid cell, ShapeWorld's exact labels (alignment/sea.py)",
+        help="SEA's weight in S1 (trainer path, the project's world): each visual token contrasted with the words of "
+        "its grid cell, ShapeWorld's exact labels (alignment/sea.py) from the scenes of the ladder's or the demo's rows",
     )
     p.add_argument("--eval-every", type=int, default=2500)
     p.add_argument("--ntrain", type=int, default=20000)
@@ -373,8 +373,8 @@ def main() -> None:
         raise SystemExit("--eval-only scores the checkpoint of --stage0-from")
     if args.batch2 != 32 and args.path != "trainer":
         raise SystemExit("--batch2 is for --path trainer")
-    if args.s1_sea and (args.path, args.world) != ("trainer", "project") or args.s1_sea and args.demo_data:
-        raise SystemExit("--s1-sea needs --path trainer --world project and the ladder's own rows (no --demo-data)")
+    if args.s1_sea and (args.path, args.world) != ("trainer", "project"):
+        raise SystemExit("--s1-sea needs --path trainer --world project")
     if args.stage0_from is not None and (args.path, args.tokenizer) != ("trainer", "bpe"):
         raise SystemExit("--stage0-from needs --path trainer --tokenizer bpe (the demo's checkpoint)")
     T0 = time.time()
@@ -976,7 +976,9 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
                 "steps_per_s": round(state.global_step / wall, 2),
                 "loss_first_log": logs[0]["loss"] if logs else None,
                 "loss_last_log": logs[-1]["loss"] if logs else None,
-                "log": [{k: h[k] for k in ("step", "loss", "itg_loss", "itdm_loss", "sea_loss") if k in h} for h in logs],
+                "log": [
+                    {k: h[k] for k in ("step", "loss", "itg_loss", "itdm_loss", "sea_loss") if k in h} for h in logs
+                ],
             }
             log(self.stage, {k: v for k, v in R["stages"][self.stage].items() if k != "log"})
 
@@ -985,6 +987,8 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
         if args.s1_sea
         else {}
     )
+    if args.s1_sea and "1" in demo_stages:  # the demo's scenes.jsonl lies beside its images, not beside the rows
+        sea["image_folder"] = str((args.demo_data / "train").resolve())
     if args.s1_sea:
         import alignment.recipe  # noqa: F401  registers "sea" with training's objective registry
 
