@@ -29,6 +29,7 @@ from mage_cli.demo_stages import (
     loss_summary,
     pretrain_tower,
     second_core,
+    stage1_sea,
     train_stage,
     train_text_lm,
 )
@@ -180,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
             settings,
             args.seed,
             args.device,
+            **stage1_sea(settings),
         )
         pending["stage 1"] = evaluate_beside("stage 1", stage1)
         stage2 = train_stage(

@@ -42,6 +42,9 @@ class DemoSettings:
     batch_size: int = 32
     # MAGE as the paper defines it: ITG + ITDM, at the ladder's weight, not the paper's 1 (docs/DECISIONS.md)
     itdm_weight: float = 0.1
+    # SEA in stage 1 (0 = off): each visual token contrasted with the words of its grid cell, ShapeWorld's exact
+    # labels standing in for CLIP's (alignment/sea.py, docs/alignment.md)
+    stage1_sea_weight: float = 0.0
     skill_questions: int = 400  # held-out questions per skill (existence, colour, shape, count, relation)
     eval_limits: dict = dataclasses.field(
         default_factory=lambda: {"mme": 60, "pope": 300, "mmbench": 50, "mmbench_cn": 30, "seed": 100, "plans": 60}
@@ -212,8 +215,12 @@ def train_stage(
     device: str | None,
     **recipe_overrides,
 ) -> Path:
-    """One stage through `mage train`'s code path (same recipe files, trainer and checkpoints)."""
+    """One stage through `mage train`'s code path (same recipe files, trainer and checkpoints); `recipe_overrides`
+    are recipe fields on top of the demo's (`stage_overrides`)."""
     from training.api import train  # heavy
+
+    if recipe_overrides.get("alignment_objective", "none") != "none":
+        import alignment.recipe  # noqa: F401  heavy (registers SEA with training's objective registry)
 
     recipe = load_recipe(recipe_name, stage_overrides(settings, steps, seed, **recipe_overrides))
     extra = {"adam_beta2": settings.adam_beta2} | ({"use_cpu": True} if device == "cpu" else {})
@@ -239,6 +246,20 @@ def stage_overrides(settings: DemoSettings, steps: int, seed: int, **recipe_over
         # then only opens images (experiments/trainer_overhead/)
         "pretokenize": True,
         **recipe_overrides,
+    }
+
+
+def stage1_sea(settings: DemoSettings) -> dict:
+    """Stage 1's SEA recipe fields: none when `settings.stage1_sea_weight` is 0; else SEA at that weight, every
+    token's cell sampled (`sea_window=1`: the 3 × 3 token grid is one ShapeWorld cell per token) and ShapeWorld's
+    labels, which the demo's `scenes.jsonl` beside the stage-1 rows provides."""
+    if not settings.stage1_sea_weight:
+        return {}
+    return {
+        "alignment_objective": "sea",
+        "sea_weight": settings.stage1_sea_weight,
+        "sea_window": 1,
+        "sea_label_source": "shapeworld",
     }
 
 
