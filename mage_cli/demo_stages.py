@@ -42,9 +42,9 @@ class DemoSettings:
     batch_size: int = 32
     # MAGE as the paper defines it: ITG + ITDM, at the ladder's weight, not the paper's 1 (docs/DECISIONS.md)
     itdm_weight: float = 0.1
-    # SEA in stage 1 (0 = off): each visual token contrasted with the words of its grid cell, ShapeWorld's exact
-    # labels standing in for CLIP's (alignment/sea.py, docs/alignment.md)
-    stage1_sea_weight: float = 0.0
+    # SEA in stage 1 (0 = off), the ladder's lever for the IAN's counting (docs/DECISIONS.md): each visual token
+    # contrasted with the words of its grid cell, ShapeWorld's exact labels standing in for CLIP's (alignment/sea.py)
+    stage1_sea_weight: float = 1.0
     skill_questions: int = 400  # held-out questions per skill (existence, colour, shape, count, relation)
     eval_limits: dict = dataclasses.field(
         default_factory=lambda: {"mme": 60, "pope": 300, "mmbench": 50, "mmbench_cn": 30, "seed": 100, "plans": 60}
