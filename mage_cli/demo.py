@@ -311,7 +311,7 @@ def _publishable_copy(checkpoint: Path, final: Path, scores: dict, settings: Dem
             f"`mage demo`: stage 0 (text LM {settings.lm_steps} steps; CLIP-style tower), stage 1 "
             f"{settings.stage1_steps}, stage 2 {settings.stage2_steps}, stage 3 {settings.stage3_steps} steps "
             f"of batch {settings.batch_size} on ShapeWorld ({settings.difficulty}, {settings.image_size} px); "
-            f"ITG + ITDM (weight {settings.itdm_weight:g}) in every stage"
+            f"ITG + ITDM (weight {settings.itdm_weight:g}) in stages 1-3"
             + (
                 f", SEA (weight {settings.stage1_sea_weight:g}, ShapeWorld's cell labels) in stage 1."
                 if settings.stage1_sea_weight
