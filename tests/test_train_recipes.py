@@ -65,6 +65,12 @@ def test_all_errors_reported_at_once_with_file_name(tmp_path):
         recipe_from_dict({"stage": 4, "template": "chatml"})
 
 
+def test_itg_reduction_is_a_checked_recipe_field():
+    assert load_recipe("stage3_tiny", ["itg_reduction=sample"]).itg_reduction == "sample"
+    with pytest.raises(RecipeError, match="itg_reduction='mean': expected 'token', 'square' or 'sample'"):
+        load_recipe("stage3_tiny", ["itg_reduction=mean"])
+
+
 def test_missing_recipe_lists_bundled_ones():
     with pytest.raises(RecipeError, match="stage2_7b"):
         load_recipe("stage9_huge")

@@ -91,7 +91,7 @@ class SequentialTrainer(MageTrainer):
         return torch.utils.data.SequentialSampler(self.train_dataset)
 
 
-def one_sgd_step(workspace, tmp_path, batch_size, accumulation, lr=0.5):
+def one_sgd_step(workspace, tmp_path, batch_size, accumulation, lr=0.5, itg_reduction="token"):
     """Weights after one SGD step (no clipping, constant lr) from the same 8 samples in the same order."""
     from modeling_mage import MageForConditionalGeneration
     from processing_mage import MageProcessor
@@ -102,7 +102,7 @@ def one_sgd_step(workspace, tmp_path, batch_size, accumulation, lr=0.5):
     dataset = build_dataset(workspace["data"], processor, "vicuna_v1", 256, max_samples=8)
     args = training_arguments(
         recipe(),
-        tmp_path / f"run{batch_size}x{accumulation}",
+        tmp_path / f"run{batch_size}x{accumulation}{itg_reduction}",
         per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=accumulation,
         max_steps=1,
@@ -114,7 +114,11 @@ def one_sgd_step(workspace, tmp_path, batch_size, accumulation, lr=0.5):
         disable_tqdm=True,
     )
     trainer = SequentialTrainer(
-        model=model, args=args, train_dataset=dataset, data_collator=MageDataCollator.from_processor(processor)
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=MageDataCollator.from_processor(processor),
+        itg_reduction=itg_reduction,
     )
     trainer.train()
     return {name: p.detach().clone() for name, p in model.named_parameters()}, dataset, processor
@@ -153,6 +157,42 @@ def test_accumulation_2x4_equals_1x8_and_the_full_batch_loss(workspace, tmp_path
         full["model.vision_tower.embeddings.patch_embedding.weight"],
         before["model.vision_tower.embeddings.patch_embedding.weight"],
     )
+
+
+def test_sample_weighted_itg_accumulates_exactly_and_weighs_every_row_once(workspace, tmp_path):
+    """`itg_reduction="sample"`: 2 × 4 equals 1 × 8, and the step is the gradient of the mean of the rows' own mean
+    cross-entropies (+ ITDM) over the 8 rows, by hand; it differs from the token-weighted step."""
+    from modeling_mage import MageForConditionalGeneration
+
+    before = load_file(workspace["model"] / "model.safetensors")
+    full, dataset, processor = one_sgd_step(workspace, tmp_path, 8, 1, itg_reduction="sample")
+    accumulated, _, _ = one_sgd_step(workspace, tmp_path, 4, 2, itg_reduction="sample")
+    token, _, _ = one_sgd_step(workspace, tmp_path, 8, 1)
+    for name in full:
+        torch.testing.assert_close(accumulated[name], full[name], rtol=1e-5, atol=1e-6)
+
+    model = MageForConditionalGeneration.from_pretrained(workspace["model"], dtype=torch.float32)
+    set_trainable_for_stage(model, 2)
+    batch = MageDataCollator.from_processor(processor)([dataset[i] for i in range(8)])
+    itdm_inputs = {key: batch.pop(key) for key in ("itdm_input_ids", "itdm_attention_mask", "itdm_pool_mask")}
+    labels = batch.pop("labels")
+    outputs = model(**batch)
+    supervised = labels[:, 1:] != -100
+    assert len(set(supervised.sum(1).tolist())) > 1  # rows of different lengths: the weighting can matter
+    ce = torch.nn.functional.cross_entropy(outputs.logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none")
+    row_means = (ce * supervised).sum(1) / supervised.sum(1)
+    d_ian, d_llm = model.get_itdm_features(
+        text_input_ids=itdm_inputs["itdm_input_ids"],
+        text_attention_mask=itdm_inputs["itdm_attention_mask"],
+        text_pool_mask=itdm_inputs["itdm_pool_mask"],
+        image_hidden_states=outputs.image_hidden_states,
+    )
+    (row_means.mean() + model.config.itdm_weight * itdm_loss(d_ian, d_llm)).backward()
+    lm_weight = "model.language_model.layers.0.mlp.down_proj.weight"
+    for name in (lm_weight, "lm_head.weight"):
+        expected = before[name] - 0.5 * dict(model.named_parameters())[name].grad
+        torch.testing.assert_close(full[name], expected, rtol=1e-4, atol=1e-6)
+        assert not torch.allclose(full[name], token[name], rtol=1e-4, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------ full runs

@@ -213,6 +213,7 @@ def train(
         projector_lr=recipe.projector_lr,
         group_by_modality_length=recipe.group_by_modality_length,
         length_group_factor=recipe.length_group_factor,
+        itg_reduction=recipe.itg_reduction,
         **extra,
     )
     if existing and trainer.args.should_save:  # --overwrite: the replaced run's checkpoints go now, its model later

@@ -74,4 +74,61 @@ def itdm_loss(
     return total / count.clamp(min=1).to(total.dtype)
 
 
-__all__ = ["itdm_loss", "itdm_per_sample", "ITDM_REDUCTIONS"]
+# ITG's weighting of rows (InternVL 2.5's "loss reweighting"): a row with n supervised tokens gives each token the
+# weight n^-p. "token" (p = 0, LLaVA's and transformers' mean over all supervised tokens) lets long answers dominate a
+# batch, "sample" (p = 1) counts every row once, "square" (p = 1/2) lies between.
+ITG_REDUCTIONS = {"token": 0.0, "square": 0.5, "sample": 1.0}
+
+
+def itg_row_weights(labels: torch.Tensor, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row token weights and their normaliser for causal-LM labels.
+
+    Args:
+        labels: `(B, L)` with -100 where nothing is supervised; position t is predicted from t - 1 (the shift
+            transformers' causal-LM loss makes), so the supervised tokens of a row are `labels[:, 1:] != -100`.
+        reduction: a key of `ITG_REDUCTIONS`.
+
+    Returns:
+        `(weights (B,), normaliser ())`: each supervised token of row i weighs `weights[i] = n_i^-p`; the normaliser
+        is `Σ_i n_i^(1-p)` over rows with n_i > 0 (the supervised-token count for "token", the row count for
+        "sample"), so `Σ_i weights[i] · (CE summed over row i) / normaliser` is the weighted mean.
+    """
+    if reduction not in ITG_REDUCTIONS:
+        raise ValueError(f"itg reduction={reduction!r} is not supported; expected one of {list(ITG_REDUCTIONS)}.")
+    power = ITG_REDUCTIONS[reduction]
+    counts = (labels[:, 1:] != -100).sum(dim=1).double()
+    supervised = counts > 0
+    weights = torch.where(supervised, counts.clamp(min=1).pow(-power), torch.zeros_like(counts))
+    normaliser = torch.where(supervised, counts.clamp(min=1).pow(1 - power), torch.zeros_like(counts)).sum()
+    return weights, normaliser
+
+
+def itg_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    reduction: str = "token",
+    normaliser: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """ITG (causal-LM cross-entropy) with rows weighted by `reduction` (see `ITG_REDUCTIONS`).
+
+    Args:
+        logits: `(B, L, V)`; position t predicts `labels[:, t + 1]`.
+        labels: `(B, L)`, -100 where nothing is supervised.
+        reduction: `"token"`, `"square"` or `"sample"`.
+        normaliser: divisor replacing this batch's own (`itg_row_weights`) — that of the whole accumulated batch
+            under gradient accumulation, so that the micro-batch losses sum to the full batch's.
+
+    Returns:
+        `()` float32 tensor; with `reduction="token"` and no `normaliser`, transformers' causal-LM loss.
+    """
+    targets = labels[:, 1:].to(logits.device)
+    per_token = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), targets, ignore_index=-100, reduction="none"
+    )  # (B, L - 1)
+    weights, own = itg_row_weights(labels, reduction)
+    total = (per_token.sum(dim=1) * weights.to(per_token.device, per_token.dtype)).sum()
+    divisor = own if normaliser is None else torch.as_tensor(normaliser)
+    return total / divisor.to(total.device, total.dtype).clamp(min=1e-12)
+
+
+__all__ = ["itdm_loss", "itdm_per_sample", "itg_loss", "itg_row_weights", "ITDM_REDUCTIONS", "ITG_REDUCTIONS"]

@@ -95,6 +95,9 @@ class Recipe:
     itdm_weight: float = 1.0  # L = L_ITG + itdm_weight * L_ITDM
     itdm_reduction: str = "mean"  # "mean" over features or "sum" (Eq. 2 as printed)
     itdm_text_source: str = "hidden"  # "hidden" (text-only LM forward) or "embeddings"
+    # how ITG weighs rows (training.losses.ITG_REDUCTIONS): "token" (every supervised token alike, LLaVA), "sample"
+    # (every row alike, whatever its answer's length), "square" (between); a trainer setting, not stored in the model
+    itg_reduction: str = "token"
     # --- alignment objective beside ITG/ITDM (docs/alignment.md). Implemented outside training/: the name selects the
     # builder registered with `register_alignment_objective` (alignment/ registers "sea"). The sea_* fields are SEA's
     # settings, stored and checked here so recipes load the same whether or not alignment/ is imported.
@@ -144,6 +147,8 @@ class Recipe:
             errors.append(f"lr_scheduler_type={self.lr_scheduler_type!r}: expected one of {list(SCHEDULERS)}")
         if self.itdm_reduction not in ("mean", "sum"):
             errors.append(f"itdm_reduction={self.itdm_reduction!r}: expected 'mean' or 'sum'")
+        if self.itg_reduction not in ("token", "square", "sample"):
+            errors.append(f"itg_reduction={self.itg_reduction!r}: expected 'token', 'square' or 'sample'")
         if self.itdm_text_source not in ("hidden", "embeddings"):
             errors.append(f"itdm_text_source={self.itdm_text_source!r}: expected 'hidden' or 'embeddings'")
         for name in (

@@ -43,14 +43,24 @@ class MageSFTTrainer(ItdmLossMixin, trl.SFTTrainer):
     """TRL `SFTTrainer` with MAGE's loss (`ITG + itdm_weight · ITDM`), logging and optimizer groups.
 
     Use with `data_collator=MageDataCollator.from_processor(processor)`, a `LlavaDataset` and `sft_config(...)`.
-    Keyword-only extras as `MageTrainer`: `itdm_weight`, `projector_lr`, `group_by_modality_length`.
+    Keyword-only extras as `MageTrainer`: `itdm_weight`, `projector_lr`, `group_by_modality_length`, `itg_reduction`.
     """
 
-    def __init__(self, *args, itdm_weight=None, projector_lr=None, group_by_modality_length=False, **kwargs):
+    def __init__(
+        self,
+        *args,
+        itdm_weight=None,
+        projector_lr=None,
+        group_by_modality_length=False,
+        itg_reduction="token",
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
-        self._init_mage(itdm_weight, projector_lr, group_by_modality_length)
+        self._init_mage(itdm_weight, projector_lr, group_by_modality_length, itg_reduction=itg_reduction)
 
     def _base_compute_loss(self, model, inputs, num_items_in_batch):
+        if self.itg_reduction != "token":  # the mixin's row-weighted ITG
+            return super()._base_compute_loss(model, inputs, num_items_in_batch)
         # Trainer's path (the model's own loss with num_items_in_batch), not TRL's fused path without ITDM.
         return Trainer.compute_loss(self, model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
 

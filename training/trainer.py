@@ -22,7 +22,7 @@ from torch import nn
 from transformers import Trainer
 
 from .collator import ITDM_KEYS, SKIP_KEY, ModalityLengthGroupedSampler
-from .losses import itdm_loss
+from .losses import ITG_REDUCTIONS, itdm_loss, itg_loss, itg_row_weights
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ class ItdmLossMixin:
 
     Extra constructor arguments (keyword-only): `itdm_weight` (default: the model config's), `projector_lr`
     (None = the learning rate), `group_by_modality_length` (needs `train_dataset.lengths`), `length_group_factor`
-    (megabatches sorted together by length; 1 = LLaVA's grouping).
+    (megabatches sorted together by length; 1 = LLaVA's grouping), `itg_reduction` (how ITG weighs rows:
+    `training.losses.ITG_REDUCTIONS`; "token" = the model's own loss).
     """
 
     def _init_mage(
@@ -89,7 +90,12 @@ class ItdmLossMixin:
         projector_lr: float | None,
         group_by_modality_length: bool,
         length_group_factor: int = 1,
+        itg_reduction: str = "token",
     ):
+        if itg_reduction not in ITG_REDUCTIONS:
+            raise ValueError(f"itg_reduction={itg_reduction!r}: expected one of {list(ITG_REDUCTIONS)}")
+        self.itg_reduction = itg_reduction
+        self._itg_normaliser = None
         config = self._mage_config()
         self.itdm_weight = float(config.itdm_weight if itdm_weight is None else itdm_weight)
         self.itdm_reduction = config.itdm_reduction
@@ -120,13 +126,25 @@ class ItdmLossMixin:
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             count = self.accelerator.gather(count).sum()
         self._itdm_num_items = count
+        if self.itg_reduction != "token":  # the row weights' normaliser of the whole accumulated batch
+            total = sum(
+                (
+                    itg_row_weights(batch["labels"], self.itg_reduction)[1]
+                    for batch in batch_samples
+                    if "labels" in batch
+                ),
+                torch.zeros((), dtype=torch.float64),
+            ).to(device)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                total = self.accelerator.gather(total.reshape(1)).sum()
+            self._itg_normaliser = total
         return batch_samples, num_items_in_batch
 
     # -------------------------------------------------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self._record_data_events(inputs.pop(SKIP_KEY, ()))
         itdm_inputs = {key: inputs.pop(key) for key in ITDM_KEYS if key in inputs}
-        if model.training and self.label_smoother is None and "labels" in inputs:
+        if model.training and self.label_smoother is None and "labels" in inputs and self.itg_reduction == "token":
             # Training needs only the loss: the LM head runs at supervised positions only (same loss and gradients).
             inputs["return_logits"] = False
         itg, outputs = self._base_compute_loss(model, inputs, num_items_in_batch)
@@ -153,8 +171,19 @@ class ItdmLossMixin:
                 skips.add(row_id, reason)
 
     def _base_compute_loss(self, model, inputs, num_items_in_batch):
-        """ITG and the outputs: `Trainer.compute_loss` (the model's loss, normalised by `num_items_in_batch`)."""
-        return super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        """ITG and the outputs: `Trainer.compute_loss` (the model's loss, normalised by `num_items_in_batch`), or with
+        `itg_reduction` other than "token" the row-weighted loss from the logits, normalised alike (by the whole
+        accumulated batch's row weights, times the processes as Trainer scales its loss)."""
+        if self.itg_reduction == "token" or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        if num_items_in_batch is None or not model.training or self._itg_normaliser is None:
+            return itg_loss(outputs.logits, labels, self.itg_reduction), outputs  # this micro-batch's own mean
+        loss = itg_loss(outputs.logits, labels, self.itg_reduction, normaliser=self._itg_normaliser)
+        if self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # as Trainer scales ITG: DDP averages the gradients
+        return loss, outputs
 
     def _itdm(self, model, itdm_inputs: dict, image_hidden_states: torch.Tensor, num_items_in_batch) -> torch.Tensor:
         mage = self._mage_model(model)
@@ -225,7 +254,7 @@ class MageTrainer(ItdmLossMixin, Trainer):
 
     Args (besides `Trainer`'s, keyword-only): `itdm_weight` (default: `model.config.itdm_weight`),
     `projector_lr` (LLaVA's `mm_projector_lr`; None = `args.learning_rate`), `group_by_modality_length`,
-    `length_group_factor`.
+    `length_group_factor`, `itg_reduction` ("token", "square" or "sample": how ITG weighs rows of different lengths).
     The data collator must be a `MageDataCollator` (it provides the ITDM text).
     """
 
@@ -236,10 +265,11 @@ class MageTrainer(ItdmLossMixin, Trainer):
         projector_lr: float | None = None,
         group_by_modality_length: bool = False,
         length_group_factor: int = 1,
+        itg_reduction: str = "token",
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        self._init_mage(itdm_weight, projector_lr, group_by_modality_length, length_group_factor)
+        self._init_mage(itdm_weight, projector_lr, group_by_modality_length, length_group_factor, itg_reduction)
 
 
 __all__ = ["MageTrainer", "ItdmLossMixin", "set_trainable_for_stage", "count_trainable"]
