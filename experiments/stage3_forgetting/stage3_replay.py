@@ -1,10 +1,14 @@
 """Stage 3's forgetting (issue 23): the demo's stage 3 (tool plans, 300 updates) from one stage-2 checkpoint, with the
-demo's settings and with more replay of the stage-2 rows and/or a lower learning rate, three training seeds each.
+demo's settings and with more replay of the stage-2 rows, a lower learning rate or ITG weighted by rows instead of
+tokens (`itg_reduction="sample"`), three training seeds each.
 Scores: the held-out skills the stage-2 model had (the demo's skill set, generation as the demo's report) and the
 held-out plans (valid share, argument match).
 
     python experiments/stage3_forgetting/stage3_replay.py --demo-dir /tmp/demo_new_s0 \
         --out experiments/stage3_forgetting/results
+    mage demo --strict --seed 0 --set stage1_sea_weight=1 --output-dir /tmp/demo_sea_s0      # SEA in stage 1
+    python experiments/stage3_forgetting/stage3_replay.py --demo-dir /tmp/demo_sea_s0 --settings demo sample \
+        --out experiments/stage3_forgetting/results_sea_s0
 
 `--demo-dir` is a `mage demo` output folder (its `models/stage2` and `data/`); one JSON per (setting, seed) is written
 to `--out` and a finished one is not run again.
@@ -34,12 +38,15 @@ from modeling_mage import MageForConditionalGeneration  # noqa: E402
 from processing_mage import MageProcessor  # noqa: E402
 from tool_use.eval_plans import evaluate_plan_model  # noqa: E402
 
-# name: (replay_ratio, learning_rate); "demo" is the demo's stage 3 as it runs today
+# name: (replay_ratio, learning_rate, itg_reduction); "demo" is the demo's stage 3 as it runs today; "sample": every
+# row weighs alike in ITG, so the replayed rows' share of the loss is their share of the rows (token_shares.py)
 SETTINGS = {
-    "demo": (0.1, 1e-3),
-    "replay0.5": (0.5, 1e-3),
-    "lr2e-4": (0.1, 2e-4),
-    "replay0.5_lr2e-4": (0.5, 2e-4),
+    "demo": (0.1, 1e-3, "token"),
+    "replay0.5": (0.5, 1e-3, "token"),
+    "lr2e-4": (0.1, 2e-4, "token"),
+    "replay0.5_lr2e-4": (0.5, 2e-4, "token"),
+    "sample": (0.1, 1e-3, "sample"),
+    "sample_replay0.25": (0.25, 1e-3, "sample"),
 }
 
 
@@ -71,7 +78,7 @@ def main() -> None:
         base_file.write_text(json.dumps({"model": str(stage2), "commit": commit, **score(stage2, data, args.plans)}))
     settings = DemoSettings()
     for name in args.settings:
-        replay, lr = SETTINGS[name]
+        replay, lr, reduction = SETTINGS[name]
         for seed in args.seeds:
             out_file = args.out / f"{name}_seed{seed}.json"
             if out_file.is_file():
@@ -91,11 +98,13 @@ def main() -> None:
                 replay_ratio=replay,
                 learning_rate=lr,
                 max_length=512,
+                itg_reduction=reduction,
             )
             result = {
                 "setting": name,
                 "replay_ratio": replay,
                 "learning_rate": lr,
+                "itg_reduction": reduction,
                 "seed": seed,
                 "steps": settings.stage3_steps,
                 "settings": dataclasses.asdict(settings),
