@@ -124,16 +124,9 @@ def one_sgd_step(workspace, tmp_path, batch_size, accumulation, lr=0.5, itg_redu
     return {name: p.detach().clone() for name, p in model.named_parameters()}, dataset, processor
 
 
-def test_accumulation_2x4_equals_1x8_and_the_full_batch_loss(workspace, tmp_path):
-    before = load_file(workspace["model"] / "model.safetensors")
-    full, dataset, processor = one_sgd_step(workspace, tmp_path, 8, 1)
-    accumulated, _, _ = one_sgd_step(workspace, tmp_path, 4, 2)
-    images = [dataset[i]["pixel_values"] is not None for i in range(8)]
-    assert sum(images[:4]) != sum(images[4:])  # unequal image counts per micro-batch: the test can fail
-    for name in full:
-        torch.testing.assert_close(accumulated[name], full[name], rtol=1e-5, atol=1e-6)
-
-    # by hand: ITG = mean CE over all supervised tokens of the 8 samples, ITDM = mean over their image samples
+def full_batch_forward(workspace, dataset, processor):
+    """The 8 samples of `one_sgd_step` as one batch through a fresh stage-2 model: `(model, batch, outputs, ITDM)`;
+    `outputs.loss` is the token-mean ITG, `outputs.logits` the full logits (for other ITG weightings)."""
     from modeling_mage import MageForConditionalGeneration
 
     model = MageForConditionalGeneration.from_pretrained(workspace["model"], dtype=torch.float32)
@@ -147,7 +140,22 @@ def test_accumulation_2x4_equals_1x8_and_the_full_batch_loss(workspace, tmp_path
         text_pool_mask=itdm_inputs["itdm_pool_mask"],
         image_hidden_states=outputs.image_hidden_states,
     )
-    (outputs.loss + model.config.itdm_weight * itdm_loss(d_ian, d_llm)).backward()
+    return model, batch, outputs, itdm_loss(d_ian, d_llm)
+
+
+def test_accumulation_2x4_equals_1x8_and_the_full_batch_loss(workspace, tmp_path):
+    before = load_file(workspace["model"] / "model.safetensors")
+    full, dataset, processor = one_sgd_step(workspace, tmp_path, 8, 1)
+    accumulated, _, _ = one_sgd_step(workspace, tmp_path, 4, 2)
+    images = [dataset[i]["pixel_values"] is not None for i in range(8)]
+    assert sum(images[:4]) != sum(images[4:])  # unequal image counts per micro-batch: the test can fail
+    for name in full:
+        torch.testing.assert_close(accumulated[name], full[name], rtol=1e-5, atol=1e-6)
+
+    # by hand: ITG = mean CE over all supervised tokens of the 8 samples, ITDM = mean over their image samples
+
+    model, batch, outputs, itdm = full_batch_forward(workspace, dataset, processor)
+    (outputs.loss + model.config.itdm_weight * itdm).backward()
     lm_weight = "model.language_model.layers.0.mlp.down_proj.weight"
     projector_weight = next(n for n, _ in model.named_parameters() if "multi_modal_projector" in n and "weight" in n)
     for name in (lm_weight, projector_weight, "lm_head.weight"):
@@ -162,7 +170,6 @@ def test_accumulation_2x4_equals_1x8_and_the_full_batch_loss(workspace, tmp_path
 def test_sample_weighted_itg_accumulates_exactly_and_weighs_every_row_once(workspace, tmp_path):
     """`itg_reduction="sample"`: 2 × 4 equals 1 × 8, and the step is the gradient of the mean of the rows' own mean
     cross-entropies (+ ITDM) over the 8 rows, by hand; it differs from the token-weighted step."""
-    from modeling_mage import MageForConditionalGeneration
 
     before = load_file(workspace["model"] / "model.safetensors")
     full, dataset, processor = one_sgd_step(workspace, tmp_path, 8, 1, itg_reduction="sample")
@@ -171,23 +178,13 @@ def test_sample_weighted_itg_accumulates_exactly_and_weighs_every_row_once(works
     for name in full:
         torch.testing.assert_close(accumulated[name], full[name], rtol=1e-5, atol=1e-6)
 
-    model = MageForConditionalGeneration.from_pretrained(workspace["model"], dtype=torch.float32)
-    set_trainable_for_stage(model, 2)
-    batch = MageDataCollator.from_processor(processor)([dataset[i] for i in range(8)])
-    itdm_inputs = {key: batch.pop(key) for key in ("itdm_input_ids", "itdm_attention_mask", "itdm_pool_mask")}
-    labels = batch.pop("labels")
-    outputs = model(**batch)
+    model, batch, outputs, itdm = full_batch_forward(workspace, dataset, processor)
+    labels = batch["labels"]
     supervised = labels[:, 1:] != -100
     assert len(set(supervised.sum(1).tolist())) > 1  # rows of different lengths: the weighting can matter
     ce = torch.nn.functional.cross_entropy(outputs.logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none")
     row_means = (ce * supervised).sum(1) / supervised.sum(1)
-    d_ian, d_llm = model.get_itdm_features(
-        text_input_ids=itdm_inputs["itdm_input_ids"],
-        text_attention_mask=itdm_inputs["itdm_attention_mask"],
-        text_pool_mask=itdm_inputs["itdm_pool_mask"],
-        image_hidden_states=outputs.image_hidden_states,
-    )
-    (row_means.mean() + model.config.itdm_weight * itdm_loss(d_ian, d_llm)).backward()
+    (row_means.mean() + model.config.itdm_weight * itdm).backward()
     lm_weight = "model.language_model.layers.0.mlp.down_proj.weight"
     for name in (lm_weight, "lm_head.weight"):
         expected = before[name] - 0.5 * dict(model.named_parameters())[name].grad
