@@ -232,6 +232,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=64, help="pixels (patch 16): 64 = 4x4 patches, 48 = 3x3")
     p.add_argument("--itdm", type=float, default=0.0, help="ITDM weight in S1 and S2 (trainer path)")
     p.add_argument("--itdm-source", choices=("hidden", "embeddings"), default="hidden")
+    p.add_argument("--itdm-stages", choices=("1,2", "2"), default="1,2", help="the stages --itdm applies to")
     p.add_argument("--seb-query-source", choices=("pixels", "features"), default="pixels", help="IAN: SEB queries from")
     p.add_argument(
         "--seb-vab-residual",
@@ -355,6 +356,7 @@ def main() -> None:
         + ("" if args.exist_eval == "random" else f"_xeval{args.exist_eval}")
         + f"_{args.template}"
         + f"_itdm{args.itdm:g}"
+        + ("" if args.itdm_stages == "1,2" else "s2only")
         + (f"{args.itdm_source[0]}" if args.itdm else "")
         + ("" if args.lr2 == 1e-3 else f"_lr{args.lr2:g}")
         + ("" if args.projector_lr2 is None else f"_plr{args.projector_lr2:g}")
@@ -992,7 +994,8 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
     if args.s1_sea:
         import alignment.recipe  # noqa: F401  registers "sea" with training's objective registry
 
-    r1 = load_recipe("stage1_tiny", {**common, "learning_rate": 2e-3, "max_steps": args.s1, **sea})
+    s1_itdm = {} if args.itdm_stages == "1,2" else {"itdm_weight": 0.0}
+    r1 = load_recipe("stage1_tiny", {**common, "learning_rate": 2e-3, "max_steps": args.s1, **sea, **s1_itdm})
     mage_train(r1, work / "m0", s1_data, work / "s1", callbacks=[Timer("S1_projector")], **extra)
     r2 = load_recipe(
         "stage2_tiny",
