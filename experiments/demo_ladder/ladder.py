@@ -230,7 +230,7 @@ def main() -> None:
     p.add_argument("--world", choices=("ref", "project"), default="ref", help="the reference's shapes or ShapeWorld")
     p.add_argument("--tokenizer", choices=("word", "bpe"), default="word", help="word-level or the demo's BPE")
     p.add_argument("--image-size", type=int, default=64, help="pixels (patch 16): 64 = 4x4 patches, 48 = 3x3")
-    p.add_argument("--itdm", type=float, default=0.0, help="ITDM weight in S1 and S2 (trainer path)")
+    p.add_argument("--itdm", type=float, default=0.0, help="ITDM weight (trainer path) in the stages of --itdm-stages")
     p.add_argument("--itdm-source", choices=("hidden", "embeddings"), default="hidden")
     p.add_argument("--itdm-stages", choices=("1,2", "2"), default="1,2", help="the stages --itdm applies to")
     p.add_argument("--seb-query-source", choices=("pixels", "features"), default="pixels", help="IAN: SEB queries from")
