@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from PIL import Image
 
 from inference import chat_text, encode_left_padded, generate_text, greedy_answers
@@ -39,6 +40,17 @@ def test_batched_greedy_answers_equal_one_at_a_time(tiny_mage):
     batched = greedy_answers(model, processor, [chat_text(processor, q) for q in questions], images, 6)
     alone = [generate_text(model, processor, q, image=i, max_new_tokens=6) for q, i in zip(questions, images)]
     assert batched == alone
+    # a random tiny model may answer both alike, so compare what greedy decoding reads: the next-token logits of each
+    # left-padded row against the row alone (they differ between the rows, so a padding bug would show)
+    prompts = [chat_text(processor, q) for q in questions]
+    with torch.inference_mode():
+        together = model(**encode_left_padded(model, processor, prompts, images)).logits[:, -1]
+        single = [
+            model(**encode_left_padded(model, processor, [t], [i])).logits[0, -1] for t, i in zip(prompts, images)
+        ]
+    assert not torch.allclose(single[0], single[1], atol=1e-4)
+    for row, expected in zip(together, single):
+        torch.testing.assert_close(row, expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("command", ["demo", "train", "eval", "agent", "ablate", "serve"])
