@@ -71,17 +71,10 @@ class DemoSettings:
         + ("shape", "count", "position")
     )
 
-    # share of short questions ending with LLaVA's short-answer suffix (`Difficulty.short_suffix_rate`)
-    short_suffix_rate: float = 0.5
-
     def world(self) -> Difficulty:
-        """The ShapeWorld `Difficulty` of the demo's data: `difficulty` with the demo's question mix, turns and
-        short-answer suffix rate."""
+        """The ShapeWorld `Difficulty` of the demo's data: `difficulty` with the demo's question mix and turns."""
         return dataclasses.replace(
-            get_difficulty(self.difficulty),
-            question_types=self.question_types,
-            max_turns=self.max_turns,
-            short_suffix_rate=self.short_suffix_rate,
+            get_difficulty(self.difficulty), question_types=self.question_types, max_turns=self.max_turns
         )
 
     def with_overrides(self, pairs: list[str]) -> DemoSettings:

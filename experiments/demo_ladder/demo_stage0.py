@@ -3,8 +3,6 @@
 checkpoint — the demo's functions, in the demo's order, run one after the other in this process (one thread).
 
     python experiments/demo_ladder/demo_stage0.py --seed 0 --out experiments/demo_ladder/cache/demo_stage0_seed0
-    python experiments/demo_ladder/demo_stage0.py --seed 0 --data-only --set short_suffix_rate=1 \
-        --out experiments/demo_ladder/cache/demo_data_suffix1_seed0
 
 `ladder.py --stage0-from <out>/models/stage0` then runs the ladder's S1 + S2 from it (its own data and evaluation).
 """
@@ -36,23 +34,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="a DemoSettings field"
-    )
-    p.add_argument("--data-only", action="store_true", help="write the demo's data only (for --demo-data)")
     args = p.parse_args()
     torch.set_num_threads(1)
-    if (args.out / "models" / "stage0" / "model.safetensors").is_file() or (
-        args.data_only and (args.out / "data" / "manifest.json").is_file()
-    ):
-        print(args.out, "exists")
+    if (args.out / "models" / "stage0" / "model.safetensors").is_file():
+        print(args.out / "models" / "stage0", "exists")
         return
     t0 = time.time()
-    settings = DemoSettings().with_overrides(args.overrides)
+    settings = DemoSettings()
     models = args.out / "models"
     paths = generate_demo_data(settings, args.out / "data", args.seed)
-    if args.data_only:
-        return
     init = build_model(settings, args.seed, models / "untrained")
     report, tower = pretrain_tower(init, paths, settings, args.seed, models / "stage0-tower")
     lm = train_text_lm(init, paths, models / "stage0-lm", settings, args.seed, "cpu")
