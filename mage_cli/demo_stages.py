@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from evaluation.api import evaluate
+from mage_cli.main import load_plugins
 from shapeworld import Difficulty, dataset_paths, generate_dataset, get_difficulty, text_corpus
 from shapeworld.skills import write_skill_sets
 from tool_use.eval_plans import evaluate_plan_model
@@ -212,9 +213,7 @@ def train_stage(
     are recipe fields on top of the demo's (`stage_overrides`)."""
     from training.api import train  # heavy
 
-    if recipe_overrides.get("alignment_objective", "none") != "none":
-        import alignment.recipe  # noqa: F401  heavy (registers SEA with training's objective registry)
-
+    load_plugins("train")  # as `mage train` does: a recipe may name an alignment objective (SEA in stage 1)
     recipe = load_recipe(recipe_name, stage_overrides(settings, steps, seed, **recipe_overrides))
     extra = {"adam_beta2": settings.adam_beta2} | ({"use_cpu": True} if device == "cpu" else {})
     # the demo's own folder (`OWNER_MARK`): a second `mage demo` into it replaces its stages

@@ -89,9 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     if args._module is None:
         print(f"mage {args.command}: {args._module_name} is not part of this build yet.", file=sys.stderr)
         return 2
-    for plugin in PLUGINS.get(args.command, ()):
-        _load(plugin)
+    load_plugins(args.command)
     return int(args._module.run(args) or 0)
+
+
+def load_plugins(command: str) -> None:
+    """Imports `PLUGINS[command]` (what they register with the packages below them); also for code that runs the
+    command's library path in-process, as `mage demo` runs `mage train`'s."""
+    for plugin in PLUGINS.get(command, ()):
+        _load(plugin)
 
 
 if __name__ == "__main__":
