@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write into a non-empty --output-dir that an earlier `mage demo` did not make (a demo's own folder is "
         "reused without it)",
     )
-    parser.add_argument("--itdm-weight", type=float, default=None, help="ITDM weight in stages 1-3 (default 0.1)")
+    parser.add_argument("--itdm-weight", type=float, default=None, help="ITDM weight in stages 1-3 (default 0.01)")
     parser.add_argument(
         "--set",
         dest="overrides",

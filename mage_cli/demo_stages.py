@@ -42,7 +42,7 @@ class DemoSettings:
     stage3_learning_rate: float = 1e-3
     batch_size: int = 32
     # MAGE as the paper defines it: ITG + ITDM, at the ladder's weight, not the paper's 1 (docs/DECISIONS.md)
-    itdm_weight: float = 0.1
+    itdm_weight: float = 0.01
     # SEA in stage 1 (0 = off), the ladder's lever for the IAN's counting (docs/DECISIONS.md): each visual token
     # contrasted with the words of its grid cell, ShapeWorld's exact labels standing in for CLIP's (alignment/sea.py)
     stage1_sea_weight: float = 1.0
