@@ -362,6 +362,7 @@ def main() -> None:
         + ("" if args.projector_lr2 is None else f"_plr{args.projector_lr2:g}")
         + ("" if args.s2 == 5000 else f"_s2x{args.s2}")
         + ("" if args.batch2 == 32 else f"_b{args.batch2}")
+        + ("" if args.ntrain == 20000 else f"_n{args.ntrain}")
         + ("" if not args.s1_sea else f"_sea{args.s1_sea:g}")
         + ("" if args.stage0_from is None else "_s0demo")
         + ("" if args.demo_data is None else "_datademo" + args.demo_data_stages.replace(",", ""))
