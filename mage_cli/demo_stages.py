@@ -15,7 +15,18 @@ from PIL import Image
 
 from evaluation.api import evaluate
 from mage_cli.main import load_plugins
-from shapeworld import Difficulty, dataset_paths, generate_dataset, get_difficulty, text_corpus
+from shapeworld import (
+    Difficulty,
+    caption,
+    caption_row,
+    dataset_paths,
+    generate_dataset,
+    get_difficulty,
+    instruction_row,
+    item_rng,
+    sample_scene,
+    text_corpus,
+)
 from shapeworld.skills import write_skill_sets
 from tool_use.eval_plans import evaluate_plan_model
 from training.recipes import load_recipe
@@ -142,22 +153,28 @@ class DemoSettings:
 
 
 # ---------------------------------------------------------------------------------------------------------- data
-def text_only_rows(paths: dict[str, str]) -> list[dict]:
-    """Stage-0 LM data: the ShapeWorld conversations and captions without their images (text the LM must speak),
-    plus each conversation again with its scene's caption in front of the first question ("In the picture: …"), so
-    the LM learns to answer from a description in its context, as a pretrained LLM can."""
-    sources = {key: json.loads(Path(paths[key]).read_text()) for key in ("stage1", "stage2")}
-    captions = {row["image"]: row["conversations"][1]["value"] for row in sources["stage1"]}
+def text_only_rows(n: int, seed: int, difficulty: Difficulty) -> list[dict]:
+    """Stage-0 LM data: `n` ShapeWorld scenes' caption and conversation without their images (text the LM must
+    speak), plus each conversation again with its scene's caption in front of the first question ("In the
+    picture: …"), so the LM learns to answer from a description in its context, as a pretrained LLM can. The scenes
+    are their own stream (`item_rng(seed, "stage0-text", i)`), not the training splits': a pretrained LM has not read
+    the rows it is later fine-tuned on (docs/DECISIONS.md)."""
     rows, in_context = [], []
-    for key, source_rows in sources.items():
-        for row in source_rows:
+    for i in range(n):
+        rng = item_rng(seed, "stage0-text", i)
+        scene = sample_scene(rng, difficulty, f"stage0-text-{i:06d}")
+        # the draws of shapeworld's dataset writer: the caption row first, then the conversation
+        for kind, row in (
+            ("caption", caption_row("", "", rng, scene)),
+            ("instruct", instruction_row("", "", rng, scene, difficulty)),
+        ):
             turns = [
                 dict(t, value=t["value"].replace("<image>\n", "").replace("<image>", "")) for t in row["conversations"]
             ]
-            rows.append({"id": f"text-{row['id']}", "conversations": turns})
-            if key == "stage2" and row.get("image") in captions:
-                first = dict(turns[0], value=f"In the picture: {captions[row['image']]}.\n{turns[0]['value']}")
-                in_context.append({"id": f"context-{row['id']}", "conversations": [first] + turns[1:]})
+            rows.append({"id": f"text-{kind}-{i:06d}", "conversations": turns})
+            if kind == "instruct":
+                first = dict(turns[0], value=f"In the picture: {caption(scene)}.\n{turns[0]['value']}")
+                in_context.append({"id": f"context-{i:06d}", "conversations": [first] + turns[1:]})
     return rows + in_context
 
 
@@ -173,7 +190,7 @@ def generate_demo_data(settings: DemoSettings, data: Path, seed: int) -> dict[st
         write_skill_sets(data / "eval" / "skills", settings.skill_questions, seed, difficulty, settings.image_size)
     )
     text_path = data / "train" / "stage0_text.json"
-    text_path.write_text(json.dumps(text_only_rows(paths)))
+    text_path.write_text(json.dumps(text_only_rows(settings.n_train, seed, difficulty)))
     paths["stage0_text"] = str(text_path)
     return paths
 

@@ -97,22 +97,24 @@ def test_stage0_text_holds_each_conversation_plain_and_with_its_caption_in_conte
     import json
 
     from mage_cli.demo_stages import text_only_rows
-    from shapeworld import dataset_paths, generate_dataset
+    from shapeworld import dataset_paths, generate_dataset, get_difficulty
 
-    generate_dataset(str(tmp_path), 4, 2, seed=0, image_size=48, difficulty="easy", benchmarks=())
-    paths = dataset_paths(str(tmp_path))
-    stage1 = json.loads(open(paths["stage1"]).read())
-    stage2 = json.loads(open(paths["stage2"]).read())
-    rows = text_only_rows(paths)
-    assert len(rows) == len(stage1) + 2 * len(stage2)
+    n = 12
+    rows = text_only_rows(n, seed=0, difficulty=get_difficulty("easy"))
+    assert len(rows) == 3 * n  # caption, conversation, conversation with its caption in context
     assert all("<image>" not in turn["value"] for row in rows for turn in row["conversations"])
-    caption = {row["image"]: row["conversations"][1]["value"] for row in stage1}
-    in_context = {row["id"]: row for row in rows if row["id"].startswith("context-")}
-    for row in stage2:
-        first = in_context[f"context-{row['id']}"]["conversations"][0]["value"]
-        question = row["conversations"][0]["value"].replace("<image>\n", "")
-        assert first == f"In the picture: {caption[row['image']]}.\n{question}"
-        assert in_context[f"context-{row['id']}"]["conversations"][1:] == row["conversations"][1:]
+    by_id = {row["id"]: row for row in rows}
+    for i in range(n):
+        caption = by_id[f"text-caption-{i:06d}"]["conversations"][1]["value"]
+        plain = by_id[f"text-instruct-{i:06d}"]["conversations"]
+        in_context = by_id[f"context-{i:06d}"]["conversations"]
+        assert in_context[0]["value"] == f"In the picture: {caption}.\n{plain[0]['value']}"
+        assert in_context[1:] == plain[1:]
+    # its own scenes: not the captions the training split of the same seed holds (the rows stage 1 is trained on)
+    generate_dataset(str(tmp_path), n, 2, seed=0, image_size=48, difficulty="easy", benchmarks=())
+    stage1 = json.loads(open(dataset_paths(str(tmp_path))["stage1"]).read())
+    train_captions = [row["conversations"][1]["value"] for row in stage1]
+    assert [by_id[f"text-caption-{i:06d}"]["conversations"][1]["value"] for i in range(n)] != train_captions
 
 
 def test_demo_set_overrides_typed_fields_and_refuses_bad_ones(tmp_path, capsys):
