@@ -47,6 +47,7 @@ SETTINGS = {
     "replay0.5_lr2e-4": (0.5, 2e-4, "token"),
     "sample": (0.1, 1e-3, "sample"),
     "sample_replay0.25": (0.25, 1e-3, "sample"),
+    "sample_replay0.5": (0.5, 1e-3, "sample"),
 }
 
 
