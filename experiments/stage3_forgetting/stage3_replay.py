@@ -49,6 +49,13 @@ SETTINGS = {
     "sample_replay0.25": (0.25, 1e-3, "sample"),
     "sample_replay0.5": (0.5, 1e-3, "sample"),
 }
+# LoRA on the LM (r 16, alpha 32; the projector fully trained, as `mage train --lora`), merged after training: the
+# base weights that hold the stage-2 skills stay as they were; name: (replay_ratio, learning_rate, itg_reduction)
+LORA_SETTINGS = {
+    "lora16": (0.1, 2e-3, "token"),
+    "lora16_sample_replay0.25": (0.25, 2e-3, "sample"),
+}
+LORA_R, LORA_ALPHA = 16, 32
 
 
 def score(model_path: Path, data: Path, plans_limit: int) -> dict:
@@ -62,11 +69,34 @@ def score(model_path: Path, data: Path, plans_limit: int) -> dict:
     return {"skills": skills, "plans": {k: v for k, v in plans.items() if k in keep and not isinstance(v, dict)}}
 
 
+def train_lora(stage2: Path, data: Path, work: Path, settings: DemoSettings, seed: int, overrides: dict) -> Path:
+    """The demo's stage 3 (`train_stage`'s recipe and arguments) with LoRA adapters on the LM, merged into a plain
+    checkpoint."""
+    from mage_cli.demo_stages import stage_overrides
+    from training.api import train
+    from training.lora import merge_lora
+    from training.recipes import load_recipe
+
+    fields = {**stage_overrides(settings, settings.stage3_steps, seed, **overrides), "lora_r": LORA_R}
+    recipe = load_recipe("stage3_tiny", {**fields, "lora_alpha": LORA_ALPHA})
+    adapter = train(
+        recipe,
+        stage2,
+        data / "train" / "stage3_tools.json",
+        work / "adapter",
+        mode="lora",
+        disable_tqdm=True,
+        adam_beta2=settings.adam_beta2,
+        use_cpu=True,
+    )
+    return merge_lora(adapter, work / "stage3", base_model=stage2)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--demo-dir", type=Path, required=True)
     p.add_argument("--out", type=Path, default=HERE / "results")
-    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=[*SETTINGS, *LORA_SETTINGS])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--plans", type=int, default=60, help="held-out plan requests scored (the demo's limit)")
     args = p.parse_args()
@@ -79,28 +109,34 @@ def main() -> None:
         base_file.write_text(json.dumps({"model": str(stage2), "commit": commit, **score(stage2, data, args.plans)}))
     settings = DemoSettings()
     for name in args.settings:
-        replay, lr, reduction = SETTINGS[name]
+        replay, lr, reduction = SETTINGS[name] if name in SETTINGS else LORA_SETTINGS[name]
         for seed in args.seeds:
             out_file = args.out / f"{name}_seed{seed}.json"
             if out_file.is_file():
                 continue
             work = Path(tempfile.mkdtemp(prefix="stage3_"))
             t0 = time.time()
-            model = train_stage(
-                "stage3_tiny",
-                stage2,
-                data / "train" / "stage3_tools.json",
-                work / "stage3",
-                settings.stage3_steps,
-                settings,
-                seed,
-                "cpu",
-                replay_data=str(data / "train" / "stage2_instructions.json"),
-                replay_ratio=replay,
-                learning_rate=lr,
-                max_length=512,
-                itg_reduction=reduction,
-            )
+            overrides = {
+                "replay_data": str(data / "train" / "stage2_instructions.json"),
+                "replay_ratio": replay,
+                "learning_rate": lr,
+                "max_length": 512,
+                "itg_reduction": reduction,
+            }
+            if name in LORA_SETTINGS:
+                model = train_lora(stage2, data, work, settings, seed, overrides)
+            else:
+                model = train_stage(
+                    "stage3_tiny",
+                    stage2,
+                    data / "train" / "stage3_tools.json",
+                    work / "stage3",
+                    settings.stage3_steps,
+                    settings,
+                    seed,
+                    "cpu",
+                    **overrides,
+                )
             result = {
                 "setting": name,
                 "replay_ratio": replay,
