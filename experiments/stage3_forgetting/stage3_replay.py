@@ -69,6 +69,16 @@ def score(model_path: Path, data: Path, plans_limit: int) -> dict:
     return {"skills": skills, "plans": {k: v for k, v in plans.items() if k in keep and not isinstance(v, dict)}}
 
 
+def training_report(work: Path) -> dict:
+    """The last logged ITG/ITDM and the metrics of the run's `training_report.json` (the adapter's, for LoRA)."""
+    for folder in ("stage3", "adapter"):
+        path = work / folder / "training_report.json"
+        if path.is_file():
+            report = json.loads(path.read_text())
+            return {k: v for k, v in report.items() if k not in ("recipe", "skipped_report")}
+    return {}
+
+
 def train_lora(stage2: Path, data: Path, work: Path, settings: DemoSettings, seed: int, overrides: dict) -> Path:
     """The demo's stage 3 (`train_stage`'s recipe and arguments) with LoRA adapters on the LM, merged into a plain
     checkpoint."""
@@ -147,6 +157,7 @@ def main() -> None:
                 "settings": dataclasses.asdict(settings),
                 "commit": commit,
                 "train_s": round(time.time() - t0, 1),
+                "training_report": training_report(work),
                 **score(model, data, args.plans),
             }
             out_file.write_text(json.dumps(result, indent=1))
