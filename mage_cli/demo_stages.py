@@ -28,6 +28,7 @@ from shapeworld import (
     text_corpus,
 )
 from shapeworld.skills import write_skill_sets
+from shapeworld.tools import tool_dialogue
 from tool_use.eval_plans import evaluate_plan_model
 from training.recipes import load_recipe
 
@@ -44,6 +45,9 @@ class DemoSettings:
     difficulty: str = "easy"
     vocab_size: int = 2000  # above what the byte-level BPE uses on ShapeWorld text, so every word is one token
     lm_steps: int = 1200  # stage 0, text-only LM (its data holds each conversation twice: plain and in context)
+    # tool dialogues (request → JSON plan, their own stream) among stage 0's text rows, per training scene: the LM
+    # that plays Vicuna has then read JSON plans before stage 3, as Vicuna has read JSON (0 = none)
+    stage0_tool_share: float = 0.0
     tower_steps: int = 1500  # stage 0, CLIP-style tower (steps, not seconds: runs must not depend on machine load)
     stage1_steps: int = 1600
     stage2_steps: int = 5000
@@ -153,12 +157,13 @@ class DemoSettings:
 
 
 # ---------------------------------------------------------------------------------------------------------- data
-def text_only_rows(n: int, seed: int, difficulty: Difficulty) -> list[dict]:
+def text_only_rows(n: int, seed: int, difficulty: Difficulty, tools: int = 0) -> list[dict]:
     """Stage-0 LM data: `n` ShapeWorld scenes' caption and conversation without their images (text the LM must
     speak), plus each conversation again with its scene's caption in front of the first question ("In the
-    picture: …"), so the LM learns to answer from a description in its context, as a pretrained LLM can. The scenes
-    are their own stream (`item_rng(seed, "stage0-text", i)`), not the training splits': a pretrained LM has not read
-    the rows it is later fine-tuned on (docs/DECISIONS.md)."""
+    picture: …"), so the LM learns to answer from a description in its context, as a pretrained LLM can, plus
+    `tools` tool dialogues (a request and its JSON plan, without the tool list's system prompt). The scenes and
+    dialogues are their own streams (`item_rng(seed, "stage0-text", i)`, `tool_dialogue(i, seed, …, split="stage0")`),
+    not the training splits': a pretrained LM has not read the rows it is later fine-tuned on (docs/DECISIONS.md)."""
     rows, in_context = [], []
     for i in range(n):
         rng = item_rng(seed, "stage0-text", i)
@@ -175,7 +180,14 @@ def text_only_rows(n: int, seed: int, difficulty: Difficulty) -> list[dict]:
             if kind == "instruct":
                 first = dict(turns[0], value=f"In the picture: {caption(scene)}.\n{turns[0]['value']}")
                 in_context.append({"id": f"context-{i:06d}", "conversations": [first] + turns[1:]})
-    return rows + in_context
+    plans = [
+        {
+            "id": f"tools-stage0-{i:06d}",
+            "conversations": tool_dialogue(i, seed, difficulty, "stage0", False)["conversations"],
+        }
+        for i in range(tools)
+    ]
+    return rows + in_context + plans
 
 
 def generate_demo_data(settings: DemoSettings, data: Path, seed: int) -> dict[str, str]:
@@ -190,7 +202,8 @@ def generate_demo_data(settings: DemoSettings, data: Path, seed: int) -> dict[st
         write_skill_sets(data / "eval" / "skills", settings.skill_questions, seed, difficulty, settings.image_size)
     )
     text_path = data / "train" / "stage0_text.json"
-    text_path.write_text(json.dumps(text_only_rows(settings.n_train, seed, difficulty)))
+    tools = round(settings.stage0_tool_share * settings.n_train)
+    text_path.write_text(json.dumps(text_only_rows(settings.n_train, seed, difficulty, tools)))
     paths["stage0_text"] = str(text_path)
     return paths
 
@@ -276,7 +289,10 @@ def train_text_lm(
     model_path: Path, paths: dict[str, str], out: Path, settings: DemoSettings, seed: int, device: str | None
 ) -> Path:
     """Stage 0 (text): the LM on the text-only rows (`paths["stage0_text"]`), through `mage train`'s code path with
-    the stage-2 recipe, no ITDM (no images) and a higher learning rate (the LM starts from scratch)."""
+    the stage-2 recipe, no ITDM (no images) and a higher learning rate (the LM starts from scratch). With tool
+    dialogues among the rows (`settings.stage0_tool_share`), batches are grouped by length (50 batches sorted at a
+    time), so a long plan does not pad a batch of short captions."""
+    grouping = {"group_by_modality_length": True, "length_group_factor": 50} if settings.stage0_tool_share > 0 else {}
     return train_stage(
         "stage2_tiny",
         model_path,
@@ -288,6 +304,7 @@ def train_text_lm(
         device,
         itdm_weight=0.0,
         learning_rate=2e-3,
+        **grouping,
     )
 
 

@@ -117,6 +117,26 @@ def test_stage0_text_holds_each_conversation_plain_and_with_its_caption_in_conte
     assert [by_id[f"text-caption-{i:06d}"]["conversations"][1]["value"] for i in range(n)] != train_captions
 
 
+def test_stage0_tool_rows_are_plans_of_their_own_stream_without_the_tool_list(tmp_path):
+    import json
+
+    from mage_cli.demo_stages import text_only_rows
+    from shapeworld import dataset_paths, generate_dataset, get_difficulty
+    from tool_use.schema import validate_plan
+
+    rows = text_only_rows(4, seed=0, difficulty=get_difficulty("easy"), tools=6)
+    plans = [row for row in rows if row["id"].startswith("tools-stage0-")]
+    assert len(rows) == 3 * 4 + 6 and len(plans) == 6
+    for row in plans:
+        assert [turn["from"] for turn in row["conversations"]] == ["human", "gpt"]  # no system prompt
+        assert validate_plan(json.loads(row["conversations"][1]["value"])) == []
+    # not the dialogues stage 3 trains on
+    generate_dataset(str(tmp_path), 6, 2, seed=0, image_size=48, difficulty="easy", benchmarks=())
+    stage3 = json.loads(open(dataset_paths(str(tmp_path))["stage3"]).read())
+    requests = {row["conversations"][1]["value"] for row in stage3}
+    assert not requests & {row["conversations"][0]["value"] for row in plans}
+
+
 def test_demo_set_overrides_typed_fields_and_refuses_bad_ones(tmp_path, capsys):
     from mage_cli.demo_stages import DemoSettings
 
