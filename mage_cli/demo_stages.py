@@ -46,8 +46,8 @@ class DemoSettings:
     vocab_size: int = 2000  # above what the byte-level BPE uses on ShapeWorld text, so every word is one token
     lm_steps: int = 1200  # stage 0, text-only LM (its data holds each conversation twice: plain and in context)
     # tool dialogues (request → JSON plan, their own stream) among stage 0's text rows, per training scene: the LM
-    # that plays Vicuna has then read JSON plans before stage 3, as Vicuna has read JSON (0 = none)
-    stage0_tool_share: float = 0.0
+    # that plays Vicuna has then read JSON plans before stage 3, as Vicuna has read JSON (0 = none; docs/DECISIONS.md)
+    stage0_tool_share: float = 0.5
     tower_steps: int = 1500  # stage 0, CLIP-style tower (steps, not seconds: runs must not depend on machine load)
     stage1_steps: int = 1600
     stage2_steps: int = 5000
