@@ -10,6 +10,7 @@ checkpoint — the demo's functions, in the demo's order, run one after the othe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -34,13 +35,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a DemoSettings field, as `mage demo --set` (the caches under cache/ were made before stage 0 read tool "
+        "dialogues: --set stage0_tool_share=0 remakes them)",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     if (args.out / "models" / "stage0" / "model.safetensors").is_file():
         print(args.out / "models" / "stage0", "exists")
         return
     t0 = time.time()
-    settings = DemoSettings()
+    settings = DemoSettings().with_overrides(args.overrides)
     models = args.out / "models"
     paths = generate_demo_data(settings, args.out / "data", args.seed)
     init = build_model(settings, args.seed, models / "untrained")
@@ -49,6 +59,7 @@ def main() -> None:
     combine_stage0(lm, tower, models / "stage0")
     summary = {
         "seed": args.seed,
+        "settings": dataclasses.asdict(settings),
         "tower": {"steps": report.steps, "retrieval_top1_after": report.retrieval_top1_after},
         "seconds": round(time.time() - t0, 1),
     }
