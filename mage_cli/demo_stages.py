@@ -237,17 +237,19 @@ def train_stage(
     settings: DemoSettings,
     seed: int,
     device: str | None,
+    mode: str = "full",
     **recipe_overrides,
 ) -> Path:
     """One stage through `mage train`'s code path (same recipe files, trainer and checkpoints); `recipe_overrides`
-    are recipe fields on top of the demo's (`stage_overrides`)."""
+    are recipe fields on top of the demo's (`stage_overrides`); `mode` as `training.api.train`'s ("lora": `out`
+    then holds the adapter)."""
     from training.api import train  # heavy
 
     load_plugins("train")  # as `mage train` does: a recipe may name an alignment objective (SEA in stage 1)
     recipe = load_recipe(recipe_name, stage_overrides(settings, steps, seed, **recipe_overrides))
     extra = {"adam_beta2": settings.adam_beta2} | ({"use_cpu": True} if device == "cpu" else {})
     # the demo's own folder (`OWNER_MARK`): a second `mage demo` into it replaces its stages
-    return train(recipe, model_path, data, out, disable_tqdm=False, overwrite=True, **extra)
+    return train(recipe, model_path, data, out, mode=mode, disable_tqdm=False, overwrite=True, **extra)
 
 
 def stage_overrides(settings: DemoSettings, steps: int, seed: int, **recipe_overrides) -> dict:

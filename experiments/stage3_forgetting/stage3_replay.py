@@ -51,10 +51,7 @@ SETTINGS = {
 }
 # LoRA on the LM (r 16, alpha 32; the projector fully trained, as `mage train --lora`), merged after training: the
 # base weights that hold the stage-2 skills stay as they were; name: (replay_ratio, learning_rate, itg_reduction)
-LORA_SETTINGS = {
-    "lora16": (0.1, 2e-3, "token"),
-    "lora16_sample_replay0.25": (0.25, 2e-3, "sample"),
-}
+LORA_SETTINGS = {"lora16": (0.1, 2e-3, "token")}
 LORA_R, LORA_ALPHA = 16, 32
 
 
@@ -80,24 +77,22 @@ def training_report(work: Path) -> dict:
 
 
 def train_lora(stage2: Path, data: Path, work: Path, settings: DemoSettings, seed: int, overrides: dict) -> Path:
-    """The demo's stage 3 (`train_stage`'s recipe and arguments) with LoRA adapters on the LM, merged into a plain
-    checkpoint."""
-    from mage_cli.demo_stages import stage_overrides
-    from training.api import train
+    """The demo's stage 3 (`train_stage`) with LoRA adapters on the LM, merged into a plain checkpoint."""
     from training.lora import merge_lora
-    from training.recipes import load_recipe
 
-    fields = {**stage_overrides(settings, settings.stage3_steps, seed, **overrides), "lora_r": LORA_R}
-    recipe = load_recipe("stage3_tiny", {**fields, "lora_alpha": LORA_ALPHA})
-    adapter = train(
-        recipe,
+    adapter = train_stage(
+        "stage3_tiny",
         stage2,
         data / "train" / "stage3_tools.json",
         work / "adapter",
+        settings.stage3_steps,
+        settings,
+        seed,
+        "cpu",
         mode="lora",
-        disable_tqdm=True,
-        adam_beta2=settings.adam_beta2,
-        use_cpu=True,
+        lora_r=LORA_R,
+        lora_alpha=LORA_ALPHA,
+        **overrides,
     )
     return merge_lora(adapter, work / "stage3", base_model=stage2)
 
