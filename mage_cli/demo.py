@@ -207,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
             replay_data=paths["stage2"],
             replay_ratio=settings.stage3_replay_ratio,
             learning_rate=settings.stage3_learning_rate,
+            itg_reduction=settings.stage3_itg_reduction,
             max_length=512,
         )
         pending["stage 3"] = evaluate_beside("stage 3", stage3, plans=True)

@@ -52,9 +52,12 @@ class DemoSettings:
     stage1_steps: int = 1600
     stage2_steps: int = 5000
     stage3_steps: int = 300
-    # stage 3's share of replayed stage-2 rows and its peak learning rate (experiments/stage3_forgetting)
-    stage3_replay_ratio: float = 0.1
+    # stage 3's share of replayed stage-2 rows, its peak learning rate, and how ITG averages over a batch: "sample"
+    # weighs each row alike, so a one-word replayed answer counts as much as a 300-token plan and stage 3 keeps the
+    # stage-2 skills ("token" is transformers' mean over tokens; experiments/stage3_forgetting, docs/DECISIONS.md)
+    stage3_replay_ratio: float = 0.5
     stage3_learning_rate: float = 1e-3
+    stage3_itg_reduction: str = "sample"
     batch_size: int = 32
     # MAGE as the paper defines it: ITG + ITDM, at the ladder's weight, not the paper's 1 (docs/DECISIONS.md)
     itdm_weight: float = 0.01

@@ -38,7 +38,8 @@ from modeling_mage import MageForConditionalGeneration  # noqa: E402
 from processing_mage import MageProcessor  # noqa: E402
 from tool_use.eval_plans import evaluate_plan_model  # noqa: E402
 
-# name: (replay_ratio, learning_rate, itg_reduction); "demo" is the demo's stage 3 as it runs today; "sample": every
+# name: (replay_ratio, learning_rate, itg_reduction); "demo" is the demo's stage 3 until 2026-12-07 (the demo now runs
+# "sample_replay0.5", `DemoSettings.stage3_*`); "sample": every
 # row weighs alike in ITG, so the replayed rows' share of the loss is their share of the rows (token_shares.py)
 SETTINGS = {
     "demo": (0.1, 1e-3, "token"),
