@@ -323,6 +323,14 @@ def main() -> None:
         help="SEA's weight in S1 (trainer path, the project's world): each visual token contrasted with the words of "
         "its grid cell, ShapeWorld's exact labels (alignment/sea.py) from the scenes of the ladder's or the demo's rows",
     )
+    p.add_argument(
+        "--s2-captions",
+        type=float,
+        default=0.0,
+        help="share of S2 rows that are their scene's caption row (S1's format: the image alone, the caption as the "
+        "answer) instead of its question, spread evenly over the rows; the LM, trained in S2, then learns to name "
+        "each object's colour, shape and position",
+    )
     p.add_argument("--eval-every", type=int, default=2500)
     p.add_argument("--ntrain", type=int, default=20000)
     p.add_argument(
@@ -364,6 +372,7 @@ def main() -> None:
         + ("" if args.batch2 == 32 else f"_b{args.batch2}")
         + ("" if args.ntrain == 20000 else f"_n{args.ntrain}")
         + ("" if not args.s1_sea else f"_sea{args.s1_sea:g}")
+        + ("" if not args.s2_captions else f"_s2cap{args.s2_captions:g}")
         + ("" if args.stage0_from is None else "_s0demo")
         + ("" if args.demo_data is None else "_datademo" + args.demo_data_stages.replace(",", ""))
         + ("" if args.demo_s2 == "as-is" else f"_{args.demo_s2}")
@@ -376,6 +385,8 @@ def main() -> None:
         raise SystemExit("--eval-only scores the checkpoint of --stage0-from")
     if args.batch2 != 32 and args.path != "trainer":
         raise SystemExit("--batch2 is for --path trainer")
+    if args.s2_captions and (args.path != "trainer" or args.demo_data is not None or not 0 < args.s2_captions < 1):
+        raise SystemExit("--s2-captions (a share in (0, 1)) is for --path trainer on the ladder's own rows")
     if args.s1_sea and (args.path, args.world) != ("trainer", "project"):
         raise SystemExit("--s1-sea needs --path trainer --world project")
     if args.stage0_from is not None and (args.path, args.tokenizer) != ("trainer", "bpe"):
@@ -915,6 +926,8 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
                 {"from": "gpt", "value": e["answer"]},
             ],
         }
+        if int((i + 1) * args.s2_captions) == int(i * args.s2_captions)
+        else s1_rows[i]  # --s2-captions: this scene's caption row instead
         for i, e in enumerate(train)
     ]
     s1_data, s2_data = work / "s1.json", work / "s2.json"
