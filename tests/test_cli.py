@@ -56,7 +56,15 @@ def test_mage_demo_quick_runs_end_to_end(tmp_path):
         cwd=tmp_path,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    # stage 0's text-only LM trains no projector on purpose; the user is not told to "run stage 1 first"
+    assert "projector was not trained in stage 1" not in completed.stderr
     report = json.loads((out / "demo_report.json").read_text())
+    from mage_cli.demo_stages import DemoSettings
+
+    settings = DemoSettings.preset("tiny", quick=True)  # stage 3 as the full demo runs it: replay and ITG's weighting
+    stage3_recipe = json.loads((out / "models" / "stage3" / "training_report.json").read_text())["recipe"]
+    assert stage3_recipe["itg_reduction"] == settings.stage3_itg_reduction
+    assert stage3_recipe["replay_ratio"] == settings.stage3_replay_ratio
     assert set(report["rows"]) == {"untrained", "stage 1", "stage 2", "stage 3", "text-only baseline"}
     assert "plan valid %" in report["rows"]["stage 3"]
     for stage in ("stage1", "stage2", "stage3"):
