@@ -23,12 +23,13 @@ from shapeworld import (
     dataset_paths,
     generate_dataset,
     get_difficulty,
-    instruction_row,
+    instruction_turns,
     item_rng,
     sample_scene,
     text_corpus,
 )
 from shapeworld.skills import write_skill_sets
+from shapeworld.text import conversation
 from shapeworld.tools import tool_dialogue
 from tool_use.eval_plans import evaluate_plan_model
 from training.recipes import load_recipe
@@ -49,6 +50,10 @@ class DemoSettings:
     # tool dialogues (request → JSON plan, their own stream) among stage 0's text rows, per training scene: the LM
     # that plays Vicuna has then read JSON plans before stage 3, as Vicuna has read JSON (0 = none; docs/DECISIONS.md)
     stage0_tool_share: float = 0.5
+    # questions per stage-0 conversation, and whether stage 0 also reads each conversation without its caption
+    # (answers it can only guess); the caption-in-context rows are what teach the LM to answer from its context
+    stage0_context_turns: int = 1
+    stage0_blind_questions: bool = True
     tower_steps: int = 1500  # stage 0, CLIP-style tower (steps, not seconds: runs must not depend on machine load)
     stage1_steps: int = 1600
     stage2_steps: int = 5000
@@ -161,29 +166,30 @@ class DemoSettings:
 
 
 # ---------------------------------------------------------------------------------------------------------- data
-def text_only_rows(n: int, seed: int, difficulty: Difficulty, tools: int = 0) -> list[dict]:
-    """Stage-0 LM data: `n` ShapeWorld scenes' caption and conversation without their images (text the LM must
-    speak), plus each conversation again with its scene's caption in front of the first question ("In the
-    picture: …"), so the LM learns to answer from a description in its context, as a pretrained LLM can, plus
-    `tools` tool dialogues (a request and its JSON plan, without the tool list's system prompt). The scenes and
-    dialogues are their own streams (`item_rng(seed, "stage0-text", i)`, `tool_dialogue(i, seed, …, split="stage0")`),
-    not the training splits': a pretrained LM has not read the rows it is later fine-tuned on (docs/DECISIONS.md)."""
+def text_only_rows(
+    n: int, seed: int, difficulty: Difficulty, tools: int = 0, context_turns: int = 1, blind: bool = True
+) -> list[dict]:
+    """Stage-0 LM data: `n` ShapeWorld scenes' caption and, with `blind`, their conversation without the image
+    (answers the LM can only guess from the question), plus each conversation with its scene's caption in front of
+    the first question ("In the picture: …"), so the LM learns to answer from a description in its context, as a
+    pretrained LLM can, plus `tools` tool dialogues (a request and its JSON plan, without the tool list's system
+    prompt). A conversation asks 1–`context_turns` questions. The scenes and dialogues are their own streams
+    (`item_rng(seed, "stage0-text", i)`, `tool_dialogue(i, seed, …, split="stage0")`), not the training splits': a
+    pretrained LM has not read the rows it is later fine-tuned on (docs/DECISIONS.md)."""
     rows, in_context = [], []
     for i in range(n):
         rng = item_rng(seed, "stage0-text", i)
         scene = sample_scene(rng, difficulty, f"stage0-text-{i:06d}")
         # the draws of shapeworld's dataset writer: the caption row first, then the conversation
-        for kind, row in (
-            ("caption", caption_row("", "", rng, scene)),
-            ("instruct", instruction_row("", "", rng, scene, difficulty)),
-        ):
-            turns = [
-                dict(t, value=t["value"].replace("<image>\n", "").replace("<image>", "")) for t in row["conversations"]
-            ]
-            rows.append({"id": f"text-{kind}-{i:06d}", "conversations": turns})
-            if kind == "instruct":
-                first = dict(turns[0], value=f"In the picture: {caption(scene)}.\n{turns[0]['value']}")
-                in_context.append({"id": f"context-{i:06d}", "conversations": [first] + turns[1:]})
+        turns = [
+            dict(t, value=t["value"].replace("<image>\n", "")) for t in caption_row("", "", rng, scene)["conversations"]
+        ]
+        rows.append({"id": f"text-caption-{i:06d}", "conversations": turns})
+        turns = conversation(instruction_turns(rng, scene, difficulty, max_turns=context_turns), with_image=False)
+        if blind:
+            rows.append({"id": f"text-instruct-{i:06d}", "conversations": turns})
+        first = dict(turns[0], value=f"In the picture: {caption(scene)}.\n{turns[0]['value']}")
+        in_context.append({"id": f"context-{i:06d}", "conversations": [first] + turns[1:]})
     plans = [
         {
             "id": f"tools-stage0-{i:06d}",
@@ -207,7 +213,18 @@ def generate_demo_data(settings: DemoSettings, data: Path, seed: int) -> dict[st
     )
     text_path = data / "train" / "stage0_text.json"
     tools = round(settings.stage0_tool_share * settings.n_train)
-    text_path.write_text(json.dumps(text_only_rows(settings.n_train, seed, difficulty, tools)))
+    text_path.write_text(
+        json.dumps(
+            text_only_rows(
+                settings.n_train,
+                seed,
+                difficulty,
+                tools,
+                settings.stage0_context_turns,
+                settings.stage0_blind_questions,
+            )
+        )
+    )
     paths["stage0_text"] = str(text_path)
     return paths
 
