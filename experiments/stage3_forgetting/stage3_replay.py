@@ -49,6 +49,9 @@ SETTINGS = {
     "sample": (0.1, 1e-3, "sample"),
     "sample_replay0.25": (0.25, 1e-3, "sample"),
     "sample_replay0.5": (0.5, 1e-3, "sample"),
+    # LLaVA's modality grouping: a batch holds only replayed image rows or only (long, text-only) tool rows, so the
+    # short replayed rows are not padded to a plan's length (a fourth element: further recipe fields)
+    "sample_replay0.5_grouped": (0.5, 1e-3, "sample", {"group_by_modality_length": True}),
 }
 # LoRA on the LM (r 16, alpha 32; the projector fully trained, as `mage train --lora`), merged after training: the
 # base weights that hold the stage-2 skills stay as they were; name: (replay_ratio, learning_rate, itg_reduction)
@@ -115,7 +118,7 @@ def main() -> None:
         base_file.write_text(json.dumps({"model": str(stage2), "commit": commit, **score(stage2, data, args.plans)}))
     settings = DemoSettings()
     for name in args.settings:
-        replay, lr, reduction = SETTINGS[name] if name in SETTINGS else LORA_SETTINGS[name]
+        replay, lr, reduction, *extra = SETTINGS[name] if name in SETTINGS else LORA_SETTINGS[name]
         for seed in args.seeds:
             out_file = args.out / f"{name}_seed{seed}.json"
             if out_file.is_file():
@@ -128,6 +131,7 @@ def main() -> None:
                 "learning_rate": lr,
                 "max_length": 512,
                 "itg_reduction": reduction,
+                **(extra[0] if extra else {}),
             }
             if name in LORA_SETTINGS:
                 model = train_lora(stage2, data, work, settings, seed, overrides)
@@ -148,6 +152,7 @@ def main() -> None:
                 "replay_ratio": replay,
                 "learning_rate": lr,
                 "itg_reduction": reduction,
+                "extra_recipe_fields": extra[0] if extra else {},
                 "seed": seed,
                 "steps": settings.stage3_steps,
                 "settings": dataclasses.asdict(settings),
