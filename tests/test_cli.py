@@ -125,6 +125,20 @@ def test_stage0_text_holds_each_conversation_plain_and_with_its_caption_in_conte
     assert [by_id[f"text-caption-{i:06d}"]["conversations"][1]["value"] for i in range(n)] != train_captions
 
 
+def test_stage0_text_can_ask_several_questions_per_caption_and_none_without_one():
+    from mage_cli.demo_stages import text_only_rows
+    from shapeworld import get_difficulty
+
+    n = 30
+    rows = text_only_rows(n, seed=0, difficulty=get_difficulty("easy"), context_turns=4, blind=False)
+    assert len(rows) == 2 * n and not any(row["id"].startswith("text-instruct") for row in rows)
+    in_context = [row["conversations"] for row in rows if row["id"].startswith("context-")]
+    questions = [len(turns) // 2 for turns in in_context]
+    assert max(questions) > 1 and max(questions) <= 4
+    assert all(turns[0]["value"].startswith("In the picture: ") for turns in in_context)
+    assert all("In the picture" not in t["value"] for turns in in_context for t in turns[1:])
+
+
 def test_stage0_tool_rows_are_plans_of_their_own_stream_without_the_tool_list(tmp_path):
     import json
 
