@@ -8,7 +8,7 @@ the held-out skill sets (`shapeworld.skills`, 400 per skill), teacher-forced arg
 caption in context and without it (the answer prior).
 
     python experiments/demo_ladder/text_binding.py --stage0 experiments/demo_ladder/cache/demo_stage0_seed0/models/stage0 \
-        --out experiments/demo_ladder/results/text_binding_seed0.json
+        --out experiments/demo_ladder/text_binding_results/text_binding_seed0.json
 """
 
 from __future__ import annotations
