@@ -53,7 +53,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with torch_threads(args.threads):
-        return _run(args)
+        try:
+            return _run(args)
+        finally:
+            _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Under `accelerate launch` / `torchrun` the Trainer started a process group: tear it down before the process
+    exits, as PyTorch asks, so that no rank exits while its backend's threads still run (seen as a rank aborting with
+    "terminate called without an active exception" after the model was saved)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _run(args: argparse.Namespace) -> int:
