@@ -44,6 +44,15 @@ def main() -> None:
         help="a DemoSettings field, as `mage demo --set` (the caches under cache/ were made before stage 0 read tool "
         "dialogues: --set stage0_tool_share=0 remakes them)",
     )
+    p.add_argument(
+        "--model-override",
+        dest="model_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=INT",
+        help="a size of the tiny model (`mage_testing.tiny.tiny_config`'s arguments, e.g. text_layers=4), which --set "
+        "cannot reach (DemoSettings.model_overrides is a dict)",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     if (args.out / "models" / "stage0" / "model.safetensors").is_file():
@@ -51,6 +60,13 @@ def main() -> None:
         return
     t0 = time.time()
     settings = DemoSettings().with_overrides(args.overrides)
+    sizes = {}
+    for pair in args.model_overrides:
+        key, _, value = pair.partition("=")
+        if not value.strip().isdigit():
+            raise SystemExit(f"--model-override {pair!r}: expected KEY=INT")
+        sizes[key.strip()] = int(value)
+    settings = dataclasses.replace(settings, model_overrides={**settings.model_overrides, **sizes})
     models = args.out / "models"
     paths = generate_demo_data(settings, args.out / "data", args.seed)
     init = build_model(settings, args.seed, models / "untrained")
