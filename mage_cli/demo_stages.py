@@ -8,7 +8,6 @@ import concurrent.futures
 import dataclasses
 import json
 import multiprocessing
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -316,21 +315,19 @@ def train_text_lm(
     dialogues among the rows (`settings.stage0_tool_share`), batches are grouped by length (50 batches sorted at a
     time), so a long plan does not pad a batch of short captions."""
     grouping = {"group_by_modality_length": True, "length_group_factor": 50} if settings.stage0_tool_share > 0 else {}
-    with warnings.catch_warnings():  # text rows only: that the projector is untrained is intended, not a slip
-        warnings.filterwarnings("ignore", message=".*projector was not trained in stage 1")
-        return train_stage(
-            "stage2_tiny",
-            model_path,
-            Path(paths["stage0_text"]),
-            out,
-            settings.lm_steps,
-            settings,
-            seed,
-            device,
-            itdm_weight=0.0,
-            learning_rate=2e-3,
-            **grouping,
-        )
+    return train_stage(
+        "stage2_tiny",
+        model_path,
+        Path(paths["stage0_text"]),
+        out,
+        settings.lm_steps,
+        settings,
+        seed,
+        device,
+        itdm_weight=0.0,
+        learning_rate=2e-3,
+        **grouping,
+    )
 
 
 def pretrain_tower(model_path: Path, paths: dict[str, str], settings: DemoSettings, seed: int, out: Path):

@@ -44,14 +44,6 @@ def load_model_and_processor(model_path: str | os.PathLike, recipe: Recipe, mode
     if mode != "full" and recipe.stage == 1:
         raise ModelError("LoRA adapts the LLM, which stage 1 keeps frozen: train stage 1 without --lora/--qlora.")
     trained = list(config.get("mage_trained_stages") or [])
-    if recipe.stage >= 2 and 1 not in trained:
-        warnings.warn(
-            f"{model_path}: stage {recipe.stage} starts from a model whose projector was not trained in stage 1 "
-            f"(config.json mage_trained_stages={trained}); the IAN is still random. Run stage 1 first unless this is "
-            "intended.",
-            UserWarning,
-            stacklevel=2,
-        )
     kwargs = {"dtype": torch.float32}
     if mode == "qlora":
         kwargs["quantization_config"] = quantization_config()
@@ -197,6 +189,16 @@ def train(
         seed=recipe.seed,
         pretokenize=recipe.pretokenize,
     )
+    # a stage 2/3 on image rows from a projector stage 1 never trained (text-only rows, e.g. an LM's own
+    # pretraining, do not pass through the projector); `mage_trained_stages` now also holds this stage
+    if recipe.stage >= 2 and 1 not in model.config.mage_trained_stages and any(n > 0 for n in dataset.lengths):
+        warnings.warn(
+            f"{model_path}: stage {recipe.stage} starts from a model whose projector was not trained in stage 1 "
+            f"(config.json mage_trained_stages={sorted(set(model.config.mage_trained_stages) - {recipe.stage})}); "
+            "the IAN is still random. Run stage 1 first unless this is intended.",
+            UserWarning,
+            stacklevel=2,
+        )
     if resume:
         warn_on_recipe_change(Path(last_checkpoint), recipe)
     trainer_class, collator, extra = MageTrainer, MageDataCollator.from_processor(processor), {}
