@@ -61,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _end_process_group() -> None:
     """Under `accelerate launch` / `torchrun` the Trainer started a process group: tear it down before the process
-    exits, as PyTorch asks, so that no rank exits while its backend's threads still run (seen as a rank aborting with
-    "terminate called without an active exception" after the model was saved)."""
+    exits, as PyTorch asks, rather than leave each rank's backend threads to process exit."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

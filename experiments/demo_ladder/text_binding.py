@@ -42,8 +42,6 @@ def main() -> None:
     model = MageForConditionalGeneration.from_pretrained(args.stage0).eval()
     processor = MageProcessor.from_pretrained(args.stage0)
     tok = processor.tokenizer
-    lm = model.model.language_model if hasattr(model.model, "language_model") else model.language_model
-    head = model.lm_head
     results = {}
     for context in (True, False):
         for skill in SKILLS:
@@ -63,8 +61,7 @@ def main() -> None:
                 while answer and answer[-1] == tok.eos_token_id:  # the answer's words, without the turn's end
                     answer = answer[:-1]
                 with torch.no_grad():
-                    hidden = lm(input_ids=torch.tensor([w_ids])).last_hidden_state
-                    pred = head(hidden).argmax(-1)[0]
+                    pred = model(input_ids=torch.tensor([w_ids])).logits.argmax(-1)[0]  # text only, no image
                 start = len(p_ids) - 1
                 correct += int(pred[start : start + len(answer)].tolist() == answer)
             key = f"{'caption' if context else 'no_context'}/{skill}"

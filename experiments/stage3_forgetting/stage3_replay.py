@@ -119,6 +119,7 @@ def main() -> None:
     settings = DemoSettings()
     for name in args.settings:
         replay, lr, reduction, *extra = SETTINGS[name] if name in SETTINGS else LORA_SETTINGS[name]
+        extra_fields = extra[0] if extra else {}
         for seed in args.seeds:
             out_file = args.out / f"{name}_seed{seed}.json"
             if out_file.is_file():
@@ -131,7 +132,7 @@ def main() -> None:
                 "learning_rate": lr,
                 "max_length": 512,
                 "itg_reduction": reduction,
-                **(extra[0] if extra else {}),
+                **extra_fields,
             }
             if name in LORA_SETTINGS:
                 model = train_lora(stage2, data, work, settings, seed, overrides)
@@ -152,7 +153,7 @@ def main() -> None:
                 "replay_ratio": replay,
                 "learning_rate": lr,
                 "itg_reduction": reduction,
-                "extra_recipe_fields": extra[0] if extra else {},
+                "extra_recipe_fields": extra_fields,
                 "seed": seed,
                 "steps": settings.stage3_steps,
                 "settings": dataclasses.asdict(settings),
