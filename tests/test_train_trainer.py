@@ -404,15 +404,21 @@ def test_resume_with_changed_recipe_warns(workspace, tmp_path):
         )
 
 
+def _untrained_projector_checkpoint(folder, workspace):
+    """The workspace's tiny MAGE saved as if stage 1 had never trained its projector."""
+    model, processor = workspace["mage"]
+    model = copy.deepcopy(model)
+    model.config.mage_trained_stages = []
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def test_text_only_rows_from_untrained_projector_do_not_warn(tmp_path, workspace):
     """An LM trained on text alone (the demo's stage 0) never passes through the projector: nothing to warn about."""
     import warnings
 
-    model, processor = workspace["mage"]
-    model = copy.deepcopy(model)
-    model.config.mage_trained_stages = []
-    model.save_pretrained(tmp_path / "fresh")
-    processor.save_pretrained(tmp_path / "fresh")
+    fresh = _untrained_projector_checkpoint(tmp_path / "fresh", workspace)
     rows = [
         {"id": f"t{i}", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "a red circle"}]}
         for i in range(8)
@@ -420,30 +426,14 @@ def test_text_only_rows_from_untrained_projector_do_not_warn(tmp_path, workspace
     (tmp_path / "text.json").write_text(json.dumps(rows))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train(
-            recipe("max_steps=1", "save_steps=10"),
-            tmp_path / "fresh",
-            tmp_path / "text.json",
-            tmp_path / "o",
-            disable_tqdm=True,
-        )
+        train(recipe("max_steps=1", "save_steps=10"), fresh, tmp_path / "text.json", tmp_path / "o", disable_tqdm=True)
     assert not [w for w in caught if "projector was not trained in stage 1" in str(w.message)]
 
 
 def test_stage2_from_untrained_projector_warns(tmp_path, workspace):
-    model, processor = workspace["mage"]
-    model = copy.deepcopy(model)
-    model.config.mage_trained_stages = []
-    model.save_pretrained(tmp_path / "fresh")
-    processor.save_pretrained(tmp_path / "fresh")
+    fresh = _untrained_projector_checkpoint(tmp_path / "fresh", workspace)
     with pytest.warns(UserWarning, match="projector was not trained in stage 1"):
-        train(
-            recipe("max_steps=1", "save_steps=10"),
-            tmp_path / "fresh",
-            workspace["data"],
-            tmp_path / "o",
-            disable_tqdm=True,
-        )
+        train(recipe("max_steps=1", "save_steps=10"), fresh, workspace["data"], tmp_path / "o", disable_tqdm=True)
 
 
 def test_a_registered_objective_joins_the_loss(workspace, tmp_path, monkeypatch):
