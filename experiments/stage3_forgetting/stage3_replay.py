@@ -52,6 +52,9 @@ SETTINGS = {
     # LLaVA's modality grouping: a batch holds only replayed image rows or only (long, text-only) tool rows, so the
     # short replayed rows are not padded to a plan's length (a fourth element: further recipe fields)
     "sample_replay0.5_grouped": (0.5, 1e-3, "sample", {"group_by_modality_length": True}),
+    # more stage-3 updates, so the tool rows seen match the 10 %-replay stage 3's (`steps` replaces the demo's count)
+    "sample_replay0.5_steps450": (0.5, 1e-3, "sample", {"steps": 450}),
+    "sample_replay0.5_steps600": (0.5, 1e-3, "sample", {"steps": 600}),
 }
 # LoRA on the LM (r 16, alpha 32; the projector fully trained, as `mage train --lora`), merged after training: the
 # base weights that hold the stage-2 skills stay as they were; name: (replay_ratio, learning_rate, itg_reduction)
@@ -119,7 +122,8 @@ def main() -> None:
     settings = DemoSettings()
     for name in args.settings:
         replay, lr, reduction, *extra = SETTINGS[name] if name in SETTINGS else LORA_SETTINGS[name]
-        extra_fields = extra[0] if extra else {}
+        extra_fields = dict(extra[0]) if extra else {}
+        steps = extra_fields.pop("steps", settings.stage3_steps)
         for seed in args.seeds:
             out_file = args.out / f"{name}_seed{seed}.json"
             if out_file.is_file():
@@ -142,7 +146,7 @@ def main() -> None:
                     stage2,
                     data / "train" / "stage3_tools.json",
                     work / "stage3",
-                    settings.stage3_steps,
+                    steps,
                     settings,
                     seed,
                     "cpu",
@@ -155,7 +159,7 @@ def main() -> None:
                 "itg_reduction": reduction,
                 "extra_recipe_fields": extra_fields,
                 "seed": seed,
-                "steps": settings.stage3_steps,
+                "steps": steps,
                 "settings": dataclasses.asdict(settings),
                 "commit": commit,
                 "train_s": round(time.time() - t0, 1),
