@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE.parent / "perception_probe"))
 
 import ref_shapes as S  # noqa: E402
 import torch  # noqa: E402
@@ -324,6 +325,13 @@ def main() -> None:
         "its grid cell, ShapeWorld's exact labels (alignment/sea.py) from the scenes of the ladder's or the demo's rows",
     )
     p.add_argument(
+        "--s2-sea",
+        type=float,
+        default=0.0,
+        help="SEA's weight in S2 as well, beside ITG (needs --s1-sea's labels: the same rows' scenes); keeps each "
+        "image token tied to its cell's words while the projector trains with the LM",
+    )
+    p.add_argument(
         "--s2-captions",
         type=float,
         default=0.0,
@@ -372,6 +380,7 @@ def main() -> None:
         + ("" if args.batch2 == 32 else f"_b{args.batch2}")
         + ("" if args.ntrain == 20000 else f"_n{args.ntrain}")
         + ("" if not args.s1_sea else f"_sea{args.s1_sea:g}")
+        + ("" if not args.s2_sea else f"_s2sea{args.s2_sea:g}")
         + ("" if not args.s2_captions else f"_s2cap{args.s2_captions:g}")
         + ("" if args.stage0_from is None else "_s0demo")
         + ("" if args.demo_data is None else "_datademo" + args.demo_data_stages.replace(",", ""))
@@ -389,6 +398,8 @@ def main() -> None:
         raise SystemExit("--s2-captions (a share in (0, 1)) is for --path trainer on the ladder's own rows")
     if args.s1_sea and (args.path, args.world) != ("trainer", "project"):
         raise SystemExit("--s1-sea needs --path trainer --world project")
+    if args.s2_sea and (not args.s1_sea or args.demo_data is not None):
+        raise SystemExit("--s2-sea needs --s1-sea (its labels) and the ladder's own rows")
     if args.stage0_from is not None and (args.path, args.tokenizer) != ("trainer", "bpe"):
         raise SystemExit("--stage0-from needs --path trainer --tokenizer bpe (the demo's checkpoint)")
     T0 = time.time()
@@ -614,12 +625,63 @@ def main() -> None:
                 start = len(qa_prompt_ids(e)) - 1
                 total[e["qtype"]] += 1
                 correct[e["qtype"]] += int(pred[row, start : start + len(e["a_ids"])].tolist() == e["a_ids"])
+        if not blank_image and "scene" in evl[0]:
+            R.setdefault("eval_detail", {})[tag] = detail(model, pixels)
         model.train(was_training)
         acc = {q: round(correct[q] / total[q], 4) for q in QT}
         acc["mean"] = round(sum(acc[q] for q in QT) / len(QT), 4)
         R["eval"][tag] = acc
-        log("eval", tag, acc)
+        log("eval", tag, acc, R.get("eval_detail", {}).get(tag, ""))
         return acc
+
+    @torch.no_grad()
+    def detail(model, pixels):
+        """The project world's held-out existence questions by kind (geometry.existence_kind: accuracy, share of
+        "Yes"), and, with one image token per grid cell, the share of the tokens' variance between the colours and
+        between the shapes of the cells' objects (geometry.variance_share)."""
+        from geometry import KINDS, existence_kind, variance_share
+
+        rows = [(i, e) for i, e in enumerate(evl) if e["qtype"] == "exist"]
+        right, yes, total = {k: 0 for k in KINDS}, {k: 0 for k in KINDS}, {k: 0 for k in KINDS}
+        yes_ids = next(e["a_ids"] for _, e in rows if e["answer"] == "Yes")
+        for b in range(0, len(rows), 200):
+            chunk = rows[b : b + 200]
+            seqs = [qa_prompt_ids(e) + e["a_ids"] for _, e in chunk]
+            x, _, m = pad_batch(seqs, seqs)
+            imgs = eval_img[[i for i, _ in chunk]]
+            pred = model(input_ids=x, attention_mask=m, pixel_values=pixels(imgs)).logits.argmax(-1)
+            for row, (_, e) in enumerate(chunk):
+                start = len(qa_prompt_ids(e)) - 1
+                got = pred[row, start : start + len(e["a_ids"])].tolist()
+                k = existence_kind(e["question"], e["scene"])
+                total[k] += 1
+                right[k] += int(got == e["a_ids"])
+                yes[k] += int(got == yes_ids)
+        out = {
+            "exist_by_kind": {
+                k: {"n": total[k], "acc": round(right[k] / total[k], 4), "yes": round(yes[k] / total[k], 4)}
+                for k in KINDS
+                if total[k]
+            }
+        }
+        scenes = [e["scene"] for e in evl[:800]]
+        tokens = torch.cat(
+            [
+                model.get_image_features(pixels(eval_img[b : b + 200]), return_dict=True).pooler_output
+                for b in range(0, len(scenes), 200)
+            ]
+        )
+        grid = math.isqrt(tokens.shape[1])
+        if grid * grid == tokens.shape[1] and grid == 3:
+            for attribute in ("colour", "shape"):
+                cells = [
+                    (i, o["row"] * grid + o["col"], o[attribute]) for i, sc in enumerate(scenes) for o in sc["objects"]
+                ]
+                names = sorted({c for *_, c in cells})
+                x = torch.stack([tokens[i, j] for i, j, _ in cells])
+                y = torch.tensor([names.index(c) for *_, c in cells])
+                out[f"token_variance_{attribute}"] = variance_share(x, y)
+        return out
 
     # ---------------- S1 + S2 ----------------
     if args.path == "plain":
@@ -1011,6 +1073,7 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
     s1_itdm = {} if args.itdm_stages == "1,2" else {"itdm_weight": 0.0}
     r1 = load_recipe("stage1_tiny", {**common, "learning_rate": 2e-3, "max_steps": args.s1, **sea, **s1_itdm})
     mage_train(r1, work / "m0", s1_data, work / "s1", callbacks=[Timer("S1_projector")], **extra)
+    evaluate(MageForConditionalGeneration.from_pretrained(work / "s1"), "S1", pixels=pixels)
     r2 = load_recipe(
         "stage2_tiny",
         {
@@ -1021,6 +1084,9 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
             "per_device_train_batch_size": args.batch2,
         },
     )
+    if args.s2_sea:  # the recipes allow SEA in stage 1 only (the paper's); this rung sets it on the loaded recipe
+        for key, value in {**sea, "sea_weight": args.s2_sea}.items():
+            setattr(r2, key, value)
     mage_train(r2, work / "s1", s2_data, work / "s2", callbacks=[Timer("S2_proj_llm", args.eval_every)], **extra)
     model = MageForConditionalGeneration.from_pretrained(work / "s2")
     shutil.rmtree(work, ignore_errors=True)
