@@ -58,6 +58,7 @@ def make_project_dataset(
     difficulty: str = "easy",
     near_negatives: bool = False,
     scene_first: bool = False,
+    cross_negatives: bool = False,
 ):
     """The project's ShapeWorld (`shapeworld.world` scenes and renderer, `shapeworld.text` captions and question
     phrasings) in the reference's shape: one question per example, types in turn; `position` is the relation
@@ -75,7 +76,9 @@ def make_project_dataset(
         turn = 0
         scene = sample_scene(rng, d, f"s{i}")
         while True:
-            if qtype == "exist" and near_negatives:  # POPE's popular/adversarial kind of "No" (the demo's skill set)
+            if qtype == "exist" and cross_negatives:
+                made = cross_existence_question(rng, scene, d)
+            elif qtype == "exist" and near_negatives:  # POPE's popular/adversarial kind of "No" (the demo's skill set)
                 made = (*T.existence_question(rng, scene, d, near_negatives=True), "yesno")
             else:
                 made = getattr(T, PROJECT_QUESTIONS[qtype])(rng, scene, d)
@@ -94,6 +97,26 @@ def make_project_dataset(
     blank = np.asarray(render_scene({"objects": [], "label": None, "marks": []}, image_size))
     images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()  # (n, 3, H, W) as the reference's
     return exs, images, torch.from_numpy(blank).permute(2, 0, 1).contiguous()
+
+
+def cross_existence_question(rng, scene, d) -> tuple[str, str, str]:
+    """`shapeworld.text.existence_question` whose "No" asks, when the scene allows, an absent object whose colour and
+    shape are both in the picture on other objects (only a check of both on one object answers it), else one that
+    shares its colour or its shape with a present object, else any absent one."""
+    from shapeworld import text as T
+
+    present = {(o["shape"], o["colour"]) for o in scene["objects"]}
+    if rng.random() < 0.5:
+        shape, colour = rng.choice(sorted(present))
+        answer = "Yes"
+    else:
+        absent = [(s, c) for s in d.shapes for c in d.colours if (s, c) not in present]
+        shapes, colours = {s for s, _ in present}, {c for _, c in present}
+        cross = [(s, c) for s, c in absent if s in shapes and c in colours]
+        near = [(s, c) for s, c in absent if s in shapes or c in colours]
+        shape, colour = rng.choice(cross or near or absent)
+        answer = "No"
+    return f"Is there {T.article(colour)} {colour} {shape} in the image?", answer, "yesno"
 
 
 # ------------------------------------------------------------------------------------------------------ templates
@@ -271,9 +294,10 @@ def main() -> None:
     )
     p.add_argument(
         "--exist-train",
-        choices=("random", "near"),
+        choices=("random", "near", "cross"),
         default="random",
-        help="project world: existence negatives in training (near: sharing a shape or colour with a present object)",
+        help="project world: existence negatives in training (near: sharing a shape or colour with a present object; "
+        "cross: its colour and its shape both present on other objects when the scene allows, else near)",
     )
     p.add_argument("--exist-eval", choices=("random", "near"), default="random", help="the same for the held-out set")
     p.add_argument(
@@ -428,6 +452,7 @@ def main() -> None:
             QT,
             near_negatives=args.exist_train == "near",
             scene_first=args.scene_first,
+            cross_negatives=args.exist_train == "cross",
         )
         evl, eval_img, _ = make_project_dataset(
             1600, 999999, args.image_size, QT, near_negatives=args.exist_eval == "near"
