@@ -28,8 +28,8 @@ from mage_cli.demo_stages import (
     generate_demo_data,
     loss_summary,
     pretrain_tower,
+    sea_fields,
     second_core,
-    stage1_sea,
     train_stage,
     train_text_lm,
 )
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
             settings,
             args.seed,
             args.device,
-            **stage1_sea(settings),
+            **sea_fields(settings.stage1_sea_weight),
         )
         pending["stage 1"] = evaluate_beside("stage 1", stage1)
         stage2 = train_stage(
@@ -193,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
             settings,
             args.seed,
             args.device,
+            **sea_fields(settings.stage2_sea_weight),
         )
         pending["stage 2"] = evaluate_beside("stage 2", stage2, plans=True)
         stage3 = train_stage(
@@ -313,11 +314,12 @@ def _publishable_copy(checkpoint: Path, final: Path, scores: dict, settings: Dem
             f"{settings.stage1_steps}, stage 2 {settings.stage2_steps}, stage 3 {settings.stage3_steps} steps "
             f"of batch {settings.batch_size} on ShapeWorld ({settings.difficulty}, {settings.image_size} px); "
             f"ITG + ITDM (weight {settings.itdm_weight:g}) in stages 1-3"
-            + (
-                f", SEA (weight {settings.stage1_sea_weight:g}, ShapeWorld's cell labels) in stage 1."
-                if settings.stage1_sea_weight
-                else "."
+            + "".join(
+                f", SEA (weight {weight:g}, ShapeWorld's cell labels) in stage {stage}"
+                for stage, weight in ((1, settings.stage1_sea_weight), (2, settings.stage2_sea_weight))
+                if weight
             )
+            + "."
         ),
         limits="A tiny demonstration model: it knows only the ShapeWorld world (coloured shapes on a grid).",
     ).save(final / "README.md")

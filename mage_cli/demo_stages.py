@@ -69,6 +69,10 @@ class DemoSettings:
     # SEA in stage 1 (0 = off), the ladder's lever for the IAN's counting (docs/DECISIONS.md): each visual token
     # contrasted with the words of its grid cell, ShapeWorld's exact labels standing in for CLIP's (alignment/sea.py)
     stage1_sea_weight: float = 1.0
+    # SEA in stage 2 as well (0 = off; the project's addition, docs/alignment.md): while the projector trains with the
+    # LM, the LM's gradient shrinks the tokens' shape directions, and existence then answers by colour alone
+    # (experiments/perception_probe, experiments/demo_ladder: jobs_s2_projector.txt)
+    stage2_sea_weight: float = 1.0
     skill_questions: int = 400  # held-out questions per skill (existence, colour, shape, count, relation)
     eval_limits: dict = dataclasses.field(
         default_factory=lambda: {"mme": 60, "pope": 300, "mmbench": 50, "mmbench_cn": 30, "seed": 100, "plans": 60}
@@ -293,15 +297,15 @@ def stage_overrides(settings: DemoSettings, steps: int, seed: int, **recipe_over
     }
 
 
-def stage1_sea(settings: DemoSettings) -> dict:
-    """Stage 1's SEA recipe fields: none when `settings.stage1_sea_weight` is 0; else SEA at that weight, every
-    token's cell sampled (`sea_window=1`: the 3 × 3 token grid is one ShapeWorld cell per token) and ShapeWorld's
-    labels, which the demo's `scenes.jsonl` beside the stage-1 rows provides."""
-    if not settings.stage1_sea_weight:
+def sea_fields(weight: float) -> dict:
+    """A stage's SEA recipe fields (`settings.stage1_sea_weight`, `stage2_sea_weight`): none when `weight` is 0; else
+    SEA at that weight, every token's cell sampled (`sea_window=1`: the 3 × 3 token grid is one ShapeWorld cell per
+    token) and ShapeWorld's labels, which the demo's `scenes.jsonl` beside its training images provides."""
+    if not weight:
         return {}
     return {
         "alignment_objective": "sea",
-        "sea_weight": settings.stage1_sea_weight,
+        "sea_weight": weight,
         "sea_window": 1,
         "sea_label_source": "shapeworld",
     }

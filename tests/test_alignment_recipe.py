@@ -70,8 +70,9 @@ def test_recipe_validates_the_alignment_fields():
     recipe = _recipe()
     assert recipe.alignment_objective == "sea" and recipe.sea_weight == 1.0 and recipe.itdm_weight == 1.0
     assert load_recipe("stage2_tiny").alignment_objective == "none"
-    with pytest.raises(RecipeError, match=r"alignment_objective='sea' with stage=2.*stage=1"):
-        load_recipe("stage2_tiny", {"alignment_objective": "sea"})
+    assert load_recipe("stage2_tiny", {"alignment_objective": "sea"}).alignment_objective == "sea"
+    with pytest.raises(RecipeError, match=r"alignment_objective='sea' with stage=3.*stage=1 or 2"):
+        load_recipe("stage3_tiny", {"alignment_objective": "sea"})
     with pytest.raises(RecipeError, match=r"alignment_objective='clip': expected one of \['none', 'sea'\]"):
         _recipe(alignment_objective="clip")
     with pytest.raises(RecipeError) as error:
@@ -82,14 +83,14 @@ def test_recipe_validates_the_alignment_fields():
         _recipe(sea_label_source="clip")
 
 
-def test_mage_train_refuses_sea_outside_stage_1(capsys, tmp_path):
+def test_mage_train_refuses_sea_in_stage_3(capsys, tmp_path):
     from mage_cli.main import main as mage
 
-    argv = ["train", "--recipe", "stage2_tiny", "--model", str(tmp_path), "--data", str(tmp_path / "d.json"),
+    argv = ["train", "--recipe", "stage3_tiny", "--model", str(tmp_path), "--data", str(tmp_path / "d.json"),
             "--output-dir", str(tmp_path / "out"), "--set", "alignment_objective=sea"]  # fmt: skip
     assert mage(argv) == 2
     err = capsys.readouterr().err
-    assert "alignment_objective='sea'" in err and "stage=2" in err
+    assert "alignment_objective='sea'" in err and "stage=3" in err
 
 
 @pytest.mark.slow

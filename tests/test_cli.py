@@ -65,6 +65,9 @@ def test_mage_demo_quick_runs_end_to_end(tmp_path):
     stage3_recipe = json.loads((out / "models" / "stage3" / "training_report.json").read_text())["recipe"]
     assert stage3_recipe["itg_reduction"] == settings.stage3_itg_reduction
     assert stage3_recipe["replay_ratio"] == settings.stage3_replay_ratio
+    for stage, weight in (("stage1", settings.stage1_sea_weight), ("stage2", settings.stage2_sea_weight)):
+        recipe = json.loads((out / "models" / stage / "training_report.json").read_text())["recipe"]
+        assert (recipe["alignment_objective"], recipe["sea_weight"]) == ("sea", weight)
     assert set(report["rows"]) == {"untrained", "stage 1", "stage 2", "stage 3", "text-only baseline"}
     assert "plan valid %" in report["rows"]["stage 3"]
     for stage in ("stage1", "stage2", "stage3"):

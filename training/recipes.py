@@ -180,10 +180,10 @@ class Recipe:
         known = known_alignment_objectives()
         if self.alignment_objective not in known:
             errors.append(f"alignment_objective={self.alignment_objective!r}: expected one of {list(known)}")
-        if self.alignment_objective == "sea" and self.stage != 1:
+        if self.alignment_objective == "sea" and self.stage not in (1, 2):
             errors.append(
-                f"alignment_objective='sea' with stage={self.stage}: SEA aligns the projector in stage 1 only (the "
-                "paper); use stage=1 or alignment_objective=none"
+                f"alignment_objective='sea' with stage={self.stage}: SEA aligns image tokens with their cells' words in "
+                "stage 1 (the paper) or stage 2 (docs/alignment.md); use stage=1 or 2, or alignment_objective=none"
             )
         if self.sea_weight < 0:
             errors.append(f"sea_weight={self.sea_weight!r}: must be >= 0")
