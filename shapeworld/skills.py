@@ -18,7 +18,7 @@ SKILLS = ("existence", "colour", "shape", "count", "relation")
 
 
 _MAKERS = {
-    "existence": lambda rng, scene, d: T.existence_question(rng, scene, d, near_negatives=True),
+    "existence": lambda rng, scene, d: T.existence_question(rng, scene, d, negatives="near"),
     "colour": lambda rng, scene, d: (T._q_colour(rng, scene, d) or (None, None))[:2],
     "shape": lambda rng, scene, d: (T._q_shape(rng, scene, d) or (None, None))[:2],
     "count": lambda rng, scene, d: T._q_count_shape(rng, scene, d)[:2],

@@ -153,18 +153,24 @@ def _q_position(rng, scene, d):
     return f"Where is the {name(obj)}?", position(obj), "short"
 
 
-def existence_question(rng, scene, d, near_negatives: bool = False) -> tuple[str, str]:
-    """ "Is there a <colour> <shape> in the image?" with "Yes" half the time. With `near_negatives` an absent object
-    shares its shape or colour with a present one when the scene allows (POPE's popular/adversarial negatives)."""
+def existence_question(rng, scene, d, negatives: str = "random") -> tuple[str, str]:
+    """ "Is there a <colour> <shape> in the image?" with "Yes" half the time. The absent object of a "No":
+    `negatives="random"` any; `"near"` one that shares its shape or colour with a present one when the scene allows
+    (POPE's popular/adversarial negatives); `"cross"` one whose colour and shape are both present on other objects
+    when the scene allows (only checking both on one object answers it), else near."""
+    if negatives not in ("random", "near", "cross"):
+        raise ValueError(f"negatives={negatives!r}: expected 'random', 'near' or 'cross'")
     present = {(o["shape"], o["colour"]) for o in scene["objects"]}
     if rng.random() < 0.5:
         shape, colour = rng.choice(sorted(present))
         answer = "Yes"
     else:
         absent = [(s, c) for s in d.shapes for c in d.colours if (s, c) not in present]
-        if near_negatives:
-            absent = [(s, c) for s, c in absent if any(s == ps or c == pc for ps, pc in present)] or absent
-        shape, colour = rng.choice(absent)
+        shapes, colours = {s for s, _ in present}, {c for _, c in present}
+        near = [(s, c) for s, c in absent if s in shapes or c in colours]
+        cross = [(s, c) for s, c in near if s in shapes and c in colours]
+        pools = {"random": [absent], "near": [near, absent], "cross": [cross, near, absent]}[negatives]
+        shape, colour = rng.choice(next(pool for pool in pools if pool))
         answer = "No"
     return f"Is there {article(colour)} {colour} {shape} in the image?", answer
 

@@ -39,6 +39,33 @@ def test_skill_items_are_deterministic_and_answer_their_scene():
         assert item["answer"] == ("Yes" if relation_holds(a, b, relation) else "No")
 
 
+def test_existence_negatives_of_each_kind_share_what_they_promise():
+    import random
+
+    from shapeworld.text import existence_question
+    from shapeworld.world import get_difficulty, sample_scene
+
+    d = get_difficulty("easy")
+    shares = {}
+    for negatives in ("random", "near", "cross"):
+        kinds = []
+        for i in range(400):
+            rng = random.Random(i)
+            scene = sample_scene(rng, d, f"s{i}")
+            question, answer = existence_question(rng, scene, d, negatives=negatives)
+            colour, shape = question.removeprefix("Is there ").split(" ")[1:3]
+            present = {(o["shape"], o["colour"]) for o in scene["objects"]}
+            assert ((shape, colour) in present) == (answer == "Yes")
+            if answer == "No":
+                has_shape, has_colour = shape in {s for s, _ in present}, colour in {c for _, c in present}
+                kinds.append("cross" if has_shape and has_colour else "near" if has_shape or has_colour else "far")
+        shares[negatives] = {k: kinds.count(k) / len(kinds) for k in ("cross", "near", "far")}
+    assert shares["near"]["far"] == 0 and shares["cross"]["far"] == 0  # easy scenes always share something
+    assert shares["cross"]["cross"] > 2 * shares["near"]["cross"] and shares["random"]["far"] > 0
+    with pytest.raises(ValueError, match="negatives='all'"):
+        existence_question(random.Random(0), sample_scene(random.Random(0), d, "s"), d, negatives="all")
+
+
 def test_written_sets_read_back_and_bad_lines_are_named(tmp_path):
     path = write_skill_sets(tmp_path / "skills", 3, seed=0, image_size=48)
     records = read_skill_set(path)

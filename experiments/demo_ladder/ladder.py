@@ -76,10 +76,9 @@ def make_project_dataset(
         turn = 0
         scene = sample_scene(rng, d, f"s{i}")
         while True:
-            if qtype == "exist" and cross_negatives:
-                made = cross_existence_question(rng, scene, d)
-            elif qtype == "exist" and near_negatives:  # POPE's popular/adversarial kind of "No" (the demo's skill set)
-                made = (*T.existence_question(rng, scene, d, near_negatives=True), "yesno")
+            if qtype == "exist" and (near_negatives or cross_negatives):  # POPE's popular/adversarial kind of "No"
+                kind = "cross" if cross_negatives else "near"
+                made = (*T.existence_question(rng, scene, d, negatives=kind), "yesno")
             else:
                 made = getattr(T, PROJECT_QUESTIONS[qtype])(rng, scene, d)
             if made is not None:
@@ -97,26 +96,6 @@ def make_project_dataset(
     blank = np.asarray(render_scene({"objects": [], "label": None, "marks": []}, image_size))
     images = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()  # (n, 3, H, W) as the reference's
     return exs, images, torch.from_numpy(blank).permute(2, 0, 1).contiguous()
-
-
-def cross_existence_question(rng, scene, d) -> tuple[str, str, str]:
-    """`shapeworld.text.existence_question` whose "No" asks, when the scene allows, an absent object whose colour and
-    shape are both in the picture on other objects (only a check of both on one object answers it), else one that
-    shares its colour or its shape with a present object, else any absent one."""
-    from shapeworld import text as T
-
-    present = {(o["shape"], o["colour"]) for o in scene["objects"]}
-    if rng.random() < 0.5:
-        shape, colour = rng.choice(sorted(present))
-        answer = "Yes"
-    else:
-        absent = [(s, c) for s in d.shapes for c in d.colours if (s, c) not in present]
-        shapes, colours = {s for s, _ in present}, {c for _, c in present}
-        cross = [(s, c) for s, c in absent if s in shapes and c in colours]
-        near = [(s, c) for s, c in absent if s in shapes or c in colours]
-        shape, colour = rng.choice(cross or near or absent)
-        answer = "No"
-    return f"Is there {T.article(colour)} {colour} {shape} in the image?", answer, "yesno"
 
 
 # ------------------------------------------------------------------------------------------------------ templates
