@@ -1086,11 +1086,9 @@ def run_from_checkpoint(args, model, processor, train, train_img, evaluate, log,
             "projector_lr": args.projector_lr2,
             "max_steps": args.s2,
             "per_device_train_batch_size": args.batch2,
+            **({**sea, "sea_weight": args.s2_sea} if args.s2_sea else {}),
         },
     )
-    if args.s2_sea:  # the recipes allow SEA in stage 1 only (the paper's); this rung sets it on the loaded recipe
-        for key, value in {**sea, "sea_weight": args.s2_sea}.items():
-            setattr(r2, key, value)
     mage_train(r2, work / "s1", s2_data, work / "s2", callbacks=[Timer("S2_proj_llm", args.eval_every)], **extra)
     model = MageForConditionalGeneration.from_pretrained(work / "s2")
     shutil.rmtree(work, ignore_errors=True)
