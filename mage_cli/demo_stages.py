@@ -56,7 +56,7 @@ class DemoSettings:
     tower_steps: int = 1500  # stage 0, CLIP-style tower (steps, not seconds: runs must not depend on machine load)
     stage1_steps: int = 1600
     stage2_steps: int = 5000
-    stage3_steps: int = 600  # half the rows are replayed: the tool rows of 300 updates without replay
+    stage3_steps: int = 600  # half the rows are replayed: as many tool rows as 300 updates without replay
     # stage 3's share of replayed stage-2 rows, its peak learning rate, and how ITG averages over a batch: "sample"
     # weighs each row alike, so a one-word replayed answer counts as much as a 300-token plan and stage 3 keeps the
     # stage-2 skills ("token" is transformers' mean over tokens; experiments/stage3_forgetting, docs/DECISIONS.md)
