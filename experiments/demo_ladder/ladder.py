@@ -618,6 +618,7 @@ def main() -> None:
         model.eval()
         correct = {q: 0 for q in QT}
         total = {q: 0 for q in QT}
+        answers = []  # (example, predicted answer ids) of the existence rows, for detail()
         for b in range(0, len(evl), 200):
             chunk = evl[b : b + 200]
             # teacher-forced greedy match of every answer token (one token: the argmax after the prompt)
@@ -628,9 +629,12 @@ def main() -> None:
             for row, e in enumerate(chunk):
                 start = len(qa_prompt_ids(e)) - 1
                 total[e["qtype"]] += 1
-                correct[e["qtype"]] += int(pred[row, start : start + len(e["a_ids"])].tolist() == e["a_ids"])
+                got = pred[row, start : start + len(e["a_ids"])].tolist()
+                correct[e["qtype"]] += int(got == e["a_ids"])
+                if e["qtype"] == "exist":
+                    answers.append((e, got))
         if not blank_image and "scene" in evl[0]:
-            R.setdefault("eval_detail", {})[tag] = detail(model, pixels)
+            R.setdefault("eval_detail", {})[tag] = detail(model, pixels, answers)
         model.train(was_training)
         acc = {q: round(correct[q] / total[q], 4) for q in QT}
         acc["mean"] = round(sum(acc[q] for q in QT) / len(QT), 4)
@@ -639,28 +643,20 @@ def main() -> None:
         return acc
 
     @torch.no_grad()
-    def detail(model, pixels):
+    def detail(model, pixels, answers):
         """The project world's held-out existence questions by kind (geometry.existence_kind: accuracy, share of
-        "Yes"), and, with one image token per grid cell, the share of the tokens' variance between the colours and
-        between the shapes of the cells' objects (geometry.variance_share)."""
+        "Yes"; `answers` = evaluate()'s (example, predicted ids) of those rows), and, with one image token per grid
+        cell, the share of the tokens' variance between the colours and between the shapes of the cells' objects
+        (geometry.variance_share)."""
         from geometry import KINDS, existence_kind, variance_share
 
-        rows = [(i, e) for i, e in enumerate(evl) if e["qtype"] == "exist"]
         right, yes, total = {k: 0 for k in KINDS}, {k: 0 for k in KINDS}, {k: 0 for k in KINDS}
-        yes_ids = next(e["a_ids"] for _, e in rows if e["answer"] == "Yes")
-        for b in range(0, len(rows), 200):
-            chunk = rows[b : b + 200]
-            seqs = [qa_prompt_ids(e) + e["a_ids"] for _, e in chunk]
-            x, _, m = pad_batch(seqs, seqs)
-            imgs = eval_img[[i for i, _ in chunk]]
-            pred = model(input_ids=x, attention_mask=m, pixel_values=pixels(imgs)).logits.argmax(-1)
-            for row, (_, e) in enumerate(chunk):
-                start = len(qa_prompt_ids(e)) - 1
-                got = pred[row, start : start + len(e["a_ids"])].tolist()
-                k = existence_kind(e["question"], e["scene"])
-                total[k] += 1
-                right[k] += int(got == e["a_ids"])
-                yes[k] += int(got == yes_ids)
+        yes_ids = next(e["a_ids"] for e, _ in answers if e["answer"] == "Yes")
+        for e, got in answers:
+            k = existence_kind(e["question"], e["scene"])
+            total[k] += 1
+            right[k] += int(got == e["a_ids"])
+            yes[k] += int(got == yes_ids)
         out = {
             "exist_by_kind": {
                 k: {"n": total[k], "acc": round(right[k] / total[k], 4), "yes": round(yes[k] / total[k], 4)}

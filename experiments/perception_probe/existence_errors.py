@@ -3,7 +3,7 @@ holds of the asked object (present; absent with its colour and its shape both pr
 only a bag of attributes says yes —; absent sharing only its colour, only its shape, or neither), each with its
 accuracy and the share answered "yes" (greedy, the demo's prompt, as the report scores it).
 
-    python experiments/demo_regime/existence_errors.py --demo-dir /tmp/demo_r5_s1 --seed 1 --stage stage2 \
+    python experiments/perception_probe/existence_errors.py --demo-dir /tmp/demo_r5_s1 --seed 1 --stage stage2 \
         --out experiments/perception_probe/existence_errors_results/r5_seed1_stage2.json
 
 The scenes are regenerated from the demo's seed (`shapeworld.skills.skill_items`) and checked against the written

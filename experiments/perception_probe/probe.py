@@ -49,8 +49,7 @@ def features(model, processor, batch: list[dict], image_size: int) -> dict[str, 
     out = {"pixels": pixels}
     if hidden.shape[1] == GRID * GRID:
         out["tower"] = hidden
-    tokens = model.get_image_features(pixel_values, return_dict=True).pooler_output
-    tokens = tokens if tokens.dim() == 3 else tokens.reshape(n, -1, tokens.shape[-1])
+    tokens = model.get_image_features(pixel_values, return_dict=True).pooler_output  # (n, Q, D)
     if tokens.shape[1] == GRID * GRID:
         out["projector"] = tokens
     return out
