@@ -89,6 +89,12 @@ def evaluate(model_dir: Path, n: int, direct: bool = False) -> dict:
     return out
 
 
+def loss_logs(lm: Path) -> dict:
+    """The first and last logged training loss (with their update) from the trained LM's `training_report.json`."""
+    report = json.loads((lm / "training_report.json").read_text())
+    return {k: {"step": report[k]["step"], "loss": round(report[k]["loss"], 4)} for k in ("first_log", "last_log")}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--untrained", type=Path, required=True, help="the demo's untrained checkpoint")
@@ -137,6 +143,7 @@ def main() -> None:
         "args": {k: str(v) for k, v in vars(args).items()},
         "rows": len(rows),
         "train_seconds": round(seconds, 1),
+        "loss": loss_logs(lm),
         "commit": commit,
         "results": results,
     }
