@@ -106,34 +106,35 @@ def strict_targets(raw: dict[str, dict]) -> dict:
     """The `--strict` targets of the demo (issue 23), each with its value and by how much it is missed. Reads the
     stage-3 model, the stage-2 model and the text-only (grey-image) baseline from `raw` (`evaluate_checkpoint`)."""
     final, before, grey = raw["stage 3"], raw.get("stage 2", {}), raw["text-only baseline"]
-    checks: list[tuple[str, float, float, bool]] = []  # (what, value, target, higher is better)
+    checks: list[tuple[str, float, float, str]] = []  # (what, value, threshold, comparison: ">=", "<=" or ">")
     for split in ("random", "popular", "adversarial"):
         value = final.get("pope_details", {}).get("splits", {}).get(split, {}).get("accuracy", float("nan"))
-        checks.append((f"POPE {split} accuracy ≥ 75", value, 75.0, True))
+        checks.append((f"POPE {split} accuracy ≥ 75", value, 75.0, ">="))
         value = grey.get("pope_details", {}).get("splits", {}).get(split, {}).get("accuracy", float("nan"))
-        checks.append((f"POPE {split} accuracy with grey images ≤ 55", value, 55.0, False))
+        checks.append((f"POPE {split} accuracy with grey images ≤ 55", value, 55.0, "<="))
     for skill in ("existence", "colour", "count"):
-        checks.append((f"held-out {skill} ≥ 85 %", 100 * final.get("skills", {}).get(skill, float("nan")), 85.0, True))
+        checks.append((f"held-out {skill} ≥ 85 %", 100 * final.get("skills", {}).get(skill, float("nan")), 85.0, ">="))
     grey_mme = grey.get("MME^P", float("nan"))
-    checks.append(("MME perception ≥ 1.3 × grey's", final.get("MME^P", float("nan")), 1.3 * grey_mme, True))
+    checks.append(("MME perception ≥ 1.3 × grey's", final.get("MME^P", float("nan")), 1.3 * grey_mme, ">="))
     grey_seed = grey.get("SEED^I", float("nan"))
-    checks.append(("SEED ≥ grey's + 15", final.get("SEED^I", float("nan")), grey_seed + 15, True))
+    checks.append(("SEED ≥ grey's + 15", final.get("SEED^I", float("nan")), grey_seed + 15, ">="))
     grey_mmb = grey.get("MMB", float("nan"))
-    checks.append(("MMBench (CircularEval) > grey's", final.get("MMB", float("nan")), grey_mmb + 1e-9, True))
+    checks.append(("MMBench (CircularEval) > grey's", final.get("MMB", float("nan")), grey_mmb, ">"))
     for skill in SKILLS:
         kept, had = final.get("skills", {}).get(skill), before.get("skills", {}).get(skill)
         if kept is not None and had is not None:
-            checks.append((f"stage 3 keeps ≥ 90 % of stage 2's {skill}", 100 * kept, 90 * had, True))
+            checks.append((f"stage 3 keeps ≥ 90 % of stage 2's {skill}", 100 * kept, 90 * had, ">="))
     plans = final.get("plans", {})
-    checks.append(("valid plans ≥ 90 %", 100 * plans.get("valid_rate", float("nan")), 90.0, True))
-    checks.append(("plan argument values F1 ≥ 80 %", 100 * plans.get("arg_value_f1", float("nan")), 80.0, True))
+    checks.append(("valid plans ≥ 90 %", 100 * plans.get("valid_rate", float("nan")), 90.0, ">="))
+    checks.append(("plan argument values F1 ≥ 80 %", 100 * plans.get("arg_value_f1", float("nan")), 80.0, ">="))
     rows, lines = [], []
-    for what, value, target, higher in checks:
-        met = value >= target if higher else value <= target  # NaN: not met
-        rows.append({"target": what, "value": value, "threshold": target, "met": bool(met)})
+    for what, value, target, comparison in checks:
+        met = {">=": value >= target, "<=": value <= target, ">": value > target}[comparison]  # NaN: not met
+        rows.append({"target": what, "value": value, "threshold": target, "comparison": comparison, "met": bool(met)})
+        needs = {">=": "≥", "<=": "≤", ">": ">"}[comparison] + f" {target:.1f}"
+        missed = "" if comparison == ">" or value != value else f", missed by {abs(value - target):.1f}"
         lines.append(
-            f"{'met' if met else 'NOT MET'}: {what} — {value:.1f}"
-            + ("" if met else f" (missed by {abs(value - target):.1f})")
+            f"{'met' if met else 'NOT MET'}: {what} — {value:.1f}" + ("" if met else f" (needs {needs}{missed})")
         )
     all_met = all(r["met"] for r in rows)
     lines.append(f"--strict targets met: {sum(r['met'] for r in rows)}/{len(rows)}" + (" (all)" if all_met else ""))

@@ -118,6 +118,12 @@ def test_strict_targets_pass_only_when_every_target_is_met():
         "held-out colour ≥ 85 %",
         "held-out count ≥ 85 %",
     ]
-    assert any("missed by 5.0" in line for line in missed["lines"])
+    assert "NOT MET: held-out existence ≥ 85 % — 80.0 (needs ≥ 85.0, missed by 5.0)" in missed["lines"]
+    # MMBench must be above the grey image's, not equal to it: 0 against 0 is a miss, with no "missed by 0"
+    level = _raw(pope=80, grey_pope=50, skill=0.9, plans=0.95)
+    level["stage 3"]["MMB"] = 0.0
+    tied = strict_targets(level)
+    assert [c["target"] for c in tied["checks"] if not c["met"]] == ["MMBench (CircularEval) > grey's"]
+    assert "NOT MET: MMBench (CircularEval) > grey's — 0.0 (needs > 0.0)" in tied["lines"]
     grey_too_good = strict_targets(_raw(pope=80, grey_pope=60, skill=0.9, plans=0.95))
     assert sum(not c["met"] for c in grey_too_good["checks"]) == 3
