@@ -83,8 +83,11 @@ def training_report(work: Path) -> dict:
     return {}
 
 
-def train_lora(stage2: Path, data: Path, work: Path, settings: DemoSettings, seed: int, overrides: dict) -> Path:
-    """The demo's stage 3 (`train_stage`) with LoRA adapters on the LM, merged into a plain checkpoint."""
+def train_lora(
+    stage2: Path, data: Path, work: Path, settings: DemoSettings, seed: int, overrides: dict, steps: int
+) -> Path:
+    """The demo's stage 3 (`train_stage`, `steps` updates) with LoRA adapters on the LM, merged into a plain
+    checkpoint."""
     from training.lora import merge_lora
 
     adapter = train_stage(
@@ -92,7 +95,7 @@ def train_lora(stage2: Path, data: Path, work: Path, settings: DemoSettings, see
         stage2,
         data / "train" / "stage3_tools.json",
         work / "adapter",
-        settings.stage3_steps,
+        steps,
         settings,
         seed,
         "cpu",
@@ -139,7 +142,7 @@ def main() -> None:
                 **extra_fields,
             }
             if name in LORA_SETTINGS:
-                model = train_lora(stage2, data, work, settings, seed, overrides)
+                model = train_lora(stage2, data, work, settings, seed, overrides, steps)
             else:
                 model = train_stage(
                     "stage3_tiny",
