@@ -55,7 +55,9 @@ class DemoSettings:
     stage0_blind_questions: bool = True
     tower_steps: int = 1500  # stage 0, CLIP-style tower (steps, not seconds: runs must not depend on machine load)
     stage1_steps: int = 1600
-    stage2_steps: int = 5000
+    # stage 2 long enough that existence checks colour and shape on one object, not one attribute; its cosine
+    # schedule still has a useful learning rate when that happens (experiments/demo_ladder: jobs_s2_long_sea.txt)
+    stage2_steps: int = 8000
     stage3_steps: int = 600  # half the rows are replayed: as many tool rows as 300 updates without replay
     # stage 3's share of replayed stage-2 rows, its peak learning rate, and how ITG averages over a batch: "sample"
     # weighs each row alike, so a one-word replayed answer counts as much as a 300-token plan and stage 3 keeps the
