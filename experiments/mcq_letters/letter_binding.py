@@ -35,10 +35,10 @@ from shapeworld.world import get_difficulty, item_rng, sample_scene  # noqa: E40
 
 
 def letter_scorer(model, processor):
-    """`score(text, letter) -> predicted first answer token (str)` for a text-only user turn."""
+    """`score(text) -> the greedy first answer token (str)` for a text-only user turn."""
     tok = processor.tokenizer
 
-    def score(text: str, letter: str) -> str:
+    def score(text: str) -> str:
         messages = [{"role": "user", "content": [{"type": "text", "text": text}]}]
         prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
         p_ids = tok(prompt)["input_ids"]
@@ -74,6 +74,40 @@ def mmbench_items(n: int, seed: int, d, category: str) -> list[dict]:
     return items
 
 
+def letter_sets(n: int, seed: int) -> dict[str, list[dict]]:
+    """`train_choice` (n questions) and `mmbench/<category>` (n // 4 questions each, four rotations), on easy scenes."""
+    d = get_difficulty("easy")
+    sets = {"train_choice": train_choice_items(n, seed, d)}
+    for category in MMBENCH_CATEGORIES:
+        sets[f"mmbench/{category}"] = mmbench_items(n // 4, seed, d, category)
+    return sets
+
+
+def score_sets(score, sets: dict[str, list[dict]], context) -> dict[str, dict]:
+    """Per set: accuracy over rows, circular accuracy over questions, and the letters answered; `context(item,
+    question, letter)` is the text put in front of each question."""
+    results = {}
+    for name, items in sets.items():
+        rows = right = circular = 0
+        letters = Counter()
+        for item in items:
+            hits = []
+            for question, letter in item["rotations"]:
+                predicted = score(context(item, question, letter) + question)
+                letters[predicted] += 1
+                hits.append(predicted == letter)
+            rows, right, circular = rows + len(hits), right + sum(hits), circular + all(hits)
+        results[name] = {
+            "accuracy": round(right / rows, 4),
+            "circular": round(circular / len(items), 4),
+            "questions": len(items),
+            "rows": rows,
+            "predicted": dict(letters.most_common()),
+        }
+        print(name, results[name], flush=True)
+    return results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, required=True, help="a MAGE checkpoint (asked without an image)")
@@ -86,34 +120,13 @@ def main() -> None:
     model = MageForConditionalGeneration.from_pretrained(args.model).eval()
     processor = MageProcessor.from_pretrained(args.model)
     score = letter_scorer(model, processor)
-    d = get_difficulty("easy")
-    sets = {"train_choice": train_choice_items(args.n, args.seed, d)}
-    for category in MMBENCH_CATEGORIES:
-        sets[f"mmbench/{category}"] = mmbench_items(args.n // 4, args.seed, d, category)
+    sets = letter_sets(args.n, args.seed)
     results = {}
-    for context in (True, False):
-        for name, items in sets.items():
-            rows = right = circular = 0
-            letters = Counter()
-            for item in items:
-                prefix = f"In the picture: {T.caption(item['scene'])}.\n" if context else ""
-                hits = []
-                for question, letter in item["rotations"]:
-                    predicted = score(prefix + question, letter)
-                    letters[predicted] += 1
-                    hits.append(predicted == letter)
-                rows += len(hits)
-                right += sum(hits)
-                circular += all(hits)
-            key = f"{'caption' if context else 'no_context'}/{name}"
-            results[key] = {
-                "accuracy": round(right / rows, 4),
-                "circular": round(circular / len(items), 4),
-                "questions": len(items),
-                "rows": rows,
-                "predicted": dict(letters.most_common()),
-            }
-            print(key, results[key], flush=True)
+    for tag, context in (
+        ("caption", lambda item, question, letter: f"In the picture: {T.caption(item['scene'])}.\n"),
+        ("no_context", lambda item, question, letter: ""),
+    ):
+        results |= {f"{tag}/{name}": r for name, r in score_sets(score, sets, context).items()}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -28,13 +27,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from letter_binding import letter_scorer, mmbench_items, train_choice_items  # noqa: E402
+from letter_binding import letter_scorer, letter_sets, score_sets  # noqa: E402
 
 from mage_cli.demo_stages import DemoSettings, text_only_rows, train_text_lm  # noqa: E402
 from modeling_mage import MageForConditionalGeneration  # noqa: E402
 from processing_mage import MageProcessor  # noqa: E402
 from shapeworld import text as T  # noqa: E402
-from shapeworld.benchmark_questions import MMBENCH_CATEGORIES  # noqa: E402
 from shapeworld.world import item_rng, sample_scene  # noqa: E402
 
 
@@ -63,30 +61,10 @@ def choice_rows(n: int, seed: int, d, direct: bool = False) -> list[dict]:
 def evaluate(model_dir: Path, n: int, direct: bool = False) -> dict:
     model = MageForConditionalGeneration.from_pretrained(model_dir).eval()
     score = letter_scorer(model, MageProcessor.from_pretrained(model_dir))
-    from shapeworld.world import get_difficulty
-
-    d = get_difficulty("easy")
-    sets = {"train_choice": train_choice_items(n, 999, d)}
-    for category in MMBENCH_CATEGORIES:
-        sets[f"mmbench/{category}"] = mmbench_items(n // 4, 999, d, category)
-    out = {}
-    for name, items in sets.items():
-        rows = right = circular = 0
-        letters = Counter()
-        for item in items:
-            hits = []
-            for question, letter in item["rotations"]:
-                predicted = score(context(item["scene"], question, letter, direct) + question, letter)
-                letters[predicted] += 1
-                hits.append(predicted == letter)
-            rows, right, circular = rows + len(hits), right + sum(hits), circular + all(hits)
-        out[f"caption/{name}"] = {
-            "accuracy": round(right / rows, 4),
-            "circular": round(circular / len(items), 4),
-            "predicted": dict(letters.most_common()),
-        }
-        print(name, out[f"caption/{name}"], flush=True)
-    return out
+    scored = score_sets(
+        score, letter_sets(n, 999), lambda item, question, letter: context(item["scene"], question, letter, direct)
+    )
+    return {f"caption/{name}": result for name, result in scored.items()}
 
 
 def loss_logs(lm: Path) -> dict:
