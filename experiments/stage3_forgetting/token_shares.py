@@ -1,6 +1,7 @@
 """How much of stage 3's supervised signal the replayed stage-2 rows carry: ITG is a mean over every supervised
 (assistant) token in a batch, so a row counts by its answer's length. Reads the demo's stage-2 and stage-3 rows and
-its tokenizer; prints answer tokens per row and the replayed rows' share of the supervised tokens at some replay ratios.
+its tokenizer; prints answer tokens per row and the replayed rows' share of the supervised tokens at some replay ratios,
+and a stage-3 row's tokens by turn (system prompt with the tool list, request, plan).
 
     python experiments/stage3_forgetting/token_shares.py \\
         --data experiments/demo_ladder/cache/demo_stage0_seed0/data \\
@@ -17,12 +18,23 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerFast
 
+ROLES = ("system", "human", "gpt")
+
 
 def answer_tokens(rows: list[dict], tokenizer, limit: int) -> list[int]:
     """Supervised tokens per row: every assistant turn's tokens plus its end-of-sequence token."""
     return [
         sum(len(tokenizer(t["value"], add_special_tokens=False)["input_ids"]) + 1 for t in row["conversations"]
             if t["from"] == "gpt")
+        for row in rows[:limit]
+    ]  # fmt: skip
+
+
+def turn_tokens(rows: list[dict], tokenizer, limit: int, role: str) -> list[int]:
+    """Tokens per row in the turns of `role` ("system", "human", "gpt"), without special tokens."""
+    return [
+        sum(len(tokenizer(t["value"], add_special_tokens=False)["input_ids"]) for t in row["conversations"]
+            if t["from"] == role)
         for row in rows[:limit]
     ]  # fmt: skip
 
@@ -36,7 +48,10 @@ def main() -> None:
     args = parser.parse_args()
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(args.tokenizer / "tokenizer.json"))
     train = args.data / "train"
-    tools = answer_tokens(json.loads((train / "stage3_tools.json").read_text()), tokenizer, args.rows)
+    tool_rows = json.loads((train / "stage3_tools.json").read_text())
+    tools = answer_tokens(tool_rows, tokenizer, args.rows)
+    # where a stage-3 row's tokens go: the system prompt (the tool list), the request, the plan
+    turns = {role: statistics.fmean(turn_tokens(tool_rows, tokenizer, args.rows, role)) for role in ROLES}
     questions = answer_tokens(json.loads((train / "stage2_instructions.json").read_text()), tokenizer, args.rows)
     tool_mean, question_mean = statistics.fmean(tools), statistics.fmean(questions)
     shares = {
@@ -50,6 +65,7 @@ def main() -> None:
         "stage3_answer_tokens_per_row": round(tool_mean, 2),
         "stage2_answer_tokens_per_row": round(question_mean, 2),
         "replayed_share_of_supervised_tokens": {k: round(v, 4) for k, v in shares.items()},
+        "stage3_tokens_per_row_by_turn": {role: round(v, 2) for role, v in turns.items()},
     }
     print(json.dumps(result, indent=1))
     if args.out:
