@@ -150,16 +150,19 @@ def _row_records(row: dict, letters: list[str], images: dict, source: str, bench
                 **common,
             )
         ]
+    return [
+        EvalRecord(benchmark, f"{index}@r{r}", row["question"], new_answer, options=rotated, round=r, **common)
+        for r, (rotated, new_answer) in enumerate(circular_rotations(options, answer))
+    ]
+
+
+def circular_rotations(options: Mapping[str, str], answer: str) -> list[tuple[dict[str, str], str]]:
+    """CircularEval's copies of one question: round r shows the option texts shifted left by r under the same
+    letters (LLaVA's `--all-rounds`); each with the letter the correct text then sits at."""
     texts, keys = list(options.values()), list(options)
-    out = []
-    for r in range(len(texts)):
-        shown = texts[r:] + texts[:r]
-        rotated = dict(zip(keys, shown))
-        new_answer = keys[(keys.index(answer) - r) % len(keys)]
-        out.append(
-            EvalRecord(benchmark, f"{index}@r{r}", row["question"], new_answer, options=rotated, round=r, **common)
-        )
-    return out
+    return [
+        (dict(zip(keys, texts[r:] + texts[:r])), keys[(keys.index(answer) - r) % len(keys)]) for r in range(len(texts))
+    ]
 
 
 def build_prompt(record: EvalRecord, language: str | None = None) -> str:
@@ -291,6 +294,7 @@ __all__ = [
     "build_prompt",
     "can_infer_option",
     "can_infer_text",
+    "circular_rotations",
     "extract_choice",
     "find_tsv",
     "load_mmbench",

@@ -27,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from evaluation.mmbench import circular_rotations  # noqa: E402
 from modeling_mage import MageForConditionalGeneration  # noqa: E402
 from processing_mage import MageProcessor  # noqa: E402
 from shapeworld import text as T  # noqa: E402
@@ -64,12 +65,11 @@ def mmbench_items(n: int, seed: int, d, category: str) -> list[dict]:
     for i in range(n):
         rng = item_rng(seed, f"mcq-letters-{category}", i)
         item = mmbench_item(rng, d, f"mcq-{category}-{i}", category, slot=i % 4)
-        options, correct = item["options"], "ABCD".index(item["answer"])
-        rotations = []
-        for r in range(len(options)):  # round r shows the options shifted left by r (LLaVA's --all-rounds)
-            shifted = options[r:] + options[:r]
-            letter = "ABCD"[(correct - r) % len(options)]
-            rotations.append((f"{item['question']}\n{T.options_block(shifted)}{T.LLAVA_LETTER_SUFFIX}", letter))
+        options = dict(zip("ABCD", item["options"]))
+        rotations = [
+            (f"{item['question']}\n{T.options_block(list(shown.values()))}{T.LLAVA_LETTER_SUFFIX}", letter)
+            for shown, letter in circular_rotations(options, item["answer"])
+        ]
         items.append({"scene": item["scene"], "rotations": rotations})
     return items
 
