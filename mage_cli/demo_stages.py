@@ -205,6 +205,18 @@ def text_only_rows(
     return rows + in_context + plans
 
 
+def stage0_text_rows(settings: DemoSettings, seed: int) -> list[dict]:
+    """The demo's stage-0 text rows for `seed` (`text_only_rows` at the settings' sizes and options)."""
+    return text_only_rows(
+        settings.n_train,
+        seed,
+        settings.world(),
+        round(settings.stage0_tool_share * settings.n_train),
+        settings.stage0_context_turns,
+        settings.stage0_blind_questions,
+    )
+
+
 def generate_demo_data(settings: DemoSettings, data: Path, seed: int) -> dict[str, str]:
     """The demo's ShapeWorld data under `data`: the splits (`generate_dataset`), the held-out skill set and stage 0's
     text-only rows. Returns `dataset_paths` plus `"skills"` and `"stage0_text"`."""
@@ -217,19 +229,7 @@ def generate_demo_data(settings: DemoSettings, data: Path, seed: int) -> dict[st
         write_skill_sets(data / "eval" / "skills", settings.skill_questions, seed, difficulty, settings.image_size)
     )
     text_path = data / "train" / "stage0_text.json"
-    tools = round(settings.stage0_tool_share * settings.n_train)
-    text_path.write_text(
-        json.dumps(
-            text_only_rows(
-                settings.n_train,
-                seed,
-                difficulty,
-                tools,
-                settings.stage0_context_turns,
-                settings.stage0_blind_questions,
-            )
-        )
-    )
+    text_path.write_text(json.dumps(stage0_text_rows(settings, seed)))
     paths["stage0_text"] = str(text_path)
     return paths
 

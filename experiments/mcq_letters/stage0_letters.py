@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from letter_binding import letter_scorer, letter_sets, score_sets  # noqa: E402
 
-from mage_cli.demo_stages import DemoSettings, text_only_rows, train_text_lm  # noqa: E402
+from mage_cli.demo_stages import DemoSettings, stage0_text_rows, train_text_lm  # noqa: E402
 from modeling_mage import MageForConditionalGeneration  # noqa: E402
 from processing_mage import MageProcessor  # noqa: E402
 from shapeworld import text as T  # noqa: E402
@@ -94,18 +94,7 @@ def main() -> None:
 
     settings = dataclasses.replace(DemoSettings(), lm_steps=args.lm_steps)
     d = settings.world()
-    rows = (
-        []
-        if args.only_choice
-        else text_only_rows(
-            settings.n_train,
-            args.seed,
-            d,
-            round(settings.stage0_tool_share * settings.n_train),
-            settings.stage0_context_turns,
-            settings.stage0_blind_questions,
-        )
-    )
+    rows = [] if args.only_choice else stage0_text_rows(settings, args.seed)
     rows += choice_rows(args.choice_rows, args.seed, d, args.direct)
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
