@@ -21,22 +21,18 @@ from transformers import PreTrainedTokenizerFast
 ROLES = ("system", "human", "gpt")
 
 
-def answer_tokens(rows: list[dict], tokenizer, limit: int) -> list[int]:
-    """Supervised tokens per row: every assistant turn's tokens plus its end-of-sequence token."""
+def turn_tokens(rows: list[dict], tokenizer, limit: int, role: str, per_turn: int = 0) -> list[int]:
+    """Tokens per row in the turns of `role` ("system", "human", "gpt"), plus `per_turn` for each such turn."""
     return [
-        sum(len(tokenizer(t["value"], add_special_tokens=False)["input_ids"]) + 1 for t in row["conversations"]
-            if t["from"] == "gpt")
-        for row in rows[:limit]
-    ]  # fmt: skip
-
-
-def turn_tokens(rows: list[dict], tokenizer, limit: int, role: str) -> list[int]:
-    """Tokens per row in the turns of `role` ("system", "human", "gpt"), without special tokens."""
-    return [
-        sum(len(tokenizer(t["value"], add_special_tokens=False)["input_ids"]) for t in row["conversations"]
+        sum(len(tokenizer(t["value"], add_special_tokens=False)["input_ids"]) + per_turn for t in row["conversations"]
             if t["from"] == role)
         for row in rows[:limit]
     ]  # fmt: skip
+
+
+def answer_tokens(rows: list[dict], tokenizer, limit: int) -> list[int]:
+    """Supervised tokens per row: every assistant turn's tokens plus its end-of-sequence token."""
+    return turn_tokens(rows, tokenizer, limit, "gpt", per_turn=1)
 
 
 def main() -> None:
