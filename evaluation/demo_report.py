@@ -3,6 +3,7 @@ targets of `mage demo` (held-out skills beside the benchmark splits, each agains
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from shapeworld.skills import SKILLS
@@ -132,7 +133,7 @@ def strict_targets(raw: dict[str, dict]) -> dict:
         met = {">=": value >= target, "<=": value <= target, ">": value > target}[comparison]  # NaN: not met
         rows.append({"target": what, "value": value, "threshold": target, "comparison": comparison, "met": bool(met)})
         needs = {">=": "≥", "<=": "≤", ">": ">"}[comparison] + f" {target:.1f}"
-        missed = "" if comparison == ">" or value != value else f", missed by {abs(value - target):.1f}"
+        missed = "" if comparison == ">" or math.isnan(value) else f", missed by {abs(value - target):.1f}"
         lines.append(
             f"{'met' if met else 'NOT MET'}: {what} — {value:.1f}" + ("" if met else f" (needs {needs}{missed})")
         )
